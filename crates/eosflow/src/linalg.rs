@@ -1,0 +1,113 @@
+//! Small dense vector helpers on `&[f64]`, the one vector type of eosflow.
+//!
+//! Every routine asserts matching lengths: a mismatch is a programming error
+//! inside the library (shapes are checked once, at the boundary).
+
+/// ⟨x, y⟩.
+#[inline]
+pub fn dot(x: &[f64], y: &[f64]) -> f64 {
+    assert_eq!(x.len(), y.len(), "dot: length mismatch");
+    // Four independent accumulators let the compiler vectorise the loop.
+    let mut acc = [0.0f64; 4];
+    let chunks = x.len() / 4;
+    for c in 0..chunks {
+        let i = 4 * c;
+        acc[0] += x[i] * y[i];
+        acc[1] += x[i + 1] * y[i + 1];
+        acc[2] += x[i + 2] * y[i + 2];
+        acc[3] += x[i + 3] * y[i + 3];
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for i in 4 * chunks..x.len() {
+        s += x[i] * y[i];
+    }
+    s
+}
+
+/// ‖x‖₂, computed without overflow or underflow for any finite x.
+pub fn norm(x: &[f64]) -> f64 {
+    let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if scale == 0.0 || !scale.is_finite() {
+        return scale;
+    }
+    let inv = 1.0 / scale;
+    let s: f64 = x.iter().map(|v| (v * inv) * (v * inv)).sum();
+    scale * s.sqrt()
+}
+
+/// y ← y + a·x.
+#[inline]
+pub fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
+    assert_eq!(x.len(), y.len(), "axpy: length mismatch");
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// x ← a·x.
+#[inline]
+pub fn scale(a: f64, x: &mut [f64]) {
+    for xi in x.iter_mut() {
+        *xi *= a;
+    }
+}
+
+/// Π(x) = x/‖x‖₂ in place; returns ‖x‖₂ (the input's norm). A zero vector is
+/// left unchanged and 0 is returned.
+pub fn normalize(x: &mut [f64]) -> f64 {
+    let n = norm(x);
+    if n > 0.0 {
+        scale(1.0 / n, x);
+    }
+    n
+}
+
+/// ‖x − y‖₂.
+pub fn dist(x: &[f64], y: &[f64]) -> f64 {
+    assert_eq!(x.len(), y.len(), "dist: length mismatch");
+    let d: Vec<f64> = x.iter().zip(y).map(|(a, b)| a - b).collect();
+    norm(&d)
+}
+
+/// Eigen-decomposition of a dense symmetric n×n matrix given row-major.
+/// Returns (eigenvalues in *descending* order, eigenvectors as rows matching
+/// them). Uses faer's self-adjoint solver on the lower triangle.
+pub fn symmetric_eigen(n: usize, a: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    assert_eq!(a.len(), n * n, "symmetric_eigen: expected an n×n matrix");
+    let m = faer::Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
+    let evd = m
+        .self_adjoint_eigen(faer::Side::Lower)
+        .expect("faer self-adjoint eigensolver failed on a finite symmetric matrix");
+    let s = evd.S().column_vector();
+    let u = evd.U();
+    // faer sorts ascending; we want the largest algebraic first.
+    let mut vals = Vec::with_capacity(n);
+    let mut vecs = Vec::with_capacity(n);
+    for j in (0..n).rev() {
+        vals.push(s[j]);
+        vecs.push((0..n).map(|i| u[(i, j)]).collect());
+    }
+    (vals, vecs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_is_robust_to_scale() {
+        let x = [3e200, 4e200];
+        assert!((norm(&x) / 5e200 - 1.0).abs() < 4.0 * f64::EPSILON);
+        let y = [3e-200, 4e-200];
+        assert!((norm(&y) / 5e-200 - 1.0).abs() < 4.0 * f64::EPSILON);
+        assert_eq!(norm(&[0.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn symmetric_eigen_of_diagonal_is_sorted_descending() {
+        let a = [1.0, 0.0, 0.0, 0.0, -3.0, 0.0, 0.0, 0.0, 2.0];
+        let (vals, vecs) = symmetric_eigen(3, &a);
+        assert_eq!(vals, vec![2.0, 1.0, -3.0]);
+        assert!((vecs[0][2].abs() - 1.0).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,63 @@
+//! Optimizers as state machines: `evaluate` the loss and gradient at the
+//! current point, then `update` with that gradient. Every quantity the paper
+//! plots is a readable field.
+//!
+//! - [`GdWd`]: GD with weight decay, eq. (1).
+//! - [`SphericalGd`]: projected GD on the unit sphere, eq. (2)/(9), with its
+//!   effective LR from an [`LrScheduler`] ([`ConstantLr`], [`RmspropScheduler`]
+//!   (Def. B.3), [`GwsiScheduler`] (Def. B.6)).
+//! - [`ScalarRmsprop`]: Scalar RMSprop in full space (Def. B.1).
+//!
+//! GD+WD and "PGD + GWSI scheduler" are two views of one dynamics (Lemma 3.1,
+//! Thm B.7); the tests check they agree to rounding.
+
+mod gd_wd;
+mod rmsprop;
+mod schedulers;
+mod sphere;
+
+pub use gd_wd::GdWd;
+pub use rmsprop::ScalarRmsprop;
+pub use schedulers::{ConstantLr, GwsiScheduler, LrScheduler, QuasiRmspropHyper, RmspropScheduler};
+pub use sphere::SphericalGd;
+
+/// What one evaluation at the current point w_t (before the update) gives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// L(w_t).
+    pub loss: f64,
+    /// ‖∇L(θ_t)‖ for a fully scale-invariant loss (= ‖w_t‖·‖∇L(w_t)‖ by
+    /// (−1)-homogeneity); ‖∇L(w_t)‖ otherwise.
+    pub grad_norm: f64,
+    /// ‖w_t‖ over all parameters.
+    pub w_norm: f64,
+    /// The effective LR η̃_t this step uses (Lemma 3.1 / Def. B.2).
+    pub eff_lr: f64,
+}
+
+/// An optimizer as a state machine over a flat parameter vector.
+pub trait Optimizer: Send {
+    /// Short name ("gd_wd", "sphere_gwsi", …).
+    fn name(&self) -> String;
+    /// The current parameters w_t (θ_t for spherical methods).
+    fn params(&self) -> &[f64];
+    /// Updates done so far (t).
+    fn step(&self) -> u64;
+    /// Evaluates L and ∇L at the current point and caches the gradient.
+    fn evaluate(&mut self, obj: &dyn crate::Objective) -> Evaluation;
+    /// Moves to w_{t+1} with the gradient of the last [`Optimizer::evaluate`].
+    /// Panics if called without a fresh evaluation.
+    fn update(&mut self);
+    /// Named scalar state (the scheduler moment ṽ_t, …) for logs and
+    /// checkpoints.
+    fn state(&self) -> Vec<(&'static str, f64)>;
+}
+
+/// ‖∇L(θ)‖ from ‖∇L(w)‖ for the declared scale invariance.
+pub(crate) fn theta_grad_norm(si: &crate::ScaleInvariance, w: &[f64], g: &[f64]) -> f64 {
+    let gn = crate::linalg::norm(g);
+    match si {
+        crate::ScaleInvariance::All => gn * crate::linalg::norm(w),
+        _ => gn,
+    }
+}

@@ -1,0 +1,31 @@
+//! Problems: an objective with exact gradient and HVP, its default initial
+//! point, its own per-step metrics and a summary of a whole run.
+
+mod toy3d;
+
+pub use toy3d::Toy3d;
+
+use crate::objective::Hessian;
+
+/// A problem the runner can train on.
+pub trait Problem: Hessian {
+    /// Short name ("toy3d", …).
+    fn name(&self) -> &'static str;
+    /// The problem's default w_0.
+    fn initial_point(&self) -> Vec<f64>;
+    /// Names of the extra metrics.csv columns, after the common ones.
+    fn metric_names(&self) -> Vec<&'static str>;
+    /// Values of those columns at w.
+    fn metrics(&self, w: &[f64]) -> Vec<f64>;
+    /// A fresh tracker that sees every step and summarises the run.
+    fn tracker(&self) -> Box<dyn Tracker + '_>;
+}
+
+/// Sees every step's parameters (logged or not) and produces the
+/// problem-specific part of summary.json.
+pub trait Tracker {
+    /// Called once per step t with w_t, before the update.
+    fn observe(&mut self, step: u64, w: &[f64]);
+    /// Key results, as JSON.
+    fn summary(&self) -> serde_json::Map<String, serde_json::Value>;
+}

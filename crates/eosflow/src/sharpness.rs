@@ -1,0 +1,69 @@
+//! Spherical sharpness (Def. 1.1), computed as in App. Q.3.
+
+use crate::objective::{Hessian, ScaleInvariance};
+use crate::spectrum::{LanczosError, LanczosParams, Restricted, lanczos_top};
+
+/// Spherical sharpness at one point, with what Lanczos reports.
+#[derive(Clone, Debug)]
+pub struct Sharpness {
+    /// λ1(∇²L(θ)) at θ = w_S/‖w_S‖, computed as ‖w_S‖²·λ1(∇²_S L(w)).
+    pub spherical: f64,
+    /// The top-k eigenvalues of ∇²_S L(θ) (each ‖w_S‖²·λ_i(∇²_S L(w))), descending.
+    pub top_k: Vec<f64>,
+    /// max_i ‖H v_i − λ_i v_i‖ over the top-k pairs, in the units of
+    /// `spherical` (scaled by ‖w_S‖²), so `residual / spherical` is relative.
+    pub residual: f64,
+    /// Hessian-vector products used.
+    pub hvps: usize,
+    /// Whether Lanczos met its tolerance.
+    pub converged: bool,
+    /// Unit top eigenvector on the scale-invariant block: the warm start for
+    /// the next evaluation.
+    pub eigenvector: Vec<f64>,
+}
+
+/// Spherical sharpness at w (Def. 1.1, App. Q.3):
+///
+/// λ1(∇²L(w_S/‖w_S‖)) = ‖w_S‖²·λ1(∇²_S L(w)),
+///
+/// which holds because the Hessian of a scale-invariant loss is
+/// (−2)-homogeneous (Lemma D.1). For a partially scale-invariant objective
+/// the Hessian is restricted to the declared block (the "partial
+/// sharpness" of App. P.2); for `ScaleInvariance::None` it is the ordinary
+/// λ1(∇²L(w)).
+///
+/// ```
+/// use eosflow::problems::Toy3d;
+/// use eosflow::sharpness::spherical_sharpness;
+/// let p = Toy3d::new(0);
+/// // A point of Γ (x = y > 0, z = 0) in F's domain, scaled by 3.
+/// let w = p.from_domain(&[3.0 / 2f64.sqrt(), 3.0 / 2f64.sqrt(), 0.0]);
+/// let s = spherical_sharpness(&p, &w, &Default::default(), None).unwrap();
+/// assert!((s.spherical - 6.0).abs() < 1e-9); // 6/(1 − z²) on Γ (App. F)
+/// ```
+pub fn spherical_sharpness(
+    obj: &dyn Hessian,
+    w: &[f64],
+    params: &LanczosParams,
+    warm: Option<&[f64]>,
+) -> Result<Sharpness, LanczosError> {
+    let si = obj.scale_invariance();
+    let scale = si.block_norm(w).powi(2);
+    let h = obj.hessian_at(w);
+    let res = match &si {
+        ScaleInvariance::Block(idx) => {
+            let op = Restricted::new(h.as_ref(), idx);
+            lanczos_top(&op, params, warm)?
+        }
+        _ => lanczos_top(h.as_ref(), params, warm)?,
+    };
+    let top_k: Vec<f64> = res.eigenvalues.iter().map(|l| l * scale).collect();
+    Ok(Sharpness {
+        spherical: top_k[0],
+        top_k,
+        residual: res.residuals.iter().fold(0.0f64, |a, b| a.max(*b)) * scale,
+        hvps: res.matvecs,
+        converged: res.converged,
+        eigenvector: res.eigenvectors.into_iter().next().unwrap(),
+    })
+}
