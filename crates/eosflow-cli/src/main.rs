@@ -1,3 +1,270 @@
-fn main() {
-    println!("Hello, world!");
+//! `eosflow`: run GD+WD experiments on scale-invariant losses, reproduce the
+//! paper's experiments, and draw their figures.
+
+mod config;
+mod npy;
+mod plot;
+mod presets;
+mod rundir;
+mod setup;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use config::Config;
+use eosflow::run::{CancelToken, Observer, Status};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "eosflow",
+    version,
+    about = "GD+WD on scale-invariant losses: effective LR, spherical sharpness, Edge of Stability",
+    long_about = "eosflow trains with gradient descent + weight decay (or its spherical views) on \
+                  scale-invariant problems, tracks the effective learning rate, the spherical sharpness \
+                  (exact Hessian-vector products + Lanczos) and the Edge-of-Stability regime, and \
+                  writes a run directory (config.toml, metrics.csv, sharpness.csv, summary.json, \
+                  w_final.npy, figures/).\n\nExit codes: 0 completed, 1 error, 2 bad arguments, \
+                  3 the run diverged, 130 interrupted."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct OutArgs {
+    /// Run directory [default: runs/<name>-<timestamp>]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overwrite eosflow's files in a non-empty run directory
+    #[arg(long)]
+    force: bool,
+    /// Override the number of steps (run.steps)
+    #[arg(long)]
+    steps: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the experiment described by a TOML config
+    Run {
+        /// The config file (see the README for every key)
+        config: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Reproduce one of the paper's experiments (see --list)
+    Reproduce {
+        /// Preset name, e.g. toy3d
+        #[arg(required_unless_present = "list")]
+        preset: Option<String>,
+        /// List the presets: paper figure, what it shows, expected run time
+        #[arg(long)]
+        list: bool,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Regenerate the figures of a run directory from its CSV files
+    Plot {
+        /// A run directory written by `eosflow run` or `eosflow reproduce`
+        run_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run { config, out } => {
+            let cfg = config::load(&config)?;
+            execute(cfg, out)
+        }
+        Cmd::Reproduce { list: true, .. } => {
+            println!(
+                "{:<8} {:<18} {:<28} what it shows",
+                "preset", "paper", "expected time"
+            );
+            for p in presets::PRESETS {
+                println!(
+                    "{:<8} {:<18} {:<28} {}",
+                    p.name, p.figure, p.expected_time, p.shows
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reproduce { preset, out, .. } => {
+            let name = preset.unwrap_or_default();
+            let Some(p) = presets::find(&name) else {
+                let names: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
+                let best = names
+                    .iter()
+                    .min_by_key(|n| strsim::levenshtein(&name, n))
+                    .unwrap();
+                bail!(
+                    "unknown preset `{name}`: did you mean `{best}`? (`eosflow reproduce --list` lists them)"
+                );
+            };
+            let cfg = config::parse(p.toml, &format!("preset {}", p.name))?;
+            execute(cfg, out)
+        }
+        Cmd::Plot { run_dir } => {
+            let cfg = config::load(&run_dir.join("config.toml")).with_context(|| {
+                format!("{} does not look like a run directory", run_dir.display())
+            })?;
+            let figs =
+                plot::plot_run(&run_dir, problem_kind(&cfg), &cfg.name, &cfg.output.formats)?;
+            for f in figs {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn problem_kind(cfg: &Config) -> &'static str {
+    match cfg.problem {
+        config::ProblemConfig::Toy3d { .. } => "toy3d",
+    }
+}
+
+fn problem_seed(cfg: &Config) -> u64 {
+    match cfg.problem {
+        config::ProblemConfig::Toy3d { seed, .. } => seed,
+    }
+}
+
+fn install_signal_handler(token: CancelToken) {
+    // First SIGINT/SIGTERM: finish the current step, write the files, exit
+    // 130. A second one exits at once.
+    let _ = ctrlc::set_handler(move || {
+        if token.is_cancelled() {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current step and writing the run directory (again to exit now)"
+        );
+        token.cancel();
+    });
+}
+
+fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
+    if let Some(s) = out.steps {
+        cfg.run.steps = s;
+    }
+    let mut prep = setup::prepare(&cfg)?;
+    let dir = out.out.unwrap_or_else(|| {
+        Path::new("runs").join(format!(
+            "{}-{}",
+            cfg.name,
+            chrono::Local::now().format("%Y%m%d-%H%M%S")
+        ))
+    });
+    rundir::create(&dir, out.force)?;
+    let resolved = toml::to_string(&cfg).context("cannot serialise the resolved config")?;
+    rundir::write_atomic(&dir.join("config.toml"), resolved.as_bytes())?;
+
+    let token = CancelToken::new();
+    install_signal_handler(token.clone());
+    let mut csv = rundir::CsvObserver::new(&dir, cfg.sharpness.k);
+    let mut progress = rundir::ProgressObserver::new(cfg.run.steps);
+    let mut observers: [&mut dyn Observer; 2] = [&mut csv, &mut progress];
+    let summary = eosflow::run::run(
+        prep.problem.as_ref(),
+        prep.optimizer.as_mut(),
+        &prep.params,
+        &mut observers,
+        &token,
+    )?;
+
+    let fig_start = std::time::Instant::now();
+    let figures = if cfg.output.figures {
+        plot::plot_run(&dir, problem_kind(&cfg), &cfg.name, &cfg.output.formats)?
+    } else {
+        Vec::new()
+    };
+    let fig_s = fig_start.elapsed().as_secs_f64();
+
+    let mut json = serde_json::to_value(&summary)?;
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("wall_time_s");
+    let mut top = serde_json::Map::new();
+    top.insert("eosflow_version".into(), env!("CARGO_PKG_VERSION").into());
+    top.insert("name".into(), cfg.name.clone().into());
+    top.insert("problem_kind".into(), problem_kind(&cfg).into());
+    top.insert("optimizer".into(), prep.optimizer.name().into());
+    top.insert(
+        "seeds".into(),
+        serde_json::json!({ "problem": problem_seed(&cfg), "lanczos": cfg.sharpness.seed }),
+    );
+    top.insert(
+        "derived".into(),
+        serde_json::Value::Object(std::mem::take(&mut prep.derived)),
+    );
+    top.extend(std::mem::take(obj));
+    top.insert(
+        "figures".into(),
+        figures
+            .iter()
+            .map(|f| f.strip_prefix(&dir).unwrap_or(f).display().to_string())
+            .collect(),
+    );
+    // Wall-clock fields live here and only here, so two runs of the same
+    // config differ in this object alone.
+    top.insert(
+        "timing".into(),
+        serde_json::json!({ "run_s": summary.wall_time_s, "figures_s": fig_s }),
+    );
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(top))? + "\n";
+    rundir::write_atomic(&dir.join("summary.json"), text.as_bytes())?;
+
+    print_summary(&cfg, &summary, &dir, &figures);
+    Ok(match summary.status {
+        Status::Completed => ExitCode::SUCCESS,
+        Status::Diverged { .. } => ExitCode::from(3),
+        Status::Interrupted { .. } => ExitCode::from(130),
+    })
+}
+
+fn print_summary(cfg: &Config, s: &eosflow::run::RunSummary, dir: &Path, figures: &[PathBuf]) {
+    let status = match &s.status {
+        Status::Completed => "completed".to_string(),
+        Status::Diverged { step, reason } => format!("DIVERGED at step {step}: {reason}"),
+        Status::Interrupted { step } => format!("interrupted after step {step}"),
+    };
+    println!(
+        "{}: {status}; {} steps in {:.3} s ({} gradients, {} HVPs in {} sharpness evaluations)",
+        cfg.name, s.last_step, s.wall_time_s, s.gradient_evals, s.hvps, s.sharpness_evals
+    );
+    let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.6}"));
+    println!(
+        "  final loss {:.6e}; sharpness {} -> {}; final 2/eta~ {:.6}; first EoS step {}",
+        s.final_loss,
+        opt(s.initial_sharpness),
+        opt(s.final_sharpness),
+        s.final_two_over_eff_lr,
+        s.first_eos_step.map_or("-".into(), |v| v.to_string())
+    );
+    if s.sharpness_unconverged > 0 {
+        println!(
+            "  warning: {} sharpness evaluations missed the Lanczos tolerance (see sharpness.csv)",
+            s.sharpness_unconverged
+        );
+    }
+    for (k, v) in &s.problem {
+        println!("  {k}: {v}");
+    }
+    println!("  run directory: {}", dir.display());
+    for f in figures {
+        println!("  figure: {}", f.display());
+    }
 }

@@ -1,0 +1,412 @@
+//! The TOML run configuration: parsing with helpful errors, defaults,
+//! validation, and the resolved form written to `config.toml`.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole run configuration. Every key is documented in the README.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Run name (default output folder `runs/<name>-<timestamp>`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    pub problem: ProblemConfig,
+    #[serde(default)]
+    pub init: InitConfig,
+    pub optimizer: OptimizerConfig,
+    pub run: RunConfig,
+    #[serde(default)]
+    pub sharpness: SharpnessConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+fn default_name() -> String {
+    "run".into()
+}
+
+/// Which problem to train on (`kind` selects it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProblemConfig {
+    /// App. F: L(w) = F(U·w), F(x,y,z) = 2 − (x+y)/√(x² − xy + y²).
+    Toy3d {
+        /// Seed of the random orthogonal U.
+        #[serde(default)]
+        seed: u64,
+        /// Initial point in F's coordinates (w0 = Uᵀ·w0_domain).
+        #[serde(default = "toy3d_w0")]
+        w0_domain: [f64; 3],
+    },
+}
+
+fn toy3d_w0() -> [f64; 3] {
+    eosflow::problems::Toy3d::PAPER_W0
+}
+
+/// Overrides of the problem's initial point.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// The flat initial parameter vector, inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub w0: Option<Vec<f64>>,
+    /// A 1-D float64 `.npy` file with the flat initial parameter vector
+    /// (relative to the config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub w0_npy: Option<PathBuf>,
+}
+
+/// The optimizer (`kind` selects it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// GD+WD, eq. (1): w ← (1 − η̂λ̂)w − η̂∇L(w).
+    GdWd {
+        /// η̂ > 0.
+        lr: f64,
+        /// λ̂ ≥ 0, with η̂λ̂ < 1.
+        wd: f64,
+    },
+    /// Projected GD on the sphere, eq. (2)/(9), with a scheduler.
+    Sphere {
+        /// constant | rmsprop | gwsi.
+        scheduler: SchedulerKind,
+        /// constant: the effective LR η̃.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        eff_lr: Option<f64>,
+        /// rmsprop/gwsi: base LR η.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        eta: Option<f64>,
+        /// rmsprop/gwsi: decay β ∈ (0, 1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        beta: Option<f64>,
+        /// rmsprop/gwsi: initial moment ṽ0 > 0.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        v0: Option<f64>,
+        /// gwsi: derive (ṽ0, β, η) from GD+WD's η̂ (Thm B.7) …
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lr: Option<f64>,
+        /// … and λ̂.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wd: Option<f64>,
+    },
+    /// Scalar RMSprop, Def. B.1.
+    ScalarRmsprop { eta: f64, beta: f64, v0: f64 },
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    Constant,
+    Rmsprop,
+    Gwsi,
+}
+
+/// Step budget and logging.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Number of updates T (steps 0..=T are logged).
+    pub steps: u64,
+    /// Write a metrics row every `log_every` steps (and at the first and last).
+    #[serde(default = "one")]
+    pub log_every: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Spherical sharpness schedule and Lanczos settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharpnessConfig {
+    /// Every how many steps (0 = never); the last step always.
+    pub every: u64,
+    /// Top-k eigenvalues to compute.
+    pub k: usize,
+    /// Lanczos residual tolerance, relative to max|θ|.
+    pub tol: f64,
+    /// Lanczos basis size before a thick restart.
+    pub max_basis: usize,
+    /// Lanczos restarts before reporting non-convergence.
+    pub max_restarts: usize,
+    /// Seed of the Lanczos start vector.
+    pub seed: u64,
+    /// Random admixture to the warm-start vector.
+    pub warm_mix: f64,
+    /// Relative band around the sharpness that counts as EoS.
+    pub eos_band: f64,
+}
+
+impl Default for SharpnessConfig {
+    fn default() -> Self {
+        let l = eosflow::spectrum::LanczosParams::default();
+        Self {
+            every: 10,
+            k: l.k,
+            tol: l.tol,
+            max_basis: l.max_basis,
+            max_restarts: l.max_restarts,
+            seed: l.seed,
+            warm_mix: l.warm_mix,
+            eos_band: eosflow::eos::RegimeBand::default().band,
+        }
+    }
+}
+
+/// What goes into the run directory besides the CSVs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Draw figures at the end of the run.
+    pub figures: bool,
+    /// Figure formats: "png", "svg".
+    pub formats: Vec<String>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            figures: true,
+            formats: vec!["png".into(), "svg".into()],
+        }
+    }
+}
+
+/// Parses TOML text. `origin` names the file in messages.
+pub fn parse(text: &str, origin: &str) -> Result<Config> {
+    match toml::from_str::<Config>(text) {
+        Ok(c) => Ok(c),
+        Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e)),
+    }
+}
+
+/// Adds a "did you mean" to serde's unknown-key and unknown-variant errors.
+fn explain_toml_error(e: &toml::de::Error) -> String {
+    let msg = e.to_string();
+    let body = e.message();
+    for (marker, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        if let Some(start) = body.find(marker) {
+            let rest = &body[start + marker.len()..];
+            let Some(end) = rest.find('`') else { continue };
+            let bad = &rest[..end];
+            let valid: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+            if let Some(best) = valid.iter().min_by_key(|v| strsim::levenshtein(bad, v)) {
+                return format!(
+                    "{msg}unknown {what} `{bad}`: did you mean `{best}`? (valid: {})",
+                    valid.join(", ")
+                );
+            }
+        }
+    }
+    msg
+}
+
+/// Reads and parses a config file; relative `.npy` paths are resolved
+/// against the file's directory.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut cfg = parse(&text, &path.display().to_string())?;
+    if let Some(p) = &cfg.init.w0_npy {
+        if p.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            cfg.init.w0_npy = Some(base.join(p));
+        }
+    }
+    Ok(cfg)
+}
+
+fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
+    if cond { Ok(()) } else { bail!(msg()) }
+}
+
+fn positive(name: &str, v: f64) -> Result<()> {
+    check(v > 0.0 && v.is_finite(), || {
+        format!("{name} = {v} must be a positive finite number")
+    })
+}
+
+impl Config {
+    /// Checks every value that does not depend on the problem's data.
+    pub fn validate(&self) -> Result<()> {
+        check(
+            !self.name.is_empty() && !self.name.contains(['/', '\\']),
+            || {
+                format!(
+                    "name = {:?} must be non-empty and contain no path separators",
+                    self.name
+                )
+            },
+        )?;
+        check(self.run.steps > 0, || {
+            "run.steps = 0: set run.steps to the number of updates, at least 1".into()
+        })?;
+        check(self.run.log_every > 0, || {
+            "run.log_every = 0: set it to at least 1".into()
+        })?;
+        match &self.optimizer {
+            OptimizerConfig::GdWd { lr, wd } => check_gd_wd("optimizer", *lr, *wd)?,
+            OptimizerConfig::Sphere {
+                scheduler,
+                eff_lr,
+                eta,
+                beta,
+                v0,
+                lr,
+                wd,
+            } => match scheduler {
+                SchedulerKind::Constant => {
+                    let Some(e) = eff_lr else {
+                        bail!(
+                            "optimizer.scheduler = \"constant\" needs optimizer.eff_lr (the effective LR η̃ > 0)"
+                        )
+                    };
+                    positive("optimizer.eff_lr", *e)?;
+                }
+                SchedulerKind::Rmsprop | SchedulerKind::Gwsi => {
+                    let explicit = eta.is_some() || beta.is_some() || v0.is_some();
+                    let derived = lr.is_some() || wd.is_some();
+                    if *scheduler == SchedulerKind::Gwsi && derived && !explicit {
+                        let (Some(lr), Some(wd)) = (lr, wd) else {
+                            bail!(
+                                "optimizer: the GWSI scheduler derived from GD+WD (Thm B.7) needs both lr and wd"
+                            )
+                        };
+                        check_gd_wd("optimizer", *lr, *wd)?;
+                        check(*wd > 0.0, || {
+                            "optimizer.wd must be > 0 for the GWSI scheduler (β = (1 − η̂λ̂)⁴ < 1)"
+                                .into()
+                        })?;
+                    } else {
+                        let (Some(eta), Some(beta), Some(v0)) = (eta, beta, v0) else {
+                            bail!(
+                                "optimizer.scheduler = \"{}\" needs eta, beta and v0{}",
+                                if *scheduler == SchedulerKind::Gwsi {
+                                    "gwsi"
+                                } else {
+                                    "rmsprop"
+                                },
+                                if *scheduler == SchedulerKind::Gwsi {
+                                    " (or lr and wd of the GD+WD it reproduces)"
+                                } else {
+                                    ""
+                                }
+                            )
+                        };
+                        check(!derived, || {
+                            "optimizer: give either eta/beta/v0 or lr/wd, not both".into()
+                        })?;
+                        positive("optimizer.eta", *eta)?;
+                        positive("optimizer.v0", *v0)?;
+                        check(*beta > 0.0 && *beta < 1.0, || {
+                            format!("optimizer.beta = {beta} must be in (0, 1)")
+                        })?;
+                    }
+                }
+            },
+            OptimizerConfig::ScalarRmsprop { eta, beta, v0 } => {
+                positive("optimizer.eta", *eta)?;
+                positive("optimizer.v0", *v0)?;
+                check(*beta > 0.0 && *beta < 1.0, || {
+                    format!("optimizer.beta = {beta} must be in (0, 1)")
+                })?;
+            }
+        }
+        let s = &self.sharpness;
+        check(s.k >= 1, || {
+            "sharpness.k = 0: ask for at least one eigenvalue".into()
+        })?;
+        positive("sharpness.tol", s.tol)?;
+        check(s.max_basis >= 2, || {
+            "sharpness.max_basis must be at least 2".into()
+        })?;
+        check(s.warm_mix >= 0.0 && s.warm_mix.is_finite(), || {
+            "sharpness.warm_mix must be ≥ 0".into()
+        })?;
+        check(s.eos_band > 0.0 && s.eos_band < 1.0, || {
+            format!("sharpness.eos_band = {} must be in (0, 1)", s.eos_band)
+        })?;
+        for f in &self.output.formats {
+            check(f == "png" || f == "svg", || {
+                format!("output.formats: unknown format {f:?}; use \"png\" and/or \"svg\"")
+            })?;
+        }
+        match &self.problem {
+            ProblemConfig::Toy3d { w0_domain, .. } => check_w0("problem.w0_domain", w0_domain)?,
+        }
+        check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || {
+            "init: give w0 or w0_npy, not both".into()
+        })?;
+        Ok(())
+    }
+}
+
+fn check_gd_wd(table: &str, lr: f64, wd: f64) -> Result<()> {
+    positive(&format!("{table}.lr"), lr)?;
+    check(wd >= 0.0 && wd.is_finite(), || {
+        format!("{table}.wd = {wd} must be ≥ 0 (weight decay λ̂)")
+    })?;
+    check(lr * wd < 1.0, || {
+        format!(
+            "{table}.lr × {table}.wd = {} must be < 1: the decay factor 1 − η̂λ̂ of eq. (1) must stay positive",
+            lr * wd
+        )
+    })
+}
+
+/// Initial weights must be finite and not all zero (L is undefined at 0).
+pub fn check_w0(what: &str, w0: &[f64]) -> Result<()> {
+    if let Some(i) = w0.iter().position(|x| !x.is_finite()) {
+        bail!(
+            "{what}: entry {i} is {} — initial weights must be finite",
+            w0[i]
+        );
+    }
+    check(w0.iter().any(|&x| x != 0.0), || {
+        format!(
+            "{what}: all {} initial weights are zero; a scale-invariant loss is undefined at w = 0",
+            w0.len()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[problem]\nkind = \"toy3d\"\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.5\nwd = 0.08\n[run]\nsteps = 10\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_round_trips() {
+        let c = parse(MIN, "t").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.sharpness.k, 1);
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(parse(&text, "t").unwrap(), c);
+        assert!(
+            text.contains("eos_band"),
+            "resolved config writes every default:\n{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_nearest() {
+        let e = parse(&MIN.replace("lr = 0.5", "lrr = 0.5"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key `lrr`: did you mean `lr`?"), "{e}");
+        let e = parse(&format!("{MIN}[sharpnes]\nk = 2\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `sharpness`?"), "{e}");
+        let e = parse(&MIN.replace("\"toy3d\"", "\"toy3\""), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `toy3d`?"), "{e}");
+    }
+}

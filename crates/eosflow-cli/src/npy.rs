@@ -1,0 +1,88 @@
+//! `.npy` input and output of flat float64 vectors.
+
+use anyhow::{Context, Result, bail};
+use npyz::WriterBuilder;
+use std::path::Path;
+
+/// Reads a 1-D float64 array. `expected` (if given) is the required length.
+pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| {
+        format!(
+            "{} is not a valid .npy file (bad magic string or header)",
+            path.display()
+        )
+    })?;
+    let shape = npy.shape().to_vec();
+    let ok_dtype = matches!(npy.dtype(), npyz::DType::Plain(ref t)
+        if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
+    if !ok_dtype {
+        bail!(
+            "{}: dtype is {:?}, expected float64; save it with np.save(path, w.astype(np.float64).ravel())",
+            path.display(),
+            npy.dtype().descr()
+        );
+    }
+    if shape.len() != 1 {
+        bail!(
+            "{}: shape {:?}, expected a 1-D array; save the flat vector with w.ravel()",
+            path.display(),
+            shape
+        );
+    }
+    let n = shape[0] as usize;
+    if let Some(e) = expected {
+        if n != e {
+            bail!(
+                "{}: has {n} entries, but the problem has {e} parameters",
+                path.display()
+            );
+        }
+    }
+    let v: Vec<f64> = npy.into_vec().with_context(|| {
+        format!(
+            "{}: truncated or corrupt data (header promises {n} float64 values)",
+            path.display()
+        )
+    })?;
+    Ok(v)
+}
+
+/// Encodes a 1-D float64 array as `.npy` bytes.
+pub fn encode_vector(v: &[f64]) -> Result<Vec<u8>> {
+    let mut cur = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[v.len() as u64])
+            .writer(&mut cur)
+            .begin_nd()?;
+        w.extend(v.iter().copied())?;
+        w.finish()?;
+    }
+    Ok(cur.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.npy");
+        let v = vec![0.1, -2.0, 1e-300, 3.5];
+        std::fs::write(&p, encode_vector(&v).unwrap()).unwrap();
+        assert_eq!(read_vector(&p, Some(4)).unwrap(), v);
+        let e = read_vector(&p, Some(3)).unwrap_err().to_string();
+        assert!(e.contains("has 4 entries, but the problem has 3"), "{e}");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
+        let e = format!("{:#}", read_vector(&p, None).unwrap_err());
+        assert!(e.contains("truncated"), "{e}");
+        std::fs::write(&p, b"not numpy at all").unwrap();
+        let e = format!("{:#}", read_vector(&p, None).unwrap_err());
+        assert!(e.contains("not a valid .npy"), "{e}");
+    }
+}

@@ -1,0 +1,439 @@
+//! Figures from a run directory's CSVs, drawn with plotters and an embedded
+//! DejaVu Sans font (no system font needed).
+
+use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            panic!("embedded DejaVuSans.ttf is not a valid font");
+        }
+    });
+}
+
+/// The columns of metrics.csv and sharpness.csv, by name.
+pub struct RunData {
+    pub metrics: HashMap<String, Vec<f64>>,
+    pub sharpness: HashMap<String, Vec<f64>>,
+}
+
+fn read_csv(path: &Path) -> Result<HashMap<String, Vec<f64>>> {
+    let mut rd =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers: Vec<String> = rd.headers()?.iter().map(String::from).collect();
+    let mut cols: HashMap<String, Vec<f64>> =
+        headers.iter().map(|h| (h.clone(), Vec::new())).collect();
+    for (i, rec) in rd.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}: malformed row {}", path.display(), i + 2))?;
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            // Empty cells (sharpness not computed) and words (regime) become NaN.
+            cols.get_mut(h).unwrap().push(v.parse().unwrap_or(f64::NAN));
+        }
+    }
+    Ok(cols)
+}
+
+impl RunData {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            metrics: read_csv(&dir.join("metrics.csv"))?,
+            sharpness: read_csv(&dir.join("sharpness.csv"))?,
+        })
+    }
+    fn m(&self, name: &str) -> &[f64] {
+        self.metrics.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+    fn s(&self, name: &str) -> &[f64] {
+        self.sharpness
+            .get(name)
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// Pairs (x, y) with finite y (and y > 0 when `positive`), decimated to at
+/// most ~4000 points by keeping each bucket's min and max, so oscillations
+/// keep their envelope in the picture.
+fn series(x: &[f64], y: &[f64], positive: bool) -> Vec<(f64, f64)> {
+    let pts: Vec<(f64, f64)> = x
+        .iter()
+        .zip(y)
+        .filter(|(_, v)| v.is_finite() && (!positive || **v > 0.0))
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    let max = 4000;
+    if pts.len() <= max {
+        return pts;
+    }
+    let b = pts.len().div_ceil(max / 2);
+    let mut out = Vec::with_capacity(max + 2);
+    for chunk in pts.chunks(b) {
+        let (mut lo, mut hi) = (chunk[0], chunk[0]);
+        for p in chunk {
+            if p.1 < lo.1 {
+                lo = *p;
+            }
+            if p.1 > hi.1 {
+                hi = *p;
+            }
+        }
+        if lo.0 <= hi.0 {
+            out.extend([lo, hi]);
+        } else {
+            out.extend([hi, lo]);
+        }
+    }
+    out
+}
+
+fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in vals.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return if log { (1e-3, 1.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        let pad = if hi > lo {
+            0.05 * (hi - lo)
+        } else {
+            0.5 * hi.abs().max(1e-12)
+        };
+        (lo - pad, hi + pad)
+    }
+}
+
+type DResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+/// One panel: named series against the step, optionally log-scale.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    lines: &[(&str, Vec<(f64, f64)>, bool)], // (label, points, dashed)
+    log: bool,
+    logx: bool,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    // On a log step axis, step t is drawn at t + 1 so step 0 stays visible.
+    let shifted: Vec<(&str, Vec<(f64, f64)>, bool)>;
+    let lines = if logx {
+        shifted = lines
+            .iter()
+            .map(|(l, p, d)| (*l, p.iter().map(|(x, y)| (x + 1.0, *y)).collect(), *d))
+            .collect();
+        &shifted[..]
+    } else {
+        lines
+    };
+    let xs = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0));
+    let (x0, x1) = if logx {
+        (1.0, range(xs, false).1.max(2.0))
+    } else {
+        range(xs, false)
+    };
+    let xdesc = if logx { "step + 1" } else { "step" };
+    let ys: Vec<f64> = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).collect();
+    let (y0, y1) = range(ys.into_iter(), log);
+    let mut b = ChartBuilder::on(area);
+    b.caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(80);
+    macro_rules! draw_lines {
+        ($chart:ident) => {{
+            $chart
+                .configure_mesh()
+                .x_desc(xdesc)
+                .y_desc(ylabel)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .label_style(("sans-serif", 15))
+                .draw()?;
+            for (i, (label, pts, dashed)) in lines.iter().enumerate() {
+                let c = COLORS[i % COLORS.len()];
+                if *dashed {
+                    $chart
+                        .draw_series(DashedLineSeries::new(
+                            pts.iter().copied(),
+                            6,
+                            4,
+                            c.stroke_width(2),
+                        ))?
+                        .label(*label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                } else if pts.len() < 60 {
+                    $chart
+                        .draw_series(
+                            LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(3),
+                        )?
+                        .label(*label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                } else {
+                    $chart
+                        .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(1)))?
+                        .label(*label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                }
+            }
+            if lines.len() > 1 {
+                $chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .label_font(("sans-serif", 15))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()?;
+            }
+        }};
+    }
+    match (logx, log) {
+        (false, false) => {
+            let mut chart = b.build_cartesian_2d(x0..x1, y0..y1)?;
+            draw_lines!(chart);
+        }
+        (false, true) => {
+            let mut chart = b.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?;
+            draw_lines!(chart);
+        }
+        (true, false) => {
+            let mut chart = b.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
+            draw_lines!(chart);
+        }
+        (true, true) => {
+            let mut chart = b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
+            draw_lines!(chart);
+        }
+    }
+    Ok(())
+}
+
+fn overview<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+    name: &str,
+    logx: bool,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(name, ("sans-serif", 26))?;
+    let a = body.split_evenly((2, 2));
+    let step = d.m("step");
+    panel(
+        &a[0],
+        "(a) training loss",
+        "loss",
+        &[("L(θ_t)", series(step, d.m("loss"), true), false)],
+        true,
+        logx,
+    )?;
+    let mut lines = vec![
+        (
+            "2/η_eff (stability threshold)",
+            series(step, d.m("two_over_eff_lr"), false),
+            false,
+        ),
+        (
+            "sharpness λ1(∇²L(θ_t))",
+            series(d.s("step"), d.s("sharpness"), false),
+            false,
+        ),
+    ];
+    if d.metrics.contains_key("sharpness_on_gamma") {
+        lines.push((
+            "λ1 on Γ at the same z",
+            series(step, d.m("sharpness_on_gamma"), false),
+            true,
+        ));
+    }
+    panel(
+        &a[1],
+        "(b) 2/η_eff against the spherical sharpness",
+        "",
+        &lines,
+        false,
+        logx,
+    )?;
+    panel(
+        &a[2],
+        "(c) parameter norm",
+        "‖w_t‖",
+        &[("‖w_t‖", series(step, d.m("w_norm"), false), false)],
+        false,
+        logx,
+    )?;
+    let eff = [("η_eff", series(step, d.m("eff_lr"), false), false)];
+    panel(
+        &a[3],
+        "(d) effective LR η_eff = lr / ((1 − lr·wd)·‖w‖²)",
+        "η_eff",
+        &eff,
+        false,
+        logx,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// Fig. 3 of the paper for the App. F problem: (a) ‖w_t‖ and (b) ‖∇L(θ_t)‖
+/// against the step, (c) the path of θ_t in F's coordinates, drawn as the
+/// offset from Γ, (x − y)/√2, against the height z along Γ.
+fn toy3d<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(
+        "toy3d (App. F): GD+WD moves along Γ to the flattest minimiser ζ*",
+        ("sans-serif", 24),
+    )?;
+    let cols = body.split_evenly((1, 3));
+    let step = d.m("step");
+    let wn = [("‖w_t‖", series(step, d.m("w_norm"), false), false)];
+    panel(
+        &cols[0],
+        "(a) ‖w_t‖ falls while the gradient is small",
+        "‖w_t‖",
+        &wn,
+        false,
+        true,
+    )?;
+    let gn = [("‖∇L(θ_t)‖", series(step, d.m("grad_norm"), false), false)];
+    panel(
+        &cols[1],
+        "(b) ‖∇L(θ_t)‖ rises again at the EoS",
+        "‖∇L(θ_t)‖",
+        &gn,
+        true,
+        true,
+    )?;
+    let (x, y, z) = (d.m("theta_x"), d.m("theta_y"), d.m("theta_z"));
+    let path: Vec<(f64, f64)> = (0..x.len())
+        .filter(|&i| x[i].is_finite())
+        .map(|i| ((x[i] - y[i]) / 2f64.sqrt(), z[i]))
+        .collect();
+    let (u0, u1) = range(path.iter().map(|p| p.0).chain([0.0]), false);
+    let (z0, z1) = range(path.iter().map(|p| p.1).chain([0.0]), false);
+    let mut chart = ChartBuilder::on(&cols[2])
+        .caption("(c) path of θ_t on the sphere", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(60)
+        .build_cartesian_2d(u0..u1, z0..z1)?;
+    chart
+        .configure_mesh()
+        .x_desc("(x − y)/√2  (offset from Γ)")
+        .y_desc("z")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, z0), (0.0, z1)],
+            BLACK.stroke_width(3),
+        ))?
+        .label("Γ: minimisers (x = y)")
+        .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], BLACK.stroke_width(3)));
+    let n = path.len().max(1);
+    chart.draw_series(path.windows(2).enumerate().map(|(i, w)| {
+        let t = i as f64 / n as f64;
+        let c = RGBColor(
+            (30.0 + 200.0 * t) as u8,
+            (120.0 * (1.0 - t)) as u8,
+            (220.0 * (1.0 - t)) as u8,
+        );
+        PathElement::new(vec![w[0], w[1]], c.stroke_width(1))
+    }))?;
+    if let Some(p0) = path.first() {
+        chart
+            .draw_series([Circle::new(*p0, 6, BLUE.filled())])?
+            .label("θ_0")
+            .legend(|(a, b)| Circle::new((a + 10, b), 5, BLUE.filled()));
+    }
+    chart
+        .draw_series([TriangleMarker::new((0.0, 0.0), 9, RED.filled())])?
+        .label("ζ* = (1/√2, 1/√2, 0), flattest")
+        .legend(|(a, b)| TriangleMarker::new((a + 10, b), 6, RED.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws every figure for the run in `dir` into `dir/figures`; returns the paths.
+pub fn plot_run(
+    dir: &Path,
+    problem_kind: &str,
+    name: &str,
+    formats: &[String],
+) -> Result<Vec<PathBuf>> {
+    register_font();
+    let data = RunData::load(dir)?;
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir)
+        .with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let mut out = Vec::new();
+    // The toy3d story happens in its first ~100 of 3000 steps.
+    let logx = problem_kind == "toy3d";
+    let mut figures: Vec<(&str, (u32, u32))> = vec![("overview", (1400, 1000))];
+    if problem_kind == "toy3d" {
+        figures.push(("toy3d", (1800, 600)));
+    }
+    for (stem, size) in figures {
+        for fmt in formats {
+            let path = fig_dir.join(format!("{stem}.{fmt}"));
+            let res = match (stem, fmt.as_str()) {
+                ("overview", "png") => overview(
+                    BitMapBackend::new(&path, size).into_drawing_area(),
+                    &data,
+                    name,
+                    logx,
+                ),
+                ("overview", _) => overview(
+                    SVGBackend::new(&path, size).into_drawing_area(),
+                    &data,
+                    name,
+                    logx,
+                ),
+                (_, "png") => toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data),
+                _ => toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data),
+            };
+            res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+            out.push(path);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,131 @@
+//! Turns a validated [`Config`] into a problem, an initial point, an
+//! optimizer and runner parameters.
+
+use crate::config::{Config, OptimizerConfig, ProblemConfig, SchedulerKind, check_w0};
+use anyhow::{Result, bail};
+use eosflow::eos::RegimeBand;
+use eosflow::linalg::norm;
+use eosflow::optim::{
+    ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, RmspropScheduler, ScalarRmsprop,
+    SphericalGd,
+};
+use eosflow::problems::{Problem, Toy3d};
+use eosflow::run::RunParams;
+use eosflow::spectrum::LanczosParams;
+
+/// Everything a run needs.
+pub struct Prepared {
+    pub problem: Box<dyn Problem>,
+    pub optimizer: Box<dyn Optimizer>,
+    pub params: RunParams,
+    /// Values derived from the config (e.g. GWSI's ṽ0, β, η), for summary.json.
+    pub derived: serde_json::Map<String, serde_json::Value>,
+}
+
+pub fn build_problem(cfg: &ProblemConfig) -> Box<dyn Problem> {
+    match cfg {
+        ProblemConfig::Toy3d { seed, w0_domain } => {
+            let mut p = Toy3d::new(*seed);
+            p.w0_domain = *w0_domain;
+            Box::new(p)
+        }
+    }
+}
+
+pub fn prepare(cfg: &Config) -> Result<Prepared> {
+    cfg.validate()?;
+    let problem = build_problem(&cfg.problem);
+    let dim = problem.dim();
+    let w0 = if let Some(w) = &cfg.init.w0 {
+        if w.len() != dim {
+            bail!(
+                "init.w0 has {} entries, but the problem has {dim} parameters",
+                w.len()
+            );
+        }
+        w.clone()
+    } else if let Some(p) = &cfg.init.w0_npy {
+        crate::npy::read_vector(p, Some(dim))?
+    } else {
+        problem.initial_point()
+    };
+    check_w0("initial weights", &w0)?;
+    if cfg.sharpness.every > 0 && cfg.sharpness.k > dim {
+        bail!(
+            "sharpness.k = {} exceeds the number of parameters {dim}",
+            cfg.sharpness.k
+        );
+    }
+    let mut derived = serde_json::Map::new();
+    let optimizer: Box<dyn Optimizer> = match &cfg.optimizer {
+        OptimizerConfig::GdWd { lr, wd } => {
+            derived.insert("intrinsic_lr".into(), (lr * wd).into());
+            derived.insert(
+                "initial_eff_lr".into(),
+                eosflow::eos::effective_lr(*lr, *wd, norm(&w0)).into(),
+            );
+            Box::new(GdWd::new(*lr, *wd, w0))
+        }
+        OptimizerConfig::Sphere {
+            scheduler,
+            eff_lr,
+            eta,
+            beta,
+            v0,
+            lr,
+            wd,
+        } => {
+            let sched: Box<dyn LrScheduler> = match scheduler {
+                SchedulerKind::Constant => Box::new(ConstantLr {
+                    lr: eff_lr.unwrap(),
+                }),
+                SchedulerKind::Rmsprop => Box::new(RmspropScheduler {
+                    v: v0.unwrap(),
+                    eta: eta.unwrap(),
+                    beta: beta.unwrap(),
+                }),
+                SchedulerKind::Gwsi => {
+                    let s = match (lr, wd) {
+                        (Some(lr), Some(wd)) => {
+                            GwsiScheduler::from_gd_wd(*lr, *wd, norm(&w0)).unwrap()
+                        }
+                        _ => GwsiScheduler {
+                            v: v0.unwrap(),
+                            eta: eta.unwrap(),
+                            beta: beta.unwrap(),
+                        },
+                    };
+                    derived.insert("gwsi_v0".into(), s.v.into());
+                    derived.insert("gwsi_beta".into(), s.beta.into());
+                    derived.insert("gwsi_eta".into(), s.eta.into());
+                    Box::new(s)
+                }
+            };
+            Box::new(SphericalGd::new(w0, sched))
+        }
+        OptimizerConfig::ScalarRmsprop { eta, beta, v0 } => {
+            Box::new(ScalarRmsprop::new(*eta, *beta, *v0, w0))
+        }
+    };
+    let s = &cfg.sharpness;
+    let params = RunParams {
+        steps: cfg.run.steps,
+        log_every: cfg.run.log_every,
+        sharpness_every: s.every,
+        lanczos: LanczosParams {
+            k: s.k,
+            tol: s.tol,
+            max_basis: s.max_basis,
+            max_restarts: s.max_restarts,
+            seed: s.seed,
+            warm_mix: s.warm_mix,
+        },
+        band: RegimeBand { band: s.eos_band },
+    };
+    Ok(Prepared {
+        problem,
+        optimizer,
+        params,
+        derived,
+    })
+}
