@@ -194,7 +194,7 @@ fn explain_toml_error(e: &toml::de::Error) -> String {
             let rest = &body[start + marker.len()..];
             let Some(end) = rest.find('`') else { continue };
             let bad = &rest[..end];
-            let valid: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+            let valid: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
             if let Some(best) = valid.iter().min_by_key(|v| strsim::levenshtein(bad, v)) {
                 return format!(
                     "{msg}unknown {what} `{bad}`: did you mean `{best}`? (valid: {})",
@@ -212,11 +212,11 @@ pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let mut cfg = parse(&text, &path.display().to_string())?;
-    if let Some(p) = &cfg.init.w0_npy {
-        if p.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            cfg.init.w0_npy = Some(base.join(p));
-        }
+    if let Some(p) = &cfg.init.w0_npy
+        && p.is_relative()
+    {
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.init.w0_npy = Some(base.join(p));
     }
     Ok(cfg)
 }

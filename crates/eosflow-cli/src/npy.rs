@@ -32,13 +32,13 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
         );
     }
     let n = shape[0] as usize;
-    if let Some(e) = expected {
-        if n != e {
-            bail!(
-                "{}: has {n} entries, but the problem has {e} parameters",
-                path.display()
-            );
-        }
+    if let Some(e) = expected
+        && n != e
+    {
+        bail!(
+            "{}: has {n} entries, but the problem has {e} parameters",
+            path.display()
+        );
     }
     let v: Vec<f64> = npy.into_vec().with_context(|| {
         format!(

@@ -114,6 +114,9 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
+/// A curve: legend label, points, dashed.
+type Line<'a> = (&'a str, Vec<(f64, f64)>, bool);
+
 type DResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 const COLORS: [RGBColor; 4] = [
@@ -128,7 +131,7 @@ fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     ylabel: &str,
-    lines: &[(&str, Vec<(f64, f64)>, bool)], // (label, points, dashed)
+    lines: &[Line],
     log: bool,
     logx: bool,
 ) -> DResult
@@ -136,7 +139,7 @@ where
     DB::ErrorType: 'static,
 {
     // On a log step axis, step t is drawn at t + 1 so step 0 stays visible.
-    let shifted: Vec<(&str, Vec<(f64, f64)>, bool)>;
+    let shifted: Vec<Line>;
     let lines = if logx {
         shifted = lines
             .iter()

@@ -212,7 +212,7 @@ impl ProgressObserver {
 impl Observer for ProgressObserver {
     fn on_step(&mut self, r: &StepRecord, _w: &[f64]) -> Result<(), ObserverError> {
         self.bar.set_position(r.step);
-        if r.step % 64 == 0 {
+        if r.step.is_multiple_of(64) {
             self.bar.set_message(format!("loss {:.3e}", r.loss));
         }
         Ok(())

@@ -235,7 +235,8 @@ pub fn run(
             status = Status::Diverged { step: t, reason };
             break;
         }
-        let due = params.sharpness_every > 0 && (t % params.sharpness_every == 0 || t == t_end);
+        let due =
+            params.sharpness_every > 0 && (t.is_multiple_of(params.sharpness_every) || t == t_end);
         let mut sharp = None;
         if due {
             match spherical_sharpness(problem, w, &params.lanczos, warm.as_deref()) {
@@ -278,7 +279,8 @@ pub fn run(
             first_eos = Some(t);
         }
         tracker.observe(t, w);
-        let logged = t == t0 || t == t_end || (params.log_every > 0 && t % params.log_every == 0);
+        let logged =
+            t == t0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
         let rec = StepRecord {
             step: t,
             loss: e.loss,

@@ -15,6 +15,8 @@
 //! If a future change of problem or seed makes the orbit unstable, shorten
 //! `HORIZON` to the steps before the first EoS step rather than loosen TOL.
 
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas they check
+
 use eosflow::linalg::{dist, dot, norm};
 use eosflow::optim::{
     ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, QuasiRmspropHyper, RmspropScheduler,

@@ -1,5 +1,7 @@
 //! Lanczos against faer's dense symmetric eigen-decomposition.
 
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas they check
+
 use eosflow::linalg::{dot, norm, symmetric_eigen};
 use eosflow::spectrum::{
     DenseSymmetric, LanczosError, LanczosParams, LinOp, Restricted, lanczos_top,

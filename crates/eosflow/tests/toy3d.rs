@@ -1,9 +1,11 @@
 //! The App. F example: derivatives, scale-invariance identities, the
 //! closed-form Hessian on Γ, and the end of the paper's 3000-step run.
 
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas they check
+
 use eosflow::linalg::{dot, norm};
 use eosflow::objective::finite_difference_gradient;
-use eosflow::optim::{GdWd, Optimizer};
+use eosflow::optim::GdWd;
 use eosflow::problems::{Problem, Toy3d};
 use eosflow::run::{CancelToken, RunParams, run};
 use eosflow::sharpness::spherical_sharpness;

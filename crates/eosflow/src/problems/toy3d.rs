@@ -83,8 +83,9 @@ impl Toy3d {
             for _pass in 0..2 {
                 for j in 0..i {
                     let c = dot(&rows[i], &rows[j]);
-                    for k in 0..3 {
-                        rows[i][k] -= c * rows[j][k];
+                    let rj = rows[j];
+                    for (a, b) in rows[i].iter_mut().zip(rj) {
+                        *a -= c * b;
                     }
                 }
             }
@@ -128,6 +129,7 @@ impl Toy3d {
     }
 
     /// The Hessian ∇²L(w) = Uᵀ·∇²F(U·w)·U, row-major.
+    #[allow(clippy::needless_range_loop)] // index form mirrors Σ_ij U_ia H_ij U_jb
     pub fn hessian_matrix(&self, w: &[f64]) -> [f64; 9] {
         let p = self.to_domain(w);
         let hf = hessian_domain(p[0], p[1]);

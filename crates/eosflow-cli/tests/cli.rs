@@ -1,0 +1,368 @@
+//! The `eosflow` binary end to end: the toy3d preset's run directory, the
+//! documented errors for bad configs, and the run-directory rules.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn eosflow() -> Command {
+    Command::cargo_bin("eosflow").unwrap()
+}
+
+const BASE: &str = r#"name = "t"
+[problem]
+kind = "toy3d"
+[optimizer]
+kind = "gd_wd"
+lr = 0.5
+wd = 0.08
+[run]
+steps = 50
+[sharpness]
+every = 5
+[output]
+figures = false
+"#;
+
+/// Runs `eosflow run` on `toml` and returns (exit code, stderr).
+fn run_config(toml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn header(path: &Path) -> Vec<String> {
+    let mut rd = csv::Reader::from_path(path).unwrap();
+    rd.headers().unwrap().iter().map(String::from).collect()
+}
+
+#[test]
+fn reproduce_toy3d_writes_the_whole_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("toy3d");
+    let o = eosflow()
+        .args(["reproduce", "toy3d", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("midpoint_distance_to_zeta_star"),
+        "{stdout}"
+    );
+
+    for f in [
+        "config.toml",
+        "metrics.csv",
+        "sharpness.csv",
+        "summary.json",
+        "w_final.npy",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    for f in ["overview.png", "overview.svg", "toy3d.png", "toy3d.svg"] {
+        let bytes = std::fs::read(out.join("figures").join(f)).unwrap();
+        assert!(bytes.len() > 10_000, "{f} is suspiciously small");
+        if f.ends_with(".png") {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        } else {
+            assert!(String::from_utf8_lossy(&bytes).contains("<svg"));
+        }
+    }
+
+    let h = header(&out.join("metrics.csv"));
+    assert_eq!(
+        h,
+        [
+            "step",
+            "loss",
+            "grad_norm",
+            "w_norm",
+            "eff_lr",
+            "two_over_eff_lr",
+            "sharpness",
+            "regime",
+            "theta_x",
+            "theta_y",
+            "theta_z",
+            "sharpness_on_gamma"
+        ]
+    );
+    let mut rd = csv::Reader::from_path(out.join("metrics.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 3001, "steps 0..=3000");
+    assert_eq!(&rows[0][0], "0");
+    // Step 0 is w0 itself: ‖w0‖ = ‖(0.3, 1.3, 1.2)‖ (U is orthogonal).
+    let w0n: f64 = rows[0][3].parse().unwrap();
+    assert!((w0n - (0.09f64 + 1.69 + 1.44).sqrt()).abs() < 1e-14);
+    assert!(
+        rows.iter().all(|r| !r[6].is_empty()),
+        "sharpness every step in this preset"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| ["stable", "eos_above", "eos_below", "unstable"].contains(&&r[7]))
+    );
+
+    assert_eq!(
+        header(&out.join("sharpness.csv")),
+        [
+            "step",
+            "sharpness",
+            "residual",
+            "hvps",
+            "converged",
+            "lambda_1"
+        ]
+    );
+
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["last_step"], 3000);
+    assert_eq!(s["seeds"]["problem"], 0);
+    assert!(s["timing"]["run_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        s["problem"]["midpoint_distance_to_zeta_star"]
+            .as_f64()
+            .unwrap()
+            < 1e-8
+    );
+    assert!(
+        s["problem"]["theta_final_domain"][2]
+            .as_f64()
+            .unwrap()
+            .abs()
+            < 1e-6
+    );
+    for key in [
+        "first_eos_step",
+        "final_two_over_eff_lr",
+        "final_sharpness",
+        "initial_sharpness",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}");
+    }
+    assert!(s["problem"].get("first_step_abs_z_below_0.01").is_some());
+    assert!(s["problem"].get("sharpness_on_gamma_final").is_some());
+
+    // The resolved config runs again and gives the same metrics, bit for bit.
+    let again = dir.path().join("again");
+    eosflow()
+        .arg("run")
+        .arg(out.join("config.toml"))
+        .arg("--out")
+        .arg(&again)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(out.join("metrics.csv")).unwrap(),
+        std::fs::read(again.join("metrics.csv")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(out.join("w_final.npy")).unwrap(),
+        std::fs::read(again.join("w_final.npy")).unwrap()
+    );
+
+    // `plot` regenerates the figures from the CSVs.
+    std::fs::remove_dir_all(out.join("figures")).unwrap();
+    eosflow().arg("plot").arg(&out).assert().success();
+    assert!(out.join("figures/toy3d.png").is_file());
+}
+
+#[test]
+fn list_and_help() {
+    let o = eosflow().args(["reproduce", "--list"]).output().unwrap();
+    assert!(o.status.success());
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("toy3d") && s.contains("Fig. 3"), "{s}");
+    for sub in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["reproduce", "--help"],
+        &["plot", "--help"],
+    ] {
+        eosflow().args(sub).assert().success();
+    }
+    let o = eosflow().args(["reproduce", "toy3"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did you mean `toy3d`?"));
+}
+
+#[test]
+fn bad_configs_get_clear_errors() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "lr = 0.5",
+            "lrr = 0.5",
+            "unknown key `lrr`: did you mean `lr`?",
+        ),
+        ("[run]", "[runn]", "unknown key `runn`: did you mean `run`?"),
+        ("every = 5", "evry = 5", "did you mean `every`?"),
+        (
+            "\"gd_wd\"",
+            "\"gdwd\"",
+            "unknown value `gdwd`: did you mean `gd_wd`?",
+        ),
+        (
+            "lr = 0.5",
+            "lr = 0.0",
+            "optimizer.lr = 0 must be a positive finite number",
+        ),
+        (
+            "lr = 0.5",
+            "lr = -1.0",
+            "optimizer.lr = -1 must be a positive",
+        ),
+        ("wd = 0.08", "wd = -0.1", "optimizer.wd = -0.1 must be ≥ 0"),
+        ("wd = 0.08", "wd = 2.0", "must be < 1: the decay factor"),
+        ("steps = 50", "steps = 0", "run.steps = 0"),
+        (
+            "kind = \"toy3d\"",
+            "kind = \"toy3d\"\nw0_domain = [0.0, 0.0, 0.0]",
+            "initial weights are zero",
+        ),
+        (
+            "kind = \"toy3d\"",
+            "kind = \"toy3d\"\nw0_domain = [nan, 1.0, 1.0]",
+            "must be finite",
+        ),
+        (
+            "[run]",
+            "[init]\nw0 = [1.0, 2.0]\n[run]",
+            "init.w0 has 2 entries, but the problem has 3",
+        ),
+        (
+            "[run]",
+            "[init]\nw0_npy = \"missing.npy\"\n[run]",
+            "cannot read .npy file",
+        ),
+        ("steps = 50", "steps = \"many\"", "invalid type"),
+    ];
+    for (from, to, want) in cases {
+        let toml = BASE.replacen(from, to, 1);
+        assert_ne!(toml, BASE, "case {to} did not apply");
+        let (code, err) = run_config(&toml);
+        assert_eq!(code, 1, "{to}: exit code {code}, stderr {err}");
+        assert!(err.contains(want), "{to}: expected {want:?} in\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn w0_from_npy_and_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    // A float64 .npy of 3 values, written by hand (format 1.0): the same w0 via
+    // numpy would be np.save("w0.npy", np.array([0.3, 1.3, 1.2])).
+    let write_npy = |name: &str, vals: &[f64]| {
+        let hdr = format!(
+            "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+            vals.len()
+        );
+        let mut h = hdr.into_bytes();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(b' ');
+        }
+        h.push(b'\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend((h.len() as u16).to_le_bytes());
+        b.extend(h);
+        for v in vals {
+            b.extend(v.to_le_bytes());
+        }
+        std::fs::write(dir.path().join(name), b).unwrap();
+    };
+    write_npy("w0.npy", &[0.3, 1.3, 1.2]);
+    write_npy("w0_4.npy", &[0.3, 1.3, 1.2, 1.0]);
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        BASE.replacen("[run]", "[init]\nw0_npy = \"w0.npy\"\n[run]", 1),
+    )
+    .unwrap();
+    eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.path().join("a"))
+        .assert()
+        .success();
+    let n: Vec<f64> = {
+        let mut rd = csv::Reader::from_path(dir.path().join("a/metrics.csv")).unwrap();
+        rd.records()
+            .next()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|x| x.parse().unwrap_or(f64::NAN))
+            .collect()
+    };
+    assert!((n[3] - (0.09f64 + 1.69 + 1.44).sqrt()).abs() < 1e-14);
+    std::fs::write(
+        &cfg,
+        BASE.replacen("[run]", "[init]\nw0_npy = \"w0_4.npy\"\n[run]", 1),
+    )
+    .unwrap();
+    let o = eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.path().join("b"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("has 4 entries, but the problem has 3 parameters")
+    );
+}
+
+#[test]
+fn non_empty_output_directory_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, BASE).unwrap();
+    let o = eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not empty"));
+    eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .arg("--force")
+        .arg("--steps")
+        .arg("7")
+        .assert()
+        .success();
+    // --force keeps files that are not eosflow's.
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    let rows = csv::Reader::from_path(out.join("metrics.csv"))
+        .unwrap()
+        .records()
+        .count();
+    assert_eq!(rows, 8, "--steps 7 gives steps 0..=7");
+}
