@@ -1,0 +1,74 @@
+//! A partially scale-invariant objective (as a standard ResNet is, App. P.2):
+//! spherical sharpness and the effective LR use the declared block only.
+
+use eosflow::optim::{GdWd, Optimizer};
+use eosflow::problems::Toy3d;
+use eosflow::sharpness::spherical_sharpness;
+use eosflow::spectrum::{LanczosParams, LinOp};
+use eosflow::{Hessian, HvpAt, Objective, ScaleInvariance};
+
+/// L(w) = F(U·w[0..3]) + ½·a·w[3]²: scale-invariant in w[0..3] only.
+struct Partial {
+    toy: Toy3d,
+    a: f64,
+}
+
+impl Objective for Partial {
+    fn dim(&self) -> usize {
+        4
+    }
+    fn loss_grad(&self, w: &[f64], g: &mut [f64]) -> f64 {
+        let l = self.toy.loss_grad(&w[..3], &mut g[..3]);
+        g[3] = self.a * w[3];
+        l + 0.5 * self.a * w[3] * w[3]
+    }
+    fn scale_invariance(&self) -> ScaleInvariance {
+        ScaleInvariance::Block(vec![0, 1, 2])
+    }
+}
+
+impl Hessian for Partial {
+    fn hvp(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        self.toy.hvp(&w[..3], &v[..3], &mut out[..3]);
+        out[3] = self.a * v[3];
+    }
+    fn hessian_at<'a>(&'a self, w: &[f64]) -> Box<dyn LinOp + 'a> {
+        Box::new(HvpAt::new(self, w))
+    }
+}
+
+#[test]
+fn sharpness_uses_the_scale_invariant_block_only() {
+    // a = 100 makes the non-invariant direction the sharpest of the full
+    // Hessian; the partial sharpness must ignore it.
+    let p = Partial {
+        toy: Toy3d::new(1),
+        a: 100.0,
+    };
+    let w = vec![0.3, -1.1, 0.8, 2.0];
+    let lp = LanczosParams {
+        tol: 1e-13,
+        ..Default::default()
+    };
+    let s = spherical_sharpness(&p, &w, &lp, None).unwrap();
+    let reference = spherical_sharpness(&p.toy, &w[..3], &lp, None).unwrap();
+    // Same Hessian block, same formula: agreement to Lanczos' tolerance.
+    assert!((s.spherical - reference.spherical).abs() <= 1e-12 * reference.spherical.abs());
+    assert!(s.spherical < 100.0);
+    // Rescaling the block leaves it unchanged; rescaling w[3] too.
+    let w2 = vec![0.6, -2.2, 1.6, -5.0];
+    let s2 = spherical_sharpness(&p, &w2, &lp, None).unwrap();
+    assert!((s2.spherical - s.spherical).abs() <= 1e-12 * s.spherical.abs());
+}
+
+#[test]
+fn effective_lr_uses_the_block_norm() {
+    let p = Partial {
+        toy: Toy3d::new(1),
+        a: 1.0,
+    };
+    let mut opt = GdWd::new(0.1, 0.01, vec![0.0, 3.0, 4.0, 100.0]);
+    let e = opt.evaluate(&p);
+    // η̃ = η̂/((1 − η̂λ̂)‖w_S‖²) with ‖w_S‖ = 5, not ‖w‖.
+    assert!((e.eff_lr - 0.1 / (0.999 * 25.0)).abs() <= 4.0 * f64::EPSILON * e.eff_lr);
+}
