@@ -13,6 +13,9 @@ pub struct Config {
     #[serde(default = "default_name")]
     pub name: String,
     pub problem: ProblemConfig,
+    /// Data files (problems with data: linreg_bn).
+    #[serde(default, skip_serializing_if = "DataConfig::is_empty")]
+    pub data: DataConfig,
     #[serde(default)]
     pub init: InitConfig,
     pub optimizer: OptimizerConfig,
@@ -40,6 +43,113 @@ pub enum ProblemConfig {
         #[serde(default = "toy3d_w0")]
         w0_domain: [f64; 3],
     },
+    /// Section 5 / App. Q.2: linear regression with BN.
+    LinregBn {
+        /// Input dimension (generated data).
+        #[serde(default = "d40")]
+        d: usize,
+        /// Training points (generated data).
+        #[serde(default = "n20")]
+        n: usize,
+        /// Held-out points (generated data).
+        #[serde(default = "n1000")]
+        n_test: usize,
+        /// Seed of the data.
+        #[serde(default)]
+        seed: u64,
+        /// Initial weights: uniform (U(−1/√d, 1/√d)) or gaussian.
+        #[serde(default)]
+        init: InitKind,
+        /// Standard deviation for init = "gaussian".
+        #[serde(default = "one_f")]
+        init_std: f64,
+        /// Seed of the initial weights.
+        #[serde(default)]
+        init_seed: u64,
+    },
+}
+
+impl ProblemConfig {
+    /// The problem's name as in `[problem] kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProblemConfig::Toy3d { .. } => "toy3d",
+            ProblemConfig::LinregBn { .. } => "linreg_bn",
+        }
+    }
+
+    /// The data seed.
+    pub fn seed(&self) -> u64 {
+        match self {
+            ProblemConfig::Toy3d { seed, .. } | ProblemConfig::LinregBn { seed, .. } => *seed,
+        }
+    }
+
+    /// Sets every seed of the problem (data and init) to `s`, for sweeps.
+    pub fn set_seeds(&mut self, s: u64) {
+        match self {
+            ProblemConfig::Toy3d { seed, .. } => *seed = s,
+            ProblemConfig::LinregBn {
+                seed, init_seed, ..
+            } => {
+                *seed = s;
+                *init_seed = s;
+            }
+        }
+    }
+}
+
+/// `.npy` data files (relative to the config file). x files are 2-D n×d
+/// float64, y files 1-D float64.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x_npy: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y_npy: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x_test_npy: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y_test_npy: Option<PathBuf>,
+}
+
+impl DataConfig {
+    fn is_empty(&self) -> bool {
+        self == &DataConfig::default()
+    }
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 4] {
+        [
+            &mut self.x_npy,
+            &mut self.y_npy,
+            &mut self.x_test_npy,
+            &mut self.y_test_npy,
+        ]
+    }
+}
+
+/// Initial-weight distribution of linreg_bn.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InitKind {
+    /// U(−1/√d, 1/√d), PyTorch nn.Linear's default.
+    #[default]
+    Uniform,
+    /// N(0, init_std²).
+    Gaussian,
+}
+
+fn d40() -> usize {
+    40
+}
+fn n20() -> usize {
+    20
+}
+fn n1000() -> usize {
+    1000
+}
+fn one_f() -> f64 {
+    1.0
 }
 
 fn toy3d_w0() -> [f64; 3] {
@@ -212,11 +322,18 @@ pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let mut cfg = parse(&text, &path.display().to_string())?;
-    if let Some(p) = &cfg.init.w0_npy
-        && p.is_relative()
-    {
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.init.w0_npy = Some(base.join(p));
+    // Relative paths are relative to the config file; the resolved config
+    // written into the run directory holds absolute ones.
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let base = std::path::absolute(&base).unwrap_or(base);
+    let mut paths = cfg.data.paths_mut().into_iter().collect::<Vec<_>>();
+    paths.push(&mut cfg.init.w0_npy);
+    for p in paths {
+        if let Some(rel) = p.as_ref()
+            && rel.is_relative()
+        {
+            *p = Some(base.join(rel));
+        }
     }
     Ok(cfg)
 }
@@ -337,7 +454,29 @@ impl Config {
             })?;
         }
         match &self.problem {
-            ProblemConfig::Toy3d { w0_domain, .. } => check_w0("problem.w0_domain", w0_domain)?,
+            ProblemConfig::Toy3d { w0_domain, .. } => {
+                check_w0("problem.w0_domain", w0_domain)?;
+                check(self.data.is_empty(), || {
+                    "[data] is not used by problem.kind = \"toy3d\"; remove it".into()
+                })?;
+            }
+            ProblemConfig::LinregBn { d, n, init_std, .. } => {
+                check(*d >= 1, || "problem.d must be at least 1".into())?;
+                check(*n >= 2, || {
+                    format!("problem.n = {n}: need at least 2 training points")
+                })?;
+                positive("problem.init_std", *init_std)?;
+                let dc = &self.data;
+                check(dc.x_npy.is_some() == dc.y_npy.is_some(), || {
+                    "[data]: give both x_npy and y_npy (or neither, to generate the data)".into()
+                })?;
+                check(dc.x_test_npy.is_some() == dc.y_test_npy.is_some(), || {
+                    "[data]: give both x_test_npy and y_test_npy (or neither)".into()
+                })?;
+                check(dc.x_npy.is_some() || dc.x_test_npy.is_none(), || {
+                    "[data]: a test set needs the training set (x_npy, y_npy) too".into()
+                })?;
+            }
         }
         check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || {
             "init: give w0 or w0_npy, not both".into()

@@ -132,15 +132,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 fn problem_kind(cfg: &Config) -> &'static str {
-    match cfg.problem {
-        config::ProblemConfig::Toy3d { .. } => "toy3d",
-    }
+    cfg.problem.kind()
 }
 
 fn problem_seed(cfg: &Config) -> u64 {
-    match cfg.problem {
-        config::ProblemConfig::Toy3d { seed, .. } => seed,
-    }
+    cfg.problem.seed()
 }
 
 fn install_signal_handler(token: CancelToken) {
@@ -172,6 +168,14 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     rundir::create(&dir, out.force)?;
     let resolved = toml::to_string(&cfg).context("cannot serialise the resolved config")?;
     rundir::write_atomic(&dir.join("config.toml"), resolved.as_bytes())?;
+    if !prep.data_files.is_empty() {
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        for (name, bytes) in &prep.data_files {
+            rundir::write_atomic(&data_dir.join(name), bytes)?;
+        }
+    }
 
     let token = CancelToken::new();
     install_signal_handler(token.clone());

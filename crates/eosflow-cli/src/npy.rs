@@ -49,6 +49,70 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
     Ok(v)
 }
 
+/// Reads a 2-D float64 array as (rows, cols, row-major values); Fortran-order
+/// files are transposed into row-major.
+pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| {
+        format!(
+            "{} is not a valid .npy file (bad magic string or header)",
+            path.display()
+        )
+    })?;
+    let shape = npy.shape().to_vec();
+    let ok_dtype = matches!(npy.dtype(), npyz::DType::Plain(ref t)
+        if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
+    if !ok_dtype {
+        bail!(
+            "{}: dtype is {:?}, expected float64; save it with np.save(path, x.astype(np.float64))",
+            path.display(),
+            npy.dtype().descr()
+        );
+    }
+    if shape.len() != 2 {
+        bail!(
+            "{}: shape {:?}, expected a 2-D array (rows = data points)",
+            path.display(),
+            shape
+        );
+    }
+    let (r, c) = (shape[0] as usize, shape[1] as usize);
+    let fortran = npy.order() == npyz::Order::Fortran;
+    let v: Vec<f64> = npy.into_vec().with_context(|| {
+        format!(
+            "{}: truncated or corrupt data (header promises {r}×{c} float64 values)",
+            path.display()
+        )
+    })?;
+    if fortran {
+        let mut t = vec![0.0; r * c];
+        for j in 0..c {
+            for i in 0..r {
+                t[i * c + j] = v[j * r + i];
+            }
+        }
+        return Ok((r, c, t));
+    }
+    Ok((r, c, v))
+}
+
+/// Encodes a row-major rows×cols float64 matrix as `.npy` bytes.
+pub fn encode_matrix(rows: usize, cols: usize, v: &[f64]) -> Result<Vec<u8>> {
+    assert_eq!(v.len(), rows * cols);
+    let mut cur = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[rows as u64, cols as u64])
+            .writer(&mut cur)
+            .begin_nd()?;
+        w.extend(v.iter().copied())?;
+        w.finish()?;
+    }
+    Ok(cur.into_inner())
+}
+
 /// Encodes a 1-D float64 array as `.npy` bytes.
 pub fn encode_vector(v: &[f64]) -> Result<Vec<u8>> {
     let mut cur = std::io::Cursor::new(Vec::new());

@@ -1,15 +1,15 @@
 //! Turns a validated [`Config`] into a problem, an initial point, an
 //! optimizer and runner parameters.
 
-use crate::config::{Config, OptimizerConfig, ProblemConfig, SchedulerKind, check_w0};
-use anyhow::{Result, bail};
+use crate::config::{Config, InitKind, OptimizerConfig, ProblemConfig, SchedulerKind, check_w0};
+use anyhow::{Context, Result, bail};
 use eosflow::eos::RegimeBand;
 use eosflow::linalg::norm;
 use eosflow::optim::{
     ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, RmspropScheduler, ScalarRmsprop,
     SphericalGd,
 };
-use eosflow::problems::{Problem, Toy3d};
+use eosflow::problems::{LinregBn, LinregData, LinregInit, Problem, Toy3d};
 use eosflow::run::RunParams;
 use eosflow::spectrum::LanczosParams;
 
@@ -20,21 +20,92 @@ pub struct Prepared {
     pub params: RunParams,
     /// Values derived from the config (e.g. GWSI's ṽ0, β, η), for summary.json.
     pub derived: serde_json::Map<String, serde_json::Value>,
+    /// Files for the run directory's `data/` folder: (name, .npy bytes).
+    pub data_files: Vec<(String, Vec<u8>)>,
 }
 
-pub fn build_problem(cfg: &ProblemConfig) -> Box<dyn Problem> {
-    match cfg {
+/// The problem a config describes, and the `.npy` files of its data.
+pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<(String, Vec<u8>)>)> {
+    match &cfg.problem {
         ProblemConfig::Toy3d { seed, w0_domain } => {
             let mut p = Toy3d::new(*seed);
             p.w0_domain = *w0_domain;
-            Box::new(p)
+            Ok((Box::new(p), Vec::new()))
+        }
+        ProblemConfig::LinregBn {
+            d,
+            n,
+            n_test,
+            seed,
+            init,
+            init_std,
+            init_seed,
+        } => {
+            let data = match (&cfg.data.x_npy, &cfg.data.y_npy) {
+                (Some(xp), Some(yp)) => {
+                    let (rows, cols, x) = crate::npy::read_matrix(xp)?;
+                    let y = crate::npy::read_vector(yp, Some(rows)).with_context(|| {
+                        format!("y_npy must have one target per row of {}", xp.display())
+                    })?;
+                    let (x_test, y_test) = match (&cfg.data.x_test_npy, &cfg.data.y_test_npy) {
+                        (Some(xt), Some(yt)) => {
+                            let (rt, ct, x_test) = crate::npy::read_matrix(xt)?;
+                            if ct != cols {
+                                bail!(
+                                    "{} has {ct} columns but {} has {cols}",
+                                    xt.display(),
+                                    xp.display()
+                                );
+                            }
+                            (x_test, crate::npy::read_vector(yt, Some(rt))?)
+                        }
+                        _ => (Vec::new(), Vec::new()),
+                    };
+                    LinregData {
+                        d: cols,
+                        x,
+                        y,
+                        x_test,
+                        y_test,
+                        truth: None,
+                    }
+                }
+                _ => LinregData::generate(*d, *n, *n_test, *seed),
+            };
+            let init = match init {
+                InitKind::Uniform => LinregInit::Uniform,
+                InitKind::Gaussian => LinregInit::Gaussian { std: *init_std },
+            };
+            let mut files = vec![
+                (
+                    "x.npy".to_string(),
+                    crate::npy::encode_matrix(data.n(), data.d, &data.x)?,
+                ),
+                ("y.npy".to_string(), crate::npy::encode_vector(&data.y)?),
+            ];
+            if !data.y_test.is_empty() {
+                files.push((
+                    "x_test.npy".into(),
+                    crate::npy::encode_matrix(data.y_test.len(), data.d, &data.x_test)?,
+                ));
+                files.push((
+                    "y_test.npy".into(),
+                    crate::npy::encode_vector(&data.y_test)?,
+                ));
+            }
+            if let Some(t) = &data.truth {
+                files.push(("w_gt.npy".into(), crate::npy::encode_vector(&t.w)?));
+                files.push(("b_gt.npy".into(), crate::npy::encode_vector(&[t.b])?));
+            }
+            let p = LinregBn::new(data, init, *init_seed)?;
+            Ok((Box::new(p), files))
         }
     }
 }
 
 pub fn prepare(cfg: &Config) -> Result<Prepared> {
     cfg.validate()?;
-    let problem = build_problem(&cfg.problem);
+    let (problem, mut data_files) = build_problem(cfg)?;
     let dim = problem.dim();
     let w0 = if let Some(w) = &cfg.init.w0 {
         if w.len() != dim {
@@ -50,6 +121,9 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         problem.initial_point()
     };
     check_w0("initial weights", &w0)?;
+    if !data_files.is_empty() {
+        data_files.push(("w0.npy".into(), crate::npy::encode_vector(&w0)?));
+    }
     if cfg.sharpness.every > 0 && cfg.sharpness.k > dim {
         bail!(
             "sharpness.k = {} exceeds the number of parameters {dim}",
@@ -127,5 +201,6 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         optimizer,
         params,
         derived,
+        data_files,
     })
 }

@@ -90,6 +90,18 @@ pub fn symmetric_eigen(n: usize, a: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
     (vals, vecs)
 }
 
+/// Least-squares solution of A·x ≈ b for a dense m×n matrix A (row-major,
+/// m ≥ n, full column rank) by Householder QR (faer).
+pub fn lstsq(m: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    use faer::prelude::SolveLstsq;
+    assert_eq!(a.len(), m * n, "lstsq: expected an m×n matrix");
+    assert_eq!(b.len(), m, "lstsq: right-hand side length");
+    let am = faer::Mat::<f64>::from_fn(m, n, |i, j| a[i * n + j]);
+    let bm = faer::Mat::<f64>::from_fn(m, 1, |i, _| b[i]);
+    let x = am.qr().solve_lstsq(&bm);
+    (0..n).map(|i| x[(i, 0)]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

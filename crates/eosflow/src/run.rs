@@ -109,7 +109,7 @@ pub struct RunSummary {
     pub final_sharpness: Option<f64>,
     /// Sharpness at step 0.
     pub initial_sharpness: Option<f64>,
-    /// First step whose regime is EoS (either side).
+    /// First step with a sharpness evaluation whose regime is EoS (either side).
     pub first_eos_step: Option<u64>,
     /// Gradient evaluations.
     pub gradient_evals: u64,
@@ -275,10 +275,12 @@ pub fn run(
         }
         let two = 2.0 / e.eff_lr;
         let regime = last_sharpness.map(|s| params.band.classify(two, s));
-        if first_eos.is_none() && regime.is_some_and(|r| r.is_eos()) {
+        // The first EoS step is judged on steps with a fresh sharpness only: a
+        // stale one (computed k steps ago) against a moving 2/η̃ can fake it.
+        if first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
             first_eos = Some(t);
         }
-        tracker.observe(t, w);
+        tracker.observe(t, w, &e);
         let logged =
             t == t0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
         let rec = StepRecord {
@@ -291,7 +293,7 @@ pub fn run(
             sharpness: sharp,
             regime,
             extra: if logged {
-                problem.metrics(w)
+                problem.metrics(w, &e)
             } else {
                 Vec::new()
             },

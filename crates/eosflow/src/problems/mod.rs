@@ -1,11 +1,14 @@
 //! Problems: an objective with exact gradient and HVP, its default initial
 //! point, its own per-step metrics and a summary of a whole run.
 
+mod linreg_bn;
 mod toy3d;
 
+pub use linreg_bn::{GroundTruth, LinregBn, LinregData, LinregError, LinregInit};
 pub use toy3d::Toy3d;
 
 use crate::objective::Hessian;
+use crate::optim::Evaluation;
 
 /// A problem the runner can train on.
 pub trait Problem: Hessian {
@@ -15,8 +18,9 @@ pub trait Problem: Hessian {
     fn initial_point(&self) -> Vec<f64>;
     /// Names of the extra metrics.csv columns, after the common ones.
     fn metric_names(&self) -> Vec<&'static str>;
-    /// Values of those columns at w.
-    fn metrics(&self, w: &[f64]) -> Vec<f64>;
+    /// Values of those columns at w_t, given the step's evaluation (loss,
+    /// effective LR) for columns that compare against it.
+    fn metrics(&self, w: &[f64], eval: &Evaluation) -> Vec<f64>;
     /// A fresh tracker that sees every step and summarises the run.
     fn tracker(&self) -> Box<dyn Tracker + '_>;
 }
@@ -24,8 +28,8 @@ pub trait Problem: Hessian {
 /// Sees every step's parameters (logged or not) and produces the
 /// problem-specific part of summary.json.
 pub trait Tracker {
-    /// Called once per step t with w_t, before the update.
-    fn observe(&mut self, step: u64, w: &[f64]);
+    /// Called once per step t with w_t and its evaluation, before the update.
+    fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation);
     /// Key results, as JSON.
     fn summary(&self) -> serde_json::Map<String, serde_json::Value>;
 }

@@ -3,6 +3,7 @@
 use super::{Problem, Tracker};
 use crate::linalg::{dot, normalize};
 use crate::objective::{Hessian, Objective};
+use crate::optim::Evaluation;
 use crate::spectrum::{DenseSymmetric, LinOp};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -201,7 +202,7 @@ impl Problem for Toy3d {
     fn metric_names(&self) -> Vec<&'static str> {
         vec!["theta_x", "theta_y", "theta_z", "sharpness_on_gamma"]
     }
-    fn metrics(&self, w: &[f64]) -> Vec<f64> {
+    fn metrics(&self, w: &[f64], _eval: &Evaluation) -> Vec<f64> {
         let mut p = self.to_domain(w);
         normalize(&mut p);
         vec![p[0], p[1], p[2], Self::sharpness_on_gamma(p[2])]
@@ -224,7 +225,7 @@ struct Toy3dTracker<'a> {
 }
 
 impl Tracker for Toy3dTracker<'_> {
-    fn observe(&mut self, step: u64, w: &[f64]) {
+    fn observe(&mut self, step: u64, w: &[f64], _eval: &Evaluation) {
         let mut p = self.problem.to_domain(w);
         normalize(&mut p);
         if self.first_small_z.is_none() && p[2].abs() < 0.01 {
