@@ -7,6 +7,7 @@ mod plot;
 mod presets;
 mod rundir;
 mod setup;
+mod sweep;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -43,6 +44,11 @@ struct OutArgs {
     /// Override the number of steps (run.steps)
     #[arg(long)]
     steps: Option<u64>,
+    /// Run one copy per seed in parallel (data and init seeds set to each):
+    /// a range `0..20` (end excluded), `0..=19`, or a list `1,5,9`. Each run
+    /// goes to DIR/seed-<s>/, and DIR/seeds.csv tabulates the results.
+    #[arg(long, value_name = "SPEC")]
+    seeds: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -121,8 +127,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = config::load(&run_dir.join("config.toml")).with_context(|| {
                 format!("{} does not look like a run directory", run_dir.display())
             })?;
-            let figs =
-                plot::plot_run(&run_dir, problem_kind(&cfg), &cfg.name, &cfg.output.formats)?;
+            let summary: Option<serde_json::Value> =
+                std::fs::read_to_string(run_dir.join("summary.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+            let problem = summary
+                .as_ref()
+                .and_then(|s| s.get("problem"))
+                .and_then(|p| p.as_object());
+            let figs = plot::plot_run(
+                &run_dir,
+                problem_kind(&cfg),
+                &cfg.name,
+                &cfg.output.formats,
+                problem,
+            )?;
             for f in figs {
                 println!("{}", f.display());
             }
@@ -153,20 +172,49 @@ fn install_signal_handler(token: CancelToken) {
     });
 }
 
+pub(crate) fn default_dir(name: &str) -> PathBuf {
+    Path::new("runs").join(format!(
+        "{}-{}",
+        name,
+        chrono::Local::now().format("%Y%m%d-%H%M%S")
+    ))
+}
+
 fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     if let Some(s) = out.steps {
         cfg.run.steps = s;
     }
-    let mut prep = setup::prepare(&cfg)?;
-    let dir = out.out.unwrap_or_else(|| {
-        Path::new("runs").join(format!(
-            "{}-{}",
-            cfg.name,
-            chrono::Local::now().format("%Y%m%d-%H%M%S")
-        ))
-    });
+    let token = CancelToken::new();
+    install_signal_handler(token.clone());
+    if let Some(spec) = &out.seeds {
+        return sweep::run_sweep(cfg, spec, out.out.clone(), out.force, &token);
+    }
+    let prep = setup::prepare(&cfg)?;
+    let dir = out.out.unwrap_or_else(|| default_dir(&cfg.name));
     rundir::create(&dir, out.force)?;
-    let resolved = toml::to_string(&cfg).context("cannot serialise the resolved config")?;
+    let (summary, figures) = run_in_dir(&cfg, prep, &dir, &token, true)?;
+    print_summary(&cfg, &summary, &dir, &figures);
+    Ok(exit_code(&summary.status))
+}
+
+fn exit_code(status: &Status) -> ExitCode {
+    match status {
+        Status::Completed => ExitCode::SUCCESS,
+        Status::Diverged { .. } => ExitCode::from(3),
+        Status::Interrupted { .. } => ExitCode::from(130),
+    }
+}
+
+/// Runs a prepared config into an existing, empty `dir`: config.toml, data/,
+/// the CSVs, w_final.npy, figures and summary.json.
+pub(crate) fn run_in_dir(
+    cfg: &Config,
+    mut prep: setup::Prepared,
+    dir: &Path,
+    token: &CancelToken,
+    progress_bar: bool,
+) -> Result<(eosflow::run::RunSummary, Vec<PathBuf>)> {
+    let resolved = toml::to_string(cfg).context("cannot serialise the resolved config")?;
     rundir::write_atomic(&dir.join("config.toml"), resolved.as_bytes())?;
     if !prep.data_files.is_empty() {
         let data_dir = dir.join("data");
@@ -177,22 +225,27 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
         }
     }
 
-    let token = CancelToken::new();
-    install_signal_handler(token.clone());
-    let mut csv = rundir::CsvObserver::new(&dir, cfg.sharpness.k);
-    let mut progress = rundir::ProgressObserver::new(cfg.run.steps);
+    let mut csv = rundir::CsvObserver::new(dir, cfg.sharpness.k);
+    let mut progress =
+        rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
     let mut observers: [&mut dyn Observer; 2] = [&mut csv, &mut progress];
     let summary = eosflow::run::run(
         prep.problem.as_ref(),
         prep.optimizer.as_mut(),
         &prep.params,
         &mut observers,
-        &token,
+        token,
     )?;
 
     let fig_start = std::time::Instant::now();
     let figures = if cfg.output.figures {
-        plot::plot_run(&dir, problem_kind(&cfg), &cfg.name, &cfg.output.formats)?
+        plot::plot_run(
+            dir,
+            problem_kind(cfg),
+            &cfg.name,
+            &cfg.output.formats,
+            Some(&summary.problem),
+        )?
     } else {
         Vec::new()
     };
@@ -204,11 +257,11 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     let mut top = serde_json::Map::new();
     top.insert("eosflow_version".into(), env!("CARGO_PKG_VERSION").into());
     top.insert("name".into(), cfg.name.clone().into());
-    top.insert("problem_kind".into(), problem_kind(&cfg).into());
+    top.insert("problem_kind".into(), problem_kind(cfg).into());
     top.insert("optimizer".into(), prep.optimizer.name().into());
     top.insert(
         "seeds".into(),
-        serde_json::json!({ "problem": problem_seed(&cfg), "lanczos": cfg.sharpness.seed }),
+        serde_json::json!({ "problem": problem_seed(cfg), "lanczos": cfg.sharpness.seed }),
     );
     top.insert(
         "derived".into(),
@@ -219,7 +272,7 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
         "figures".into(),
         figures
             .iter()
-            .map(|f| f.strip_prefix(&dir).unwrap_or(f).display().to_string())
+            .map(|f| f.strip_prefix(dir).unwrap_or(f).display().to_string())
             .collect(),
     );
     // Wall-clock fields live here and only here, so two runs of the same
@@ -230,13 +283,7 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     );
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(top))? + "\n";
     rundir::write_atomic(&dir.join("summary.json"), text.as_bytes())?;
-
-    print_summary(&cfg, &summary, &dir, &figures);
-    Ok(match summary.status {
-        Status::Completed => ExitCode::SUCCESS,
-        Status::Diverged { .. } => ExitCode::from(3),
-        Status::Interrupted { .. } => ExitCode::from(130),
-    })
+    Ok((summary, figures))
 }
 
 fn print_summary(cfg: &Config, s: &eosflow::run::RunSummary, dir: &Path, figures: &[PathBuf]) {

@@ -396,12 +396,116 @@ where
     Ok(())
 }
 
-/// Draws every figure for the run in `dir` into `dir/figures`; returns the paths.
+/// Points of (x, y) with lo ≤ x ≤ hi.
+fn window(x: &[f64], y: &[f64], lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    x.iter()
+        .zip(y)
+        .filter(|(a, b)| **a >= lo && **a <= hi && b.is_finite())
+        .map(|(a, b)| (*a, *b))
+        .collect()
+}
+
+/// Fig. 4 of the paper for linreg_bn: (a) test loss and ‖φ_t − θ_M‖,
+/// (b) train loss, (c) 2/η̃_t against λ1(φ_t) and a zoom window after EoS
+/// entry, (d) h_t over the run and over a few dozen steps (period 2).
+fn fig4<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+    entry: Option<f64>,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(
+        "linreg_bn (Fig. 4): EoS oscillation drives φ_t along Γ to the min-norm solution (M)",
+        ("sans-serif", 24),
+    )?;
+    let a = body.split_evenly((2, 3));
+    let step = d.m("step");
+    let test = if d.m("test_loss").iter().any(|v| v.is_finite()) {
+        d.m("test_loss")
+    } else {
+        d.m("test_loss_sample")
+    };
+    panel(
+        &a[0],
+        "(a) test loss and distance to (M)",
+        "",
+        &[
+            ("test loss", series(step, test, false), false),
+            ("‖φ_t − θ_M‖", series(step, d.m("phi_dist_m"), false), false),
+        ],
+        false,
+        false,
+    )?;
+    panel(
+        &a[1],
+        "(b) training loss",
+        "loss",
+        &[("L(θ_t)", series(step, d.m("loss"), true), false)],
+        true,
+        false,
+    )?;
+    let two = d.m("two_over_eff_lr");
+    let lam = d.m("phi_sharpness");
+    panel(
+        &a[2],
+        "(c) 2/η_eff against λ1(φ_t)",
+        "",
+        &[
+            ("2/η_eff", series(step, two, false), false),
+            ("λ1(φ_t)", series(step, lam, false), false),
+        ],
+        false,
+        false,
+    )?;
+    let last = step.last().copied().unwrap_or(0.0);
+    let lo = entry.unwrap_or(0.0);
+    let hi = (lo + 4000.0).min(last);
+    panel(
+        &a[3],
+        &format!("(c) zoom: steps {lo:.0}–{hi:.0} after EoS entry"),
+        "",
+        &[
+            ("2/η_eff", window(step, two, lo, hi), false),
+            ("λ1(φ_t)", window(step, lam, lo, hi), false),
+        ],
+        false,
+        false,
+    )?;
+    let h = d.m("h");
+    panel(
+        &a[4],
+        "(d) h_t = ⟨θ_t − φ_t, v1(φ_t)⟩",
+        "h_t",
+        &[("h_t", series(step, h, false), false)],
+        false,
+        false,
+    )?;
+    let mid = ((lo + hi) / 2.0).floor();
+    panel(
+        &a[5],
+        &format!("(d) zoom: steps {mid:.0}–{:.0}, period 2", mid + 40.0),
+        "h_t",
+        &[("h_t", window(step, h, mid, mid + 40.0), false)],
+        false,
+        false,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws every figure for the run in `dir` into `dir/figures`; returns the
+/// paths. `problem_summary` is summary.json's `problem` object (for zoom
+/// windows), if known.
 pub fn plot_run(
     dir: &Path,
     problem_kind: &str,
     name: &str,
     formats: &[String],
+    problem_summary: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Vec<PathBuf>> {
     register_font();
     let data = RunData::load(dir)?;
@@ -412,9 +516,14 @@ pub fn plot_run(
     // The toy3d story happens in its first ~100 of 3000 steps.
     let logx = problem_kind == "toy3d";
     let mut figures: Vec<(&str, (u32, u32))> = vec![("overview", (1400, 1000))];
-    if problem_kind == "toy3d" {
-        figures.push(("toy3d", (1800, 600)));
+    match problem_kind {
+        "toy3d" => figures.push(("toy3d", (1800, 600))),
+        "linreg_bn" => figures.push(("fig4", (1800, 1000))),
+        _ => {}
     }
+    let entry = problem_summary
+        .and_then(|m| m.get("eos_entry_step"))
+        .and_then(|v| v.as_f64());
     for (stem, size) in figures {
         for fmt in formats {
             let path = fig_dir.join(format!("{stem}.{fmt}"));
@@ -431,8 +540,20 @@ pub fn plot_run(
                     name,
                     logx,
                 ),
-                (_, "png") => toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data),
-                _ => toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data),
+                ("toy3d", "png") => {
+                    toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data)
+                }
+                ("toy3d", _) => toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data),
+                (_, "png") => fig4(
+                    BitMapBackend::new(&path, size).into_drawing_area(),
+                    &data,
+                    entry,
+                ),
+                _ => fig4(
+                    SVGBackend::new(&path, size).into_drawing_area(),
+                    &data,
+                    entry,
+                ),
             };
             res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
             out.push(path);

@@ -191,9 +191,10 @@ pub struct ProgressObserver {
 }
 
 impl ProgressObserver {
-    pub fn new(steps: u64) -> Self {
+    /// A bar for `steps` steps; hidden unless `enabled` and stderr is a terminal.
+    pub fn new(steps: u64, enabled: bool) -> Self {
         use std::io::IsTerminal;
-        let bar = if std::io::stderr().is_terminal() {
+        let bar = if enabled && std::io::stderr().is_terminal() {
             let b = indicatif::ProgressBar::new(steps);
             b.set_style(
                 indicatif::ProgressStyle::with_template(

@@ -21,11 +21,14 @@ pub struct Prepared {
     /// Values derived from the config (e.g. GWSI's ṽ0, β, η), for summary.json.
     pub derived: serde_json::Map<String, serde_json::Value>,
     /// Files for the run directory's `data/` folder: (name, .npy bytes).
-    pub data_files: Vec<(String, Vec<u8>)>,
+    pub data_files: Vec<DataFile>,
 }
 
+/// A file of the run directory's `data/` folder: (name, .npy bytes).
+pub type DataFile = (String, Vec<u8>);
+
 /// The problem a config describes, and the `.npy` files of its data.
-pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<(String, Vec<u8>)>)> {
+pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> {
     match &cfg.problem {
         ProblemConfig::Toy3d { seed, w0_domain } => {
             let mut p = Toy3d::new(*seed);

@@ -168,6 +168,9 @@ impl TestMoments {
     }
 }
 
+/// ChaCha8 stream of the initial weights (the data use stream 0).
+pub const INIT_STREAM: u64 = 1;
+
 /// Init of the weights (the paper does not say; ours is PyTorch's
 /// `nn.Linear` default).
 #[derive(Clone, Debug, PartialEq)]
@@ -480,9 +483,14 @@ impl LinregBn {
         2.0 * self.sigma_y * self.sigma_y * dot(phi, phi) / s2 * self.lambda_o1
     }
 
-    /// H(φ) on Γ by Lemma O.1, 2‖w̃‖²(Σ_x − zzᵀ), row-major d×d.
-    pub fn hessian_on_gamma(&self, phi: &[f64]) -> Vec<f64> {
-        let c = self.sharpness_on_gamma(phi) / self.lambda_o1;
+    /// H(w) for w whose direction lies on Γ, by Lemma O.1:
+    /// H(w) = (2σ_y²/‖w‖_Σ²)·(Σ_x − zzᵀ), row-major d×d. For unit w this is
+    /// the lemma's 2‖w̃‖²(Σ_x − zzᵀ) (then σ_y²/‖w‖_Σ² = ‖w̃‖²); written with
+    /// ‖w‖_Σ it also holds off the sphere, (−2)-homogeneous as it must be.
+    pub fn hessian_on_gamma(&self, w: &[f64]) -> Vec<f64> {
+        let a = self.outputs(w);
+        let s2 = dot(&a, &a) / self.n as f64;
+        let c = 2.0 * self.sigma_y * self.sigma_y / s2;
         self.lemma_o1.iter().map(|x| c * x).collect()
     }
 
@@ -610,7 +618,11 @@ impl Problem for LinregBn {
         "linreg_bn"
     }
     fn initial_point(&self) -> Vec<f64> {
+        // The init draws from ChaCha8 stream 1 and the data from stream 0:
+        // with one stream, init_seed = seed would replay the random bits of
+        // w_GT, and w0 would start correlated with the ground truth.
         let mut rng = ChaCha8Rng::seed_from_u64(self.init_seed);
+        rng.set_stream(INIT_STREAM);
         match self.init {
             LinregInit::Uniform => {
                 let r = 1.0 / (self.d as f64).sqrt();
