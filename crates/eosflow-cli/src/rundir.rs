@@ -100,6 +100,10 @@ impl CsvObserver {
     }
 }
 
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
 fn werr(file: &Path, e: impl std::fmt::Display) -> ObserverError {
     format!("cannot write {}: {e}", file.display()).into()
 }
@@ -133,23 +137,33 @@ impl Observer for CsvObserver {
     }
 
     fn on_step(&mut self, r: &StepRecord, _w: &[f64]) -> Result<(), ObserverError> {
-        let mut row = vec![
-            r.step.to_string(),
-            fmt(r.loss),
-            fmt(r.grad_norm),
-            fmt(r.w_norm),
-            fmt(r.eff_lr),
-            fmt(r.two_over_eff_lr),
-            r.sharpness.map(fmt).unwrap_or_default(),
-            r.regime.map(|g| g.as_str().to_string()).unwrap_or_default(),
-        ];
-        row.extend(r.extra.iter().map(|x| fmt(*x)));
-        let path = self.dir.join("metrics.csv");
-        self.metrics
-            .as_mut()
-            .expect("on_start first")
-            .write_record(&row)
-            .map_err(|e| werr(&path, e))
+        // Field by field from a reused ryu buffer: this runs every step, and
+        // allocating a String per number costs more than the arithmetic.
+        let wr = self.metrics.as_mut().expect("on_start first");
+        let mut buf = ryu::Buffer::new();
+        let mut put = |wr: &mut csv::Writer<BufWriter<File>>, x: f64| {
+            if x.is_finite() {
+                wr.write_field(buf.format_finite(x))
+            } else {
+                wr.write_field(format!("{x}"))
+            }
+        };
+        let res = (|| -> csv::Result<()> {
+            wr.write_field(itoa_u64(r.step))?;
+            for x in [r.loss, r.grad_norm, r.w_norm, r.eff_lr, r.two_over_eff_lr] {
+                put(wr, x)?;
+            }
+            match r.sharpness {
+                Some(x) => put(wr, x)?,
+                None => wr.write_field("")?,
+            }
+            wr.write_field(r.regime.map_or("", |g| g.as_str()))?;
+            for x in &r.extra {
+                put(wr, *x)?;
+            }
+            wr.write_record(None::<&[u8]>)
+        })();
+        res.map_err(|e| werr(&self.dir.join("metrics.csv"), e))
     }
 
     fn on_sharpness(&mut self, r: &SharpnessRecord) -> Result<(), ObserverError> {

@@ -366,3 +366,139 @@ fn non_empty_output_directory_needs_force() {
         .count();
     assert_eq!(rows, 8, "--steps 7 gives steps 0..=7");
 }
+
+#[test]
+fn fig4_short_run_and_seed_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fig4");
+    eosflow()
+        .args(["reproduce", "fig4", "--steps", "3000", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let h = header(&out.join("metrics.csv"));
+    assert_eq!(
+        &h[8..],
+        [
+            "test_loss",
+            "test_loss_sample",
+            "dist_theta_m",
+            "phi_dist_m",
+            "phi_sharpness",
+            "h",
+            "two_over_eff_lr_minus_phi_sharpness"
+        ]
+    );
+    for f in [
+        "x.npy",
+        "y.npy",
+        "x_test.npy",
+        "y_test.npy",
+        "w_gt.npy",
+        "b_gt.npy",
+        "w0.npy",
+    ] {
+        assert!(out.join("data").join(f).is_file(), "missing data/{f}");
+    }
+    assert!(out.join("figures/fig4.png").is_file());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "first_step_train_loss_below_1e-14",
+        "eos_entry_step",
+        "eos_train_loss_median",
+        "test_loss_at_eos_entry",
+        "test_loss_final",
+        "phi_dist_m_final",
+        "phi_sharpness_final",
+        "sharpness_min_on_gamma",
+        "eos_periods",
+    ] {
+        assert!(
+            s["problem"].get(key).is_some(),
+            "summary.json lacks problem.{key}"
+        );
+    }
+
+    // The same data through [data] *.npy reproduces the run's training loss.
+    let cfg = dir.path().join("npy.toml");
+    let d = out.join("data");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"npy\"\n[problem]\nkind = \"linreg_bn\"\n[data]\nx_npy = {:?}\ny_npy = {:?}\n[init]\nw0_npy = {:?}\n\
+             [optimizer]\nkind = \"gd_wd\"\nlr = 0.5\nwd = 2e-4\n[run]\nsteps = 3000\n[sharpness]\nevery = 1000\n\
+             [output]\nfigures = false\n",
+            d.join("x.npy"),
+            d.join("y.npy"),
+            d.join("w0.npy")
+        ),
+    )
+    .unwrap();
+    let out2 = dir.path().join("npy");
+    eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out2)
+        .assert()
+        .success();
+    let loss = |p: &Path| -> Vec<String> {
+        csv::Reader::from_path(p.join("metrics.csv"))
+            .unwrap()
+            .records()
+            .map(|r| r.unwrap()[1].to_string())
+            .collect()
+    };
+    assert_eq!(
+        loss(&out),
+        loss(&out2),
+        "same data and w0 give the same losses, bit for bit"
+    );
+
+    // Mismatched y length is refused with the file named.
+    std::fs::copy(d.join("y_test.npy"), dir.path().join("y_bad.npy")).unwrap();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&format!("{:?}", d.join("y.npy")), "\"y_bad.npy\"");
+    std::fs::write(&cfg, text).unwrap();
+    let o = eosflow()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("y_bad.npy") && err.contains("has 1000 entries, but the problem has 20"),
+        "{err}"
+    );
+
+    // A sweep over two seeds runs both and tabulates them.
+    let sweep = dir.path().join("sweep");
+    let o = eosflow()
+        .args([
+            "reproduce",
+            "fig4",
+            "--steps",
+            "2000",
+            "--seeds",
+            "0..2",
+            "--out",
+        ])
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("test loss fell from EoS entry to the end in")
+    );
+    let rows = csv::Reader::from_path(sweep.join("seeds.csv"))
+        .unwrap()
+        .records()
+        .count();
+    assert_eq!(rows, 2);
+    assert!(sweep.join("seed-1/metrics.csv").is_file());
+}

@@ -117,6 +117,20 @@ struct Gamma {
     theta_m: Vec<f64>,
 }
 
+/// The last (θ, φ) of [`LinregBn::project_exact`]: the runner asks for the
+/// same step's projection from the tracker and from the metrics.
+#[derive(Debug, Default)]
+struct ProjectionCache(std::sync::Mutex<Option<CachedProjection>>);
+
+/// (θ, its projection φ if any).
+type CachedProjection = (Vec<f64>, Option<Vec<f64>>);
+
+impl Clone for ProjectionCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
 /// Moments of the held-out set, so its MSE costs O(d²) per call instead of
 /// O(m·d): with a linear predictor w̃ᵀx + b̃,
 /// mean((w̃ᵀx + b̃ − y)²) = w̃ᵀM₂w̃ + 2b̃·w̃ᵀm_x − 2w̃ᵀm_xy + b̃² − 2b̃·m_y + m_yy.
@@ -218,6 +232,7 @@ pub struct LinregBn {
     v1: Vec<f64>,
     gamma: Option<Gamma>,
     test_moments: Option<TestMoments>,
+    proj_cache: ProjectionCache,
     data: LinregData,
     /// How w0 is drawn, and the seed.
     pub init: LinregInit,
@@ -328,6 +343,7 @@ impl LinregBn {
             v1,
             gamma,
             test_moments,
+            proj_cache: ProjectionCache::default(),
             data,
             init,
             init_seed,
@@ -415,8 +431,12 @@ impl LinregBn {
     /// Population test loss E(Φ(x) − y)² = (w̃ − w_GT)ᵀΣ(w̃ − w_GT) + (b̃ − b_GT)²
     /// (x ~ N(0, Σ), noiseless targets), when the truth is known.
     pub fn population_test_loss(&self, w: &[f64]) -> Option<f64> {
-        let t = self.data.truth.as_ref()?;
         let (wt, b) = self.coefficients(w);
+        self.truth_loss(&wt, b)
+    }
+
+    fn truth_loss(&self, wt: &[f64], b: f64) -> Option<f64> {
+        let t = self.data.truth.as_ref()?;
         let quad: f64 = wt
             .iter()
             .zip(&t.w)
@@ -459,6 +479,20 @@ impl LinregBn {
     /// The nearest point of Γ to θ: Π(P_V θ) (see the type's docs). None when
     /// Γ is empty or θ lies in the half-space ⟨θ, w_M⟩ ≤ 0 that Γ avoids.
     pub fn project_exact(&self, theta: &[f64]) -> Option<Vec<f64>> {
+        if let Ok(c) = self.proj_cache.0.lock()
+            && let Some((t, phi)) = c.as_ref()
+            && t.as_slice() == theta
+        {
+            return phi.clone();
+        }
+        let phi = self.project_exact_uncached(theta);
+        if let Ok(mut c) = self.proj_cache.0.lock() {
+            *c = Some((theta.to_vec(), phi.clone()));
+        }
+        phi
+    }
+
+    fn project_exact_uncached(&self, theta: &[f64]) -> Option<Vec<f64>> {
         let g = self.gamma.as_ref()?;
         let tw = dot(theta, &g.w_m);
         if tw <= 0.0 {
@@ -654,9 +688,11 @@ impl Problem for LinregBn {
             ),
             _ => (nan, nan, nan),
         };
+        // One set of coefficients (w̃, b̃) for both test losses.
+        let (wt, b) = self.coefficients(w);
         vec![
-            self.population_test_loss(w).unwrap_or(nan),
-            self.sample_test_loss(w).unwrap_or(nan),
+            self.truth_loss(&wt, b).unwrap_or(nan),
+            self.test_moments.as_ref().map_or(nan, |t| t.mse(&wt, b)),
             tm.map_or(nan, |t| distance(&theta, t)),
             phi_dist,
             phi_sharp,
