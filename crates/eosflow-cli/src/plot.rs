@@ -168,6 +168,7 @@ where
             $chart
                 .configure_mesh()
                 .x_desc(xdesc)
+                .x_labels(6)
                 .y_desc(ylabel)
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .label_style(("sans-serif", 15))
