@@ -43,6 +43,30 @@ pub enum ProblemConfig {
         #[serde(default = "toy3d_w0")]
         w0_domain: [f64; 3],
     },
+    /// App. P.1: matrix completion with BN.
+    MatcompBn {
+        /// Matrix size d (generated data).
+        #[serde(default = "d50")]
+        d: usize,
+        /// Rank of the ground truth (generated data).
+        #[serde(default = "r2")]
+        rank: usize,
+        /// Number of observed entries N (generated data).
+        #[serde(default = "n800")]
+        n_obs: usize,
+        /// Seed of the data.
+        #[serde(default)]
+        seed: u64,
+        /// Std of the N(0, std²) entries of U and V at init [default: 1/√d].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init_std: Option<f64>,
+        /// Seed of the initial weights.
+        #[serde(default)]
+        init_seed: u64,
+        /// Top singular values written to metrics.csv.
+        #[serde(default = "five")]
+        n_singular: usize,
+    },
     /// Section 5 / App. Q.2: linear regression with BN.
     LinregBn {
         /// Input dimension (generated data).
@@ -75,13 +99,16 @@ impl ProblemConfig {
         match self {
             ProblemConfig::Toy3d { .. } => "toy3d",
             ProblemConfig::LinregBn { .. } => "linreg_bn",
+            ProblemConfig::MatcompBn { .. } => "matcomp_bn",
         }
     }
 
     /// The data seed.
     pub fn seed(&self) -> u64 {
         match self {
-            ProblemConfig::Toy3d { seed, .. } | ProblemConfig::LinregBn { seed, .. } => *seed,
+            ProblemConfig::Toy3d { seed, .. }
+            | ProblemConfig::LinregBn { seed, .. }
+            | ProblemConfig::MatcompBn { seed, .. } => *seed,
         }
     }
 
@@ -90,6 +117,9 @@ impl ProblemConfig {
         match self {
             ProblemConfig::Toy3d { seed, .. } => *seed = s,
             ProblemConfig::LinregBn {
+                seed, init_seed, ..
+            }
+            | ProblemConfig::MatcompBn {
                 seed, init_seed, ..
             } => {
                 *seed = s;
@@ -112,6 +142,12 @@ pub struct DataConfig {
     pub x_test_npy: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub y_test_npy: Option<PathBuf>,
+    /// matcomp_bn: the ground truth M, 2-D float64 d×d.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub m_npy: Option<PathBuf>,
+    /// matcomp_bn: observed positions, N×2 integer array of (row, column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omega_npy: Option<PathBuf>,
 }
 
 impl DataConfig {
@@ -147,6 +183,18 @@ fn n20() -> usize {
 }
 fn n1000() -> usize {
     1000
+}
+fn d50() -> usize {
+    50
+}
+fn r2() -> usize {
+    2
+}
+fn n800() -> usize {
+    800
+}
+fn five() -> usize {
+    5
 }
 fn one_f() -> f64 {
     1.0
@@ -460,7 +508,47 @@ impl Config {
                     "[data] is not used by problem.kind = \"toy3d\"; remove it".into()
                 })?;
             }
+            ProblemConfig::MatcompBn {
+                d,
+                rank,
+                n_obs,
+                init_std,
+                n_singular,
+                ..
+            } => {
+                check(*d >= 3, || {
+                    format!("problem.d = {d}: need d ≥ 3 (σ2/σ3 is reported)")
+                })?;
+                check(*rank >= 1 && rank <= d, || {
+                    format!("problem.rank = {rank} must be in 1..=d")
+                })?;
+                check(*n_obs >= 1 && *n_obs <= d * d, || {
+                    format!("problem.n_obs = {n_obs} must be in 1..=d² = {}", d * d)
+                })?;
+                if let Some(s) = init_std {
+                    positive("problem.init_std", *s)?;
+                }
+                check(*n_singular <= 8, || {
+                    "problem.n_singular must be at most 8".into()
+                })?;
+                let dc = &self.data;
+                check(dc.m_npy.is_some() == dc.omega_npy.is_some(), || {
+                    "[data]: give both m_npy and omega_npy (or neither, to generate the data)"
+                        .into()
+                })?;
+                check(
+                    dc.x_npy.is_none()
+                        && dc.y_npy.is_none()
+                        && dc.x_test_npy.is_none()
+                        && dc.y_test_npy.is_none(),
+                    || "[data]: matcomp_bn reads m_npy and omega_npy, not x/y files".into(),
+                )?;
+            }
             ProblemConfig::LinregBn { d, n, init_std, .. } => {
+                check(
+                    self.data.m_npy.is_none() && self.data.omega_npy.is_none(),
+                    || "[data]: linreg_bn reads x_npy/y_npy, not m_npy/omega_npy".into(),
+                )?;
                 check(*d >= 1, || "problem.d must be at least 1".into())?;
                 check(*n >= 2, || {
                     format!("problem.n = {n}: need at least 2 training points")

@@ -97,6 +97,97 @@ pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
     Ok((r, c, v))
 }
 
+/// Reads an N×2 integer array of matrix positions (int64, int32, uint64 or
+/// uint32).
+pub fn read_positions(path: &Path) -> Result<Vec<(usize, usize)>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| {
+        format!(
+            "{} is not a valid .npy file (bad magic string or header)",
+            path.display()
+        )
+    })?;
+    let shape = npy.shape().to_vec();
+    if shape.len() != 2 || shape[1] != 2 {
+        bail!(
+            "{}: shape {:?}, expected N×2 (row, column) positions",
+            path.display(),
+            shape
+        );
+    }
+    let fortran = npy.order() == npyz::Order::Fortran;
+    let (tc, size) = match npy.dtype() {
+        npyz::DType::Plain(t) => (t.type_char(), t.size_field()),
+        other => bail!(
+            "{}: dtype {:?}, expected an integer array",
+            path.display(),
+            other.descr()
+        ),
+    };
+    let n = shape[0] as usize;
+    let err = || {
+        format!(
+            "{}: truncated or corrupt data (header promises {n}×2 integers)",
+            path.display()
+        )
+    };
+    let v: Vec<i64> = match (tc, size) {
+        (npyz::TypeChar::Int, 8) => npy.into_vec::<i64>().with_context(err)?,
+        (npyz::TypeChar::Int, 4) => npy
+            .into_vec::<i32>()
+            .with_context(err)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        (npyz::TypeChar::Uint, 8) => npy
+            .into_vec::<u64>()
+            .with_context(err)?
+            .into_iter()
+            .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+            .collect(),
+        (npyz::TypeChar::Uint, 4) => npy
+            .into_vec::<u32>()
+            .with_context(err)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        _ => bail!(
+            "{}: dtype {:?}, expected int64/int32 positions",
+            path.display(),
+            npy.dtype().descr()
+        ),
+    };
+    let at = |i: usize, c: usize| if fortran { v[c * n + i] } else { v[i * 2 + c] };
+    (0..n)
+        .map(|i| {
+            let (r, c) = (at(i, 0), at(i, 1));
+            if r < 0 || c < 0 {
+                bail!(
+                    "{}: row {i} has a negative index ({r}, {c})",
+                    path.display()
+                );
+            }
+            Ok((r as usize, c as usize))
+        })
+        .collect()
+}
+
+/// Encodes N×2 positions as an int64 `.npy`.
+pub fn encode_positions(p: &[(usize, usize)]) -> Result<Vec<u8>> {
+    let mut cur = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[p.len() as u64, 2])
+            .writer(&mut cur)
+            .begin_nd()?;
+        w.extend(p.iter().flat_map(|&(i, j)| [i as i64, j as i64]))?;
+        w.finish()?;
+    }
+    Ok(cur.into_inner())
+}
+
 /// Encodes a row-major rows×cols float64 matrix as `.npy` bytes.
 pub fn encode_matrix(rows: usize, cols: usize, v: &[f64]) -> Result<Vec<u8>> {
     assert_eq!(v.len(), rows * cols);

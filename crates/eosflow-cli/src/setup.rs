@@ -9,7 +9,7 @@ use eosflow::optim::{
     ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, RmspropScheduler, ScalarRmsprop,
     SphericalGd,
 };
-use eosflow::problems::{LinregBn, LinregData, LinregInit, Problem, Toy3d};
+use eosflow::problems::{LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
 use eosflow::run::RunParams;
 use eosflow::spectrum::LanczosParams;
 
@@ -34,6 +34,42 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
             let mut p = Toy3d::new(*seed);
             p.w0_domain = *w0_domain;
             Ok((Box::new(p), Vec::new()))
+        }
+        ProblemConfig::MatcompBn {
+            d,
+            rank,
+            n_obs,
+            seed,
+            init_std,
+            init_seed,
+            n_singular,
+        } => {
+            let data = match (&cfg.data.m_npy, &cfg.data.omega_npy) {
+                (Some(mp), Some(op)) => {
+                    let (r, c, m) = crate::npy::read_matrix(mp)?;
+                    if r != c {
+                        bail!("{}: M is {r}×{c}, expected a square matrix", mp.display());
+                    }
+                    let omega = crate::npy::read_positions(op)?;
+                    MatcompData { d: r, m, omega }
+                }
+                _ => MatcompData::generate(*d, *rank, *n_obs, *seed),
+            };
+            let dd = data.d;
+            let files = vec![
+                (
+                    "m.npy".to_string(),
+                    crate::npy::encode_matrix(dd, dd, &data.m)?,
+                ),
+                (
+                    "omega.npy".to_string(),
+                    crate::npy::encode_positions(&data.omega)?,
+                ),
+            ];
+            let std = init_std.unwrap_or(1.0 / (dd as f64).sqrt());
+            let mut p = MatcompBn::new(data, std, *init_seed)?;
+            p.n_singular = *n_singular;
+            Ok((Box::new(p), files))
         }
         ProblemConfig::LinregBn {
             d,

@@ -111,6 +111,10 @@ pub struct RunSummary {
     pub initial_sharpness: Option<f64>,
     /// First step with a sharpness evaluation whose regime is EoS (either side).
     pub first_eos_step: Option<u64>,
+    /// Sharpness at that step.
+    pub sharpness_at_first_eos: Option<f64>,
+    /// Largest sharpness computed.
+    pub max_sharpness: Option<f64>,
     /// Gradient evaluations.
     pub gradient_evals: u64,
     /// Hessian-vector products in all sharpness evaluations.
@@ -209,6 +213,8 @@ pub fn run(
     let mut last_sharpness: Option<f64> = None;
     let mut initial_sharpness = None;
     let mut first_eos = None;
+    let mut max_sharpness = None;
+    let mut sharpness_at_first_eos = None;
     let (mut grads, mut hvps, mut sevals, mut sbad) = (0u64, 0u64, 0u64, 0u64);
     let mut status = Status::Completed;
     let mut last = None;
@@ -277,8 +283,12 @@ pub fn run(
         let regime = last_sharpness.map(|s| params.band.classify(two, s));
         // The first EoS step is judged on steps with a fresh sharpness only: a
         // stale one (computed k steps ago) against a moving 2/η̃ can fake it.
+        if let Some(s) = sharp {
+            max_sharpness = Some(max_sharpness.map_or(s, |m: f64| m.max(s)));
+        }
         if first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
             first_eos = Some(t);
+            sharpness_at_first_eos = sharp;
         }
         tracker.observe(t, w, &e);
         let logged =
@@ -330,7 +340,9 @@ pub fn run(
         sharpness_evals: sevals,
         sharpness_unconverged: sbad,
         wall_time_s: start.elapsed().as_secs_f64(),
-        problem: tracker.summary(),
+        max_sharpness,
+        sharpness_at_first_eos,
+        problem: tracker.summary(opt.params()),
     };
     let w_final = opt.params().to_vec();
     for o in observers.iter_mut() {

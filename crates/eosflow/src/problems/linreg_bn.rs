@@ -778,7 +778,7 @@ impl Tracker for LinregTracker<'_> {
         self.last_step = step;
     }
 
-    fn summary(&self) -> serde_json::Map<String, serde_json::Value> {
+    fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let p = self.p();
         let mut m = serde_json::Map::new();
         m.insert(

@@ -2,9 +2,11 @@
 //! point, its own per-step metrics and a summary of a whole run.
 
 mod linreg_bn;
+mod matcomp_bn;
 mod toy3d;
 
 pub use linreg_bn::{GroundTruth, LinregBn, LinregData, LinregError, LinregInit};
+pub use matcomp_bn::{MatcompBn, MatcompData, MatcompError};
 pub use toy3d::Toy3d;
 
 use crate::objective::Hessian;
@@ -30,6 +32,6 @@ pub trait Problem: Hessian {
 pub trait Tracker {
     /// Called once per step t with w_t and its evaluation, before the update.
     fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation);
-    /// Key results, as JSON.
-    fn summary(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// Key results, as JSON, given the last evaluated parameters w_T.
+    fn summary(&self, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value>;
 }

@@ -234,7 +234,7 @@ impl Tracker for Toy3dTracker<'_> {
         self.prev = self.last;
         self.last = Some(p);
     }
-    fn summary(&self) -> serde_json::Map<String, serde_json::Value> {
+    fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         let zeta = [
             std::f64::consts::FRAC_1_SQRT_2,
