@@ -1,4 +1,4 @@
-use super::{Evaluation, Optimizer, theta_grad_norm};
+use super::{Evaluation, Optimizer};
 use crate::Objective;
 use crate::eos::effective_lr;
 
@@ -65,14 +65,23 @@ impl Optimizer for GdWd {
         let loss = obj.loss_grad(&self.w, &mut self.grad);
         self.fresh = true;
         let si = obj.scale_invariance();
+        let w_norm = crate::linalg::norm(&self.w);
+        let g_norm = crate::linalg::norm(&self.grad);
+        let (grad_norm, eff_lr) = match &si {
+            crate::ScaleInvariance::All => {
+                (g_norm * w_norm, effective_lr(self.lr, self.wd, w_norm))
+            }
+            crate::ScaleInvariance::Block(_) => (
+                g_norm,
+                effective_lr(self.lr, self.wd, si.block_norm(&self.w)),
+            ),
+            crate::ScaleInvariance::None => (g_norm, self.lr),
+        };
         Evaluation {
             loss,
-            grad_norm: theta_grad_norm(&si, &self.w, &self.grad),
-            w_norm: crate::linalg::norm(&self.w),
-            eff_lr: match si {
-                crate::ScaleInvariance::None => self.lr,
-                _ => effective_lr(self.lr, self.wd, si.block_norm(&self.w)),
-            },
+            grad_norm,
+            w_norm,
+            eff_lr,
         }
     }
     fn update(&mut self) {

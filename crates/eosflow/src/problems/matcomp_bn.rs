@@ -172,9 +172,17 @@ impl MatcompBn {
     }
 
     /// a_k = [UVᵀ]_ij over Ω into `a`.
+    #[inline(always)]
     fn observed(&self, w: &[f64], a: &mut [f64]) {
-        for (k, ak) in a.iter_mut().enumerate() {
-            *ak = dot(self.u_row(w, self.rows[k]), self.v_row(w, self.cols[k]));
+        let n = a.len();
+        let full = n / 4 * 4;
+        for k in (0..full).step_by(4) {
+            let u = [0, 1, 2, 3].map(|m| self.u_row(w, self.rows[k + m]));
+            let v = [0, 1, 2, 3].map(|m| self.v_row(w, self.cols[k + m]));
+            a[k..k + 4].copy_from_slice(&crate::linalg::dot4(u, v));
+        }
+        for k in full..n {
+            a[k] = dot(self.u_row(w, self.rows[k]), self.v_row(w, self.cols[k]));
         }
     }
 
@@ -227,11 +235,56 @@ impl Objective for MatcompBn {
 
     fn loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
         let n = self.n_obs();
-        let nf = n as f64;
         let mut guard = self.scratch.0.lock().unwrap_or_else(|e| e.into_inner());
         let (a, g) = &mut *guard;
         a.resize(n, 0.0);
         g.resize(n, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { self.loss_grad_avx512(w, grad, a, g) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.loss_grad_avx2(w, grad, a, g) };
+        }
+        self.loss_grad_kernel(w, grad, a, g)
+    }
+
+    fn loss(&self, w: &[f64]) -> f64 {
+        let mut a = vec![0.0; self.n_obs()];
+        self.observed(w, &mut a);
+        let sigma = (dot(&a, &a) / a.len() as f64).sqrt();
+        let rr: f64 = a
+            .iter()
+            .zip(&self.q)
+            .map(|(a, q)| (a / sigma - q).powi(2))
+            .sum();
+        self.gamma * self.gamma * rr / a.len() as f64
+    }
+}
+
+impl MatcompBn {
+    /// The same kernel compiled for AVX2. No FMA contraction happens (Rust
+    /// never fuses a·b + c on its own) and every reduction has a fixed
+    /// order, so both builds give the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn loss_grad_avx2(&self, w: &[f64], grad: &mut [f64], a: &mut [f64], g: &mut [f64]) -> f64 {
+        self.loss_grad_kernel(w, grad, a, g)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn loss_grad_avx512(&self, w: &[f64], grad: &mut [f64], a: &mut [f64], g: &mut [f64]) -> f64 {
+        self.loss_grad_kernel(w, grad, a, g)
+    }
+
+    #[inline(always)]
+    fn loss_grad_kernel(&self, w: &[f64], grad: &mut [f64], a: &mut [f64], g: &mut [f64]) -> f64 {
+        let n = self.n_obs();
+        let nf = n as f64;
         self.observed(w, a);
         let sigma = (dot(a, a) / nf).sqrt();
         // r = u − q, c = rᵀu/N; G = (2γ²/(Nσ))(r − c·u).
@@ -260,16 +313,12 @@ impl Objective for MatcompBn {
         self.gamma * self.gamma * rr / nf
     }
 
-    fn loss(&self, w: &[f64]) -> f64 {
-        let mut a = vec![0.0; self.n_obs()];
-        self.observed(w, &mut a);
-        let sigma = (dot(&a, &a) / a.len() as f64).sqrt();
-        let rr: f64 = a
-            .iter()
-            .zip(&self.q)
-            .map(|(a, q)| (a / sigma - q).powi(2))
-            .sum();
-        self.gamma * self.gamma * rr / a.len() as f64
+    /// The portable kernel, for the test that both builds agree bit for bit.
+    #[doc(hidden)]
+    pub fn loss_grad_portable(&self, w: &[f64], grad: &mut [f64]) -> f64 {
+        let n = self.n_obs();
+        let (mut a, mut g) = (vec![0.0; n], vec![0.0; n]);
+        self.loss_grad_kernel(w, grad, &mut a, &mut g)
     }
 }
 
@@ -321,6 +370,37 @@ impl LinOp for MatcompHessian<'_> {
     /// Σ_k G_k·(V_j ⊗ e_i, U_i ⊗ e_j) then differentiates to
     /// (Hv)_{U_i} = Σ_k (dG_k·V_j + G_k·V̊_j), (Hv)_{V_j} = Σ_k (dG_k·U_i + G_k·Ů_i).
     fn apply(&self, v: &[f64], out: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            unsafe { self.apply_avx512(v, out) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { self.apply_avx2(v, out) };
+            return;
+        }
+        self.apply_kernel(v, out)
+    }
+}
+
+impl MatcompHessian<'_> {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn apply_avx2(&self, v: &[f64], out: &mut [f64]) {
+        self.apply_kernel(v, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn apply_avx512(&self, v: &[f64], out: &mut [f64]) {
+        self.apply_kernel(v, out)
+    }
+
+    #[inline(always)]
+    fn apply_kernel(&self, v: &[f64], out: &mut [f64]) {
         let p = self.p;
         let (d, n) = (p.d, p.n_obs());
         let nf = n as f64;
