@@ -173,6 +173,7 @@ impl MatcompBn {
 
     /// a_k = [UVᵀ]_ij over Ω into `a`.
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
     fn observed(&self, w: &[f64], a: &mut [f64]) {
         let n = a.len();
         let full = n / 4 * 4;
@@ -265,6 +266,7 @@ impl Objective for MatcompBn {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // k indexes several parallel arrays
 impl MatcompBn {
     /// The same kernel compiled for AVX2. No FMA contraction happens (Rust
     /// never fuses a·b + c on its own) and every reduction has a fixed
@@ -400,6 +402,7 @@ impl MatcompHessian<'_> {
     }
 
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // k indexes several parallel arrays
     fn apply_kernel(&self, v: &[f64], out: &mut [f64]) {
         let p = self.p;
         let (d, n) = (p.d, p.n_obs());
@@ -482,7 +485,7 @@ impl Problem for MatcompBn {
     }
 
     fn metrics(&self, w: &[f64], _eval: &Evaluation) -> Vec<f64> {
-        let k = self.n_singular.min(8).max(3);
+        let k = self.n_singular.clamp(3, 8);
         let sv = self.singular_values(w, k);
         let mut out = vec![self.test_loss(w), sv[1] / sv[2]];
         out.extend(sv.iter().take(self.n_singular.min(8)));
