@@ -116,12 +116,7 @@ impl ProblemConfig {
     pub fn set_seeds(&mut self, s: u64) {
         match self {
             ProblemConfig::Toy3d { seed, .. } => *seed = s,
-            ProblemConfig::LinregBn {
-                seed, init_seed, ..
-            }
-            | ProblemConfig::MatcompBn {
-                seed, init_seed, ..
-            } => {
+            ProblemConfig::LinregBn { seed, init_seed, .. } | ProblemConfig::MatcompBn { seed, init_seed, .. } => {
                 *seed = s;
                 *init_seed = s;
             }
@@ -155,12 +150,7 @@ impl DataConfig {
         self == &DataConfig::default()
     }
     fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 4] {
-        [
-            &mut self.x_npy,
-            &mut self.y_npy,
-            &mut self.x_test_npy,
-            &mut self.y_test_npy,
-        ]
+        [&mut self.x_npy, &mut self.y_npy, &mut self.x_test_npy, &mut self.y_test_npy]
     }
 }
 
@@ -272,6 +262,9 @@ pub struct RunConfig {
     /// Write a metrics row every `log_every` steps (and at the first and last).
     #[serde(default = "one")]
     pub log_every: u64,
+    /// Steps [a, b] logged at every step, each with a sharpness evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_window: Option<[u64; 2]>,
 }
 
 fn one() -> u64 {
@@ -328,10 +321,7 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self {
-            figures: true,
-            formats: vec!["png".into(), "svg".into()],
-        }
+        Self { figures: true, formats: vec!["png".into(), "svg".into()] }
     }
 }
 
@@ -354,10 +344,7 @@ fn explain_toml_error(e: &toml::de::Error) -> String {
             let bad = &rest[..end];
             let valid: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
             if let Some(best) = valid.iter().min_by_key(|v| strsim::levenshtein(bad, v)) {
-                return format!(
-                    "{msg}unknown {what} `{bad}`: did you mean `{best}`? (valid: {})",
-                    valid.join(", ")
-                );
+                return format!("{msg}unknown {what} `{bad}`: did you mean `{best}`? (valid: {})", valid.join(", "));
             }
         }
     }
@@ -367,8 +354,7 @@ fn explain_toml_error(e: &toml::de::Error) -> String {
 /// Reads and parses a config file; relative `.npy` paths are resolved
 /// against the file's directory.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     let mut cfg = parse(&text, &path.display().to_string())?;
     // Relative paths are relative to the config file; the resolved config
     // written into the run directory holds absolute ones.
@@ -391,45 +377,23 @@ fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
 }
 
 fn positive(name: &str, v: f64) -> Result<()> {
-    check(v > 0.0 && v.is_finite(), || {
-        format!("{name} = {v} must be a positive finite number")
-    })
+    check(v > 0.0 && v.is_finite(), || format!("{name} = {v} must be a positive finite number"))
 }
 
 impl Config {
     /// Checks every value that does not depend on the problem's data.
     pub fn validate(&self) -> Result<()> {
-        check(
-            !self.name.is_empty() && !self.name.contains(['/', '\\']),
-            || {
-                format!(
-                    "name = {:?} must be non-empty and contain no path separators",
-                    self.name
-                )
-            },
-        )?;
-        check(self.run.steps > 0, || {
-            "run.steps = 0: set run.steps to the number of updates, at least 1".into()
+        check(!self.name.is_empty() && !self.name.contains(['/', '\\']), || {
+            format!("name = {:?} must be non-empty and contain no path separators", self.name)
         })?;
-        check(self.run.log_every > 0, || {
-            "run.log_every = 0: set it to at least 1".into()
-        })?;
+        check(self.run.steps > 0, || "run.steps = 0: set run.steps to the number of updates, at least 1".into())?;
+        check(self.run.log_every > 0, || "run.log_every = 0: set it to at least 1".into())?;
         match &self.optimizer {
             OptimizerConfig::GdWd { lr, wd } => check_gd_wd("optimizer", *lr, *wd)?,
-            OptimizerConfig::Sphere {
-                scheduler,
-                eff_lr,
-                eta,
-                beta,
-                v0,
-                lr,
-                wd,
-            } => match scheduler {
+            OptimizerConfig::Sphere { scheduler, eff_lr, eta, beta, v0, lr, wd } => match scheduler {
                 SchedulerKind::Constant => {
                     let Some(e) = eff_lr else {
-                        bail!(
-                            "optimizer.scheduler = \"constant\" needs optimizer.eff_lr (the effective LR η̃ > 0)"
-                        )
+                        bail!("optimizer.scheduler = \"constant\" needs optimizer.eff_lr (the effective LR η̃ > 0)")
                     };
                     positive("optimizer.eff_lr", *e)?;
                 }
@@ -438,24 +402,17 @@ impl Config {
                     let derived = lr.is_some() || wd.is_some();
                     if *scheduler == SchedulerKind::Gwsi && derived && !explicit {
                         let (Some(lr), Some(wd)) = (lr, wd) else {
-                            bail!(
-                                "optimizer: the GWSI scheduler derived from GD+WD (Thm B.7) needs both lr and wd"
-                            )
+                            bail!("optimizer: the GWSI scheduler derived from GD+WD (Thm B.7) needs both lr and wd")
                         };
                         check_gd_wd("optimizer", *lr, *wd)?;
                         check(*wd > 0.0, || {
-                            "optimizer.wd must be > 0 for the GWSI scheduler (β = (1 − η̂λ̂)⁴ < 1)"
-                                .into()
+                            "optimizer.wd must be > 0 for the GWSI scheduler (β = (1 − η̂λ̂)⁴ < 1)".into()
                         })?;
                     } else {
                         let (Some(eta), Some(beta), Some(v0)) = (eta, beta, v0) else {
                             bail!(
                                 "optimizer.scheduler = \"{}\" needs eta, beta and v0{}",
-                                if *scheduler == SchedulerKind::Gwsi {
-                                    "gwsi"
-                                } else {
-                                    "rmsprop"
-                                },
+                                if *scheduler == SchedulerKind::Gwsi { "gwsi" } else { "rmsprop" },
                                 if *scheduler == SchedulerKind::Gwsi {
                                     " (or lr and wd of the GD+WD it reproduces)"
                                 } else {
@@ -463,36 +420,24 @@ impl Config {
                                 }
                             )
                         };
-                        check(!derived, || {
-                            "optimizer: give either eta/beta/v0 or lr/wd, not both".into()
-                        })?;
+                        check(!derived, || "optimizer: give either eta/beta/v0 or lr/wd, not both".into())?;
                         positive("optimizer.eta", *eta)?;
                         positive("optimizer.v0", *v0)?;
-                        check(*beta > 0.0 && *beta < 1.0, || {
-                            format!("optimizer.beta = {beta} must be in (0, 1)")
-                        })?;
+                        check(*beta > 0.0 && *beta < 1.0, || format!("optimizer.beta = {beta} must be in (0, 1)"))?;
                     }
                 }
             },
             OptimizerConfig::ScalarRmsprop { eta, beta, v0 } => {
                 positive("optimizer.eta", *eta)?;
                 positive("optimizer.v0", *v0)?;
-                check(*beta > 0.0 && *beta < 1.0, || {
-                    format!("optimizer.beta = {beta} must be in (0, 1)")
-                })?;
+                check(*beta > 0.0 && *beta < 1.0, || format!("optimizer.beta = {beta} must be in (0, 1)"))?;
             }
         }
         let s = &self.sharpness;
-        check(s.k >= 1, || {
-            "sharpness.k = 0: ask for at least one eigenvalue".into()
-        })?;
+        check(s.k >= 1, || "sharpness.k = 0: ask for at least one eigenvalue".into())?;
         positive("sharpness.tol", s.tol)?;
-        check(s.max_basis >= 2, || {
-            "sharpness.max_basis must be at least 2".into()
-        })?;
-        check(s.warm_mix >= 0.0 && s.warm_mix.is_finite(), || {
-            "sharpness.warm_mix must be ≥ 0".into()
-        })?;
+        check(s.max_basis >= 2, || "sharpness.max_basis must be at least 2".into())?;
+        check(s.warm_mix >= 0.0 && s.warm_mix.is_finite(), || "sharpness.warm_mix must be ≥ 0".into())?;
         check(s.eos_band > 0.0 && s.eos_band < 1.0, || {
             format!("sharpness.eos_band = {} must be in (0, 1)", s.eos_band)
         })?;
@@ -504,55 +449,33 @@ impl Config {
         match &self.problem {
             ProblemConfig::Toy3d { w0_domain, .. } => {
                 check_w0("problem.w0_domain", w0_domain)?;
-                check(self.data.is_empty(), || {
-                    "[data] is not used by problem.kind = \"toy3d\"; remove it".into()
-                })?;
+                check(self.data.is_empty(), || "[data] is not used by problem.kind = \"toy3d\"; remove it".into())?;
             }
-            ProblemConfig::MatcompBn {
-                d,
-                rank,
-                n_obs,
-                init_std,
-                n_singular,
-                ..
-            } => {
-                check(*d >= 3, || {
-                    format!("problem.d = {d}: need d ≥ 3 (σ2/σ3 is reported)")
-                })?;
-                check(*rank >= 1 && rank <= d, || {
-                    format!("problem.rank = {rank} must be in 1..=d")
-                })?;
+            ProblemConfig::MatcompBn { d, rank, n_obs, init_std, n_singular, .. } => {
+                check(*d >= 3, || format!("problem.d = {d}: need d ≥ 3 (σ2/σ3 is reported)"))?;
+                check(*rank >= 1 && rank <= d, || format!("problem.rank = {rank} must be in 1..=d"))?;
                 check(*n_obs >= 1 && *n_obs <= d * d, || {
                     format!("problem.n_obs = {n_obs} must be in 1..=d² = {}", d * d)
                 })?;
                 if let Some(s) = init_std {
                     positive("problem.init_std", *s)?;
                 }
-                check(*n_singular <= 8, || {
-                    "problem.n_singular must be at most 8".into()
-                })?;
+                check(*n_singular <= 8, || "problem.n_singular must be at most 8".into())?;
                 let dc = &self.data;
                 check(dc.m_npy.is_some() == dc.omega_npy.is_some(), || {
-                    "[data]: give both m_npy and omega_npy (or neither, to generate the data)"
-                        .into()
+                    "[data]: give both m_npy and omega_npy (or neither, to generate the data)".into()
                 })?;
                 check(
-                    dc.x_npy.is_none()
-                        && dc.y_npy.is_none()
-                        && dc.x_test_npy.is_none()
-                        && dc.y_test_npy.is_none(),
+                    dc.x_npy.is_none() && dc.y_npy.is_none() && dc.x_test_npy.is_none() && dc.y_test_npy.is_none(),
                     || "[data]: matcomp_bn reads m_npy and omega_npy, not x/y files".into(),
                 )?;
             }
             ProblemConfig::LinregBn { d, n, init_std, .. } => {
-                check(
-                    self.data.m_npy.is_none() && self.data.omega_npy.is_none(),
-                    || "[data]: linreg_bn reads x_npy/y_npy, not m_npy/omega_npy".into(),
-                )?;
-                check(*d >= 1, || "problem.d must be at least 1".into())?;
-                check(*n >= 2, || {
-                    format!("problem.n = {n}: need at least 2 training points")
+                check(self.data.m_npy.is_none() && self.data.omega_npy.is_none(), || {
+                    "[data]: linreg_bn reads x_npy/y_npy, not m_npy/omega_npy".into()
                 })?;
+                check(*d >= 1, || "problem.d must be at least 1".into())?;
+                check(*n >= 2, || format!("problem.n = {n}: need at least 2 training points"))?;
                 positive("problem.init_std", *init_std)?;
                 let dc = &self.data;
                 check(dc.x_npy.is_some() == dc.y_npy.is_some(), || {
@@ -566,18 +489,14 @@ impl Config {
                 })?;
             }
         }
-        check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || {
-            "init: give w0 or w0_npy, not both".into()
-        })?;
+        check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || "init: give w0 or w0_npy, not both".into())?;
         Ok(())
     }
 }
 
 fn check_gd_wd(table: &str, lr: f64, wd: f64) -> Result<()> {
     positive(&format!("{table}.lr"), lr)?;
-    check(wd >= 0.0 && wd.is_finite(), || {
-        format!("{table}.wd = {wd} must be ≥ 0 (weight decay λ̂)")
-    })?;
+    check(wd >= 0.0 && wd.is_finite(), || format!("{table}.wd = {wd} must be ≥ 0 (weight decay λ̂)"))?;
     check(lr * wd < 1.0, || {
         format!(
             "{table}.lr × {table}.wd = {} must be < 1: the decay factor 1 − η̂λ̂ of eq. (1) must stay positive",
@@ -589,16 +508,10 @@ fn check_gd_wd(table: &str, lr: f64, wd: f64) -> Result<()> {
 /// Initial weights must be finite and not all zero (L is undefined at 0).
 pub fn check_w0(what: &str, w0: &[f64]) -> Result<()> {
     if let Some(i) = w0.iter().position(|x| !x.is_finite()) {
-        bail!(
-            "{what}: entry {i} is {} — initial weights must be finite",
-            w0[i]
-        );
+        bail!("{what}: entry {i} is {} — initial weights must be finite", w0[i]);
     }
     check(w0.iter().any(|&x| x != 0.0), || {
-        format!(
-            "{what}: all {} initial weights are zero; a scale-invariant loss is undefined at w = 0",
-            w0.len()
-        )
+        format!("{what}: all {} initial weights are zero; a scale-invariant loss is undefined at w = 0", w0.len())
     })
 }
 
@@ -606,7 +519,8 @@ pub fn check_w0(what: &str, w0: &[f64]) -> Result<()> {
 mod tests {
     use super::*;
 
-    const MIN: &str = "[problem]\nkind = \"toy3d\"\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.5\nwd = 0.08\n[run]\nsteps = 10\n";
+    const MIN: &str =
+        "[problem]\nkind = \"toy3d\"\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.5\nwd = 0.08\n[run]\nsteps = 10\n";
 
     #[test]
     fn minimal_config_gets_defaults_and_round_trips() {
@@ -615,25 +529,16 @@ mod tests {
         assert_eq!(c.sharpness.k, 1);
         let text = toml::to_string(&c).unwrap();
         assert_eq!(parse(&text, "t").unwrap(), c);
-        assert!(
-            text.contains("eos_band"),
-            "resolved config writes every default:\n{text}"
-        );
+        assert!(text.contains("eos_band"), "resolved config writes every default:\n{text}");
     }
 
     #[test]
     fn unknown_key_names_nearest() {
-        let e = parse(&MIN.replace("lr = 0.5", "lrr = 0.5"), "t")
-            .unwrap_err()
-            .to_string();
+        let e = parse(&MIN.replace("lr = 0.5", "lrr = 0.5"), "t").unwrap_err().to_string();
         assert!(e.contains("unknown key `lrr`: did you mean `lr`?"), "{e}");
-        let e = parse(&format!("{MIN}[sharpnes]\nk = 2\n"), "t")
-            .unwrap_err()
-            .to_string();
+        let e = parse(&format!("{MIN}[sharpnes]\nk = 2\n"), "t").unwrap_err().to_string();
         assert!(e.contains("did you mean `sharpness`?"), "{e}");
-        let e = parse(&MIN.replace("\"toy3d\"", "\"toy3\""), "t")
-            .unwrap_err()
-            .to_string();
+        let e = parse(&MIN.replace("\"toy3d\"", "\"toy3\""), "t").unwrap_err().to_string();
         assert!(e.contains("did you mean `toy3d`?"), "{e}");
     }
 }

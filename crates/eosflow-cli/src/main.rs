@@ -96,15 +96,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             execute(cfg, out)
         }
         Cmd::Reproduce { list: true, .. } => {
-            println!(
-                "{:<8} {:<18} {:<28} what it shows",
-                "preset", "paper", "expected time"
-            );
+            println!("{:<8} {:<18} {:<28} what it shows", "preset", "paper", "expected time");
             for p in presets::PRESETS {
-                println!(
-                    "{:<8} {:<18} {:<28} {}",
-                    p.name, p.figure, p.expected_time, p.shows
-                );
+                println!("{:<8} {:<18} {:<28} {}", p.name, p.figure, p.expected_time, p.shows);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -112,35 +106,42 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let name = preset.unwrap_or_default();
             let Some(p) = presets::find(&name) else {
                 let names: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
-                let best = names
-                    .iter()
-                    .min_by_key(|n| strsim::levenshtein(&name, n))
-                    .unwrap();
-                bail!(
-                    "unknown preset `{name}`: did you mean `{best}`? (`eosflow reproduce --list` lists them)"
-                );
+                let best = names.iter().min_by_key(|n| strsim::levenshtein(&name, n)).unwrap();
+                bail!("unknown preset `{name}`: did you mean `{best}`? (`eosflow reproduce --list` lists them)");
             };
+            if !p.variants.is_empty() {
+                let mut jobs = Vec::new();
+                for (label, patch) in p.variants {
+                    let mut base: toml::Table = toml::from_str(p.toml)?;
+                    presets::merge(&mut base, &toml::from_str(patch)?);
+                    let text = toml::to_string(&base)?;
+                    let mut cfg = config::parse(&text, &format!("preset {} ({label})", p.name))?;
+                    if let Some(s) = out.steps {
+                        cfg.run.steps = s;
+                    }
+                    cfg.name = format!("{}-{label}", p.name);
+                    jobs.push((label.to_string(), cfg));
+                }
+                let token = CancelToken::new();
+                install_signal_handler(token.clone());
+                return sweep::run_variants(p.name, jobs, out.out.clone(), out.force, &token);
+            }
             let cfg = config::parse(p.toml, &format!("preset {}", p.name))?;
             execute(cfg, out)
         }
         Cmd::Plot { run_dir } => {
-            let cfg = config::load(&run_dir.join("config.toml")).with_context(|| {
-                format!("{} does not look like a run directory", run_dir.display())
-            })?;
+            let cfg = config::load(&run_dir.join("config.toml"))
+                .with_context(|| format!("{} does not look like a run directory", run_dir.display()))?;
             let summary: Option<serde_json::Value> =
-                std::fs::read_to_string(run_dir.join("summary.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok());
-            let problem = summary
-                .as_ref()
-                .and_then(|s| s.get("problem"))
-                .and_then(|p| p.as_object());
+                std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+            let problem = summary.as_ref().and_then(|s| s.get("problem")).and_then(|p| p.as_object());
             let figs = plot::plot_run(
                 &run_dir,
                 problem_kind(&cfg),
                 &cfg.name,
                 &cfg.output.formats,
                 problem,
+                cfg.run.dense_window.map(|[a, b]| (a, b)),
             )?;
             for f in figs {
                 println!("{}", f.display());
@@ -165,19 +166,13 @@ fn install_signal_handler(token: CancelToken) {
         if token.is_cancelled() {
             std::process::exit(130);
         }
-        eprintln!(
-            "\ninterrupt: finishing the current step and writing the run directory (again to exit now)"
-        );
+        eprintln!("\ninterrupt: finishing the current step and writing the run directory (again to exit now)");
         token.cancel();
     });
 }
 
 pub(crate) fn default_dir(name: &str) -> PathBuf {
-    Path::new("runs").join(format!(
-        "{}-{}",
-        name,
-        chrono::Local::now().format("%Y%m%d-%H%M%S")
-    ))
+    Path::new("runs").join(format!("{}-{}", name, chrono::Local::now().format("%Y%m%d-%H%M%S")))
 }
 
 fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
@@ -218,24 +213,17 @@ pub(crate) fn run_in_dir(
     rundir::write_atomic(&dir.join("config.toml"), resolved.as_bytes())?;
     if !prep.data_files.is_empty() {
         let data_dir = dir.join("data");
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         for (name, bytes) in &prep.data_files {
             rundir::write_atomic(&data_dir.join(name), bytes)?;
         }
     }
 
     let mut csv = rundir::CsvObserver::new(dir, cfg.sharpness.k);
-    let mut progress =
-        rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
+    let mut progress = rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
     let mut observers: [&mut dyn Observer; 2] = [&mut csv, &mut progress];
-    let summary = eosflow::run::run(
-        prep.problem.as_ref(),
-        prep.optimizer.as_mut(),
-        &prep.params,
-        &mut observers,
-        token,
-    )?;
+    let summary =
+        eosflow::run::run(prep.problem.as_ref(), prep.optimizer.as_mut(), &prep.params, &mut observers, token)?;
 
     let fig_start = std::time::Instant::now();
     let figures = if cfg.output.figures {
@@ -245,6 +233,7 @@ pub(crate) fn run_in_dir(
             &cfg.name,
             &cfg.output.formats,
             Some(&summary.problem),
+            cfg.run.dense_window.map(|[a, b]| (a, b)),
         )?
     } else {
         Vec::new()
@@ -259,28 +248,16 @@ pub(crate) fn run_in_dir(
     top.insert("name".into(), cfg.name.clone().into());
     top.insert("problem_kind".into(), problem_kind(cfg).into());
     top.insert("optimizer".into(), prep.optimizer.name().into());
-    top.insert(
-        "seeds".into(),
-        serde_json::json!({ "problem": problem_seed(cfg), "lanczos": cfg.sharpness.seed }),
-    );
-    top.insert(
-        "derived".into(),
-        serde_json::Value::Object(std::mem::take(&mut prep.derived)),
-    );
+    top.insert("seeds".into(), serde_json::json!({ "problem": problem_seed(cfg), "lanczos": cfg.sharpness.seed }));
+    top.insert("derived".into(), serde_json::Value::Object(std::mem::take(&mut prep.derived)));
     top.extend(std::mem::take(obj));
     top.insert(
         "figures".into(),
-        figures
-            .iter()
-            .map(|f| f.strip_prefix(dir).unwrap_or(f).display().to_string())
-            .collect(),
+        figures.iter().map(|f| f.strip_prefix(dir).unwrap_or(f).display().to_string()).collect(),
     );
     // Wall-clock fields live here and only here, so two runs of the same
     // config differ in this object alone.
-    top.insert(
-        "timing".into(),
-        serde_json::json!({ "run_s": summary.wall_time_s, "figures_s": fig_s }),
-    );
+    top.insert("timing".into(), serde_json::json!({ "run_s": summary.wall_time_s, "figures_s": fig_s }));
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(top))? + "\n";
     rundir::write_atomic(&dir.join("summary.json"), text.as_bytes())?;
     Ok((summary, figures))

@@ -6,14 +6,9 @@ use std::path::Path;
 
 /// Reads a 1-D float64 array. `expected` (if given) is the required length.
 pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| {
-        format!(
-            "{} is not a valid .npy file (bad magic string or header)",
-            path.display()
-        )
-    })?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))?;
     let shape = npy.shape().to_vec();
     let ok_dtype = matches!(npy.dtype(), npyz::DType::Plain(ref t)
         if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
@@ -25,26 +20,16 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
         );
     }
     if shape.len() != 1 {
-        bail!(
-            "{}: shape {:?}, expected a 1-D array; save the flat vector with w.ravel()",
-            path.display(),
-            shape
-        );
+        bail!("{}: shape {:?}, expected a 1-D array; save the flat vector with w.ravel()", path.display(), shape);
     }
     let n = shape[0] as usize;
     if let Some(e) = expected
         && n != e
     {
-        bail!(
-            "{}: has {n} entries, but the problem has {e} parameters",
-            path.display()
-        );
+        bail!("{}: has {n} entries, but the problem has {e} parameters", path.display());
     }
     let v: Vec<f64> = npy.into_vec().with_context(|| {
-        format!(
-            "{}: truncated or corrupt data (header promises {n} float64 values)",
-            path.display()
-        )
+        format!("{}: truncated or corrupt data (header promises {n} float64 values)", path.display())
     })?;
     Ok(v)
 }
@@ -52,14 +37,9 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
 /// Reads a 2-D float64 array as (rows, cols, row-major values); Fortran-order
 /// files are transposed into row-major.
 pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| {
-        format!(
-            "{} is not a valid .npy file (bad magic string or header)",
-            path.display()
-        )
-    })?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))?;
     let shape = npy.shape().to_vec();
     let ok_dtype = matches!(npy.dtype(), npyz::DType::Plain(ref t)
         if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
@@ -71,19 +51,12 @@ pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
         );
     }
     if shape.len() != 2 {
-        bail!(
-            "{}: shape {:?}, expected a 2-D array (rows = data points)",
-            path.display(),
-            shape
-        );
+        bail!("{}: shape {:?}, expected a 2-D array (rows = data points)", path.display(), shape);
     }
     let (r, c) = (shape[0] as usize, shape[1] as usize);
     let fortran = npy.order() == npyz::Order::Fortran;
     let v: Vec<f64> = npy.into_vec().with_context(|| {
-        format!(
-            "{}: truncated or corrupt data (header promises {r}×{c} float64 values)",
-            path.display()
-        )
+        format!("{}: truncated or corrupt data (header promises {r}×{c} float64 values)", path.display())
     })?;
     if fortran {
         let mut t = vec![0.0; r * c];
@@ -100,73 +73,35 @@ pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
 /// Reads an N×2 integer array of matrix positions (int64, int32, uint64 or
 /// uint32).
 pub fn read_positions(path: &Path) -> Result<Vec<(usize, usize)>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| {
-        format!(
-            "{} is not a valid .npy file (bad magic string or header)",
-            path.display()
-        )
-    })?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))?;
     let shape = npy.shape().to_vec();
     if shape.len() != 2 || shape[1] != 2 {
-        bail!(
-            "{}: shape {:?}, expected N×2 (row, column) positions",
-            path.display(),
-            shape
-        );
+        bail!("{}: shape {:?}, expected N×2 (row, column) positions", path.display(), shape);
     }
     let fortran = npy.order() == npyz::Order::Fortran;
     let (tc, size) = match npy.dtype() {
         npyz::DType::Plain(t) => (t.type_char(), t.size_field()),
-        other => bail!(
-            "{}: dtype {:?}, expected an integer array",
-            path.display(),
-            other.descr()
-        ),
+        other => bail!("{}: dtype {:?}, expected an integer array", path.display(), other.descr()),
     };
     let n = shape[0] as usize;
-    let err = || {
-        format!(
-            "{}: truncated or corrupt data (header promises {n}×2 integers)",
-            path.display()
-        )
-    };
+    let err = || format!("{}: truncated or corrupt data (header promises {n}×2 integers)", path.display());
     let v: Vec<i64> = match (tc, size) {
         (npyz::TypeChar::Int, 8) => npy.into_vec::<i64>().with_context(err)?,
-        (npyz::TypeChar::Int, 4) => npy
-            .into_vec::<i32>()
-            .with_context(err)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        (npyz::TypeChar::Uint, 8) => npy
-            .into_vec::<u64>()
-            .with_context(err)?
-            .into_iter()
-            .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
-            .collect(),
-        (npyz::TypeChar::Uint, 4) => npy
-            .into_vec::<u32>()
-            .with_context(err)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
-        _ => bail!(
-            "{}: dtype {:?}, expected int64/int32 positions",
-            path.display(),
-            npy.dtype().descr()
-        ),
+        (npyz::TypeChar::Int, 4) => npy.into_vec::<i32>().with_context(err)?.into_iter().map(i64::from).collect(),
+        (npyz::TypeChar::Uint, 8) => {
+            npy.into_vec::<u64>().with_context(err)?.into_iter().map(|x| i64::try_from(x).unwrap_or(i64::MAX)).collect()
+        }
+        (npyz::TypeChar::Uint, 4) => npy.into_vec::<u32>().with_context(err)?.into_iter().map(i64::from).collect(),
+        _ => bail!("{}: dtype {:?}, expected int64/int32 positions", path.display(), npy.dtype().descr()),
     };
     let at = |i: usize, c: usize| if fortran { v[c * n + i] } else { v[i * 2 + c] };
     (0..n)
         .map(|i| {
             let (r, c) = (at(i, 0), at(i, 1));
             if r < 0 || c < 0 {
-                bail!(
-                    "{}: row {i} has a negative index ({r}, {c})",
-                    path.display()
-                );
+                bail!("{}: row {i} has a negative index ({r}, {c})", path.display());
             }
             Ok((r as usize, c as usize))
         })
@@ -177,11 +112,8 @@ pub fn read_positions(path: &Path) -> Result<Vec<(usize, usize)>> {
 pub fn encode_positions(p: &[(usize, usize)]) -> Result<Vec<u8>> {
     let mut cur = std::io::Cursor::new(Vec::new());
     {
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[p.len() as u64, 2])
-            .writer(&mut cur)
-            .begin_nd()?;
+        let mut w =
+            npyz::WriteOptions::new().default_dtype().shape(&[p.len() as u64, 2]).writer(&mut cur).begin_nd()?;
         w.extend(p.iter().flat_map(|&(i, j)| [i as i64, j as i64]))?;
         w.finish()?;
     }
@@ -193,11 +125,8 @@ pub fn encode_matrix(rows: usize, cols: usize, v: &[f64]) -> Result<Vec<u8>> {
     assert_eq!(v.len(), rows * cols);
     let mut cur = std::io::Cursor::new(Vec::new());
     {
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[rows as u64, cols as u64])
-            .writer(&mut cur)
-            .begin_nd()?;
+        let mut w =
+            npyz::WriteOptions::new().default_dtype().shape(&[rows as u64, cols as u64]).writer(&mut cur).begin_nd()?;
         w.extend(v.iter().copied())?;
         w.finish()?;
     }
@@ -208,11 +137,7 @@ pub fn encode_matrix(rows: usize, cols: usize, v: &[f64]) -> Result<Vec<u8>> {
 pub fn encode_vector(v: &[f64]) -> Result<Vec<u8>> {
     let mut cur = std::io::Cursor::new(Vec::new());
     {
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[v.len() as u64])
-            .writer(&mut cur)
-            .begin_nd()?;
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[v.len() as u64]).writer(&mut cur).begin_nd()?;
         w.extend(v.iter().copied())?;
         w.finish()?;
     }

@@ -25,11 +25,9 @@ pub struct RunData {
 }
 
 fn read_csv(path: &Path) -> Result<HashMap<String, Vec<f64>>> {
-    let mut rd =
-        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rd = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
     let headers: Vec<String> = rd.headers()?.iter().map(String::from).collect();
-    let mut cols: HashMap<String, Vec<f64>> =
-        headers.iter().map(|h| (h.clone(), Vec::new())).collect();
+    let mut cols: HashMap<String, Vec<f64>> = headers.iter().map(|h| (h.clone(), Vec::new())).collect();
     for (i, rec) in rd.records().enumerate() {
         let rec = rec.with_context(|| format!("{}: malformed row {}", path.display(), i + 2))?;
         for (h, v) in headers.iter().zip(rec.iter()) {
@@ -42,19 +40,13 @@ fn read_csv(path: &Path) -> Result<HashMap<String, Vec<f64>>> {
 
 impl RunData {
     pub fn load(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            metrics: read_csv(&dir.join("metrics.csv"))?,
-            sharpness: read_csv(&dir.join("sharpness.csv"))?,
-        })
+        Ok(Self { metrics: read_csv(&dir.join("metrics.csv"))?, sharpness: read_csv(&dir.join("sharpness.csv"))? })
     }
     fn m(&self, name: &str) -> &[f64] {
         self.metrics.get(name).map(|v| v.as_slice()).unwrap_or(&[])
     }
     fn s(&self, name: &str) -> &[f64] {
-        self.sharpness
-            .get(name)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+        self.sharpness.get(name).map(|v| v.as_slice()).unwrap_or(&[])
     }
 }
 
@@ -62,12 +54,8 @@ impl RunData {
 /// most ~4000 points by keeping each bucket's min and max, so oscillations
 /// keep their envelope in the picture.
 fn series(x: &[f64], y: &[f64], positive: bool) -> Vec<(f64, f64)> {
-    let pts: Vec<(f64, f64)> = x
-        .iter()
-        .zip(y)
-        .filter(|(_, v)| v.is_finite() && (!positive || **v > 0.0))
-        .map(|(a, b)| (*a, *b))
-        .collect();
+    let pts: Vec<(f64, f64)> =
+        x.iter().zip(y).filter(|(_, v)| v.is_finite() && (!positive || **v > 0.0)).map(|(a, b)| (*a, *b)).collect();
     let max = 4000;
     if pts.len() <= max {
         return pts;
@@ -105,11 +93,7 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     if log {
         (lo / 1.5, hi * 1.5)
     } else {
-        let pad = if hi > lo {
-            0.05 * (hi - lo)
-        } else {
-            0.5 * hi.abs().max(1e-12)
-        };
+        let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5 * hi.abs().max(1e-12) };
         (lo - pad, hi + pad)
     }
 }
@@ -119,12 +103,29 @@ type Line<'a> = (&'a str, Vec<(f64, f64)>, bool);
 
 type DResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
 ];
+
+/// Tick text: powers of ten on log axes ("1e-5"), plain numbers otherwise.
+fn tick(y: f64, log: bool) -> String {
+    if log {
+        let e = y.log10();
+        if (e - e.round()).abs() < 1e-9 { format!("1e{}", e.round() as i64) } else { format!("{y:.1e}") }
+    } else if y != 0.0 && (y.abs() < 1e-2 || y.abs() >= 1e5) {
+        format!("{y:.1e}")
+    } else {
+        let s = format!("{y:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
 
 /// One panel: named series against the step, optionally log-scale.
 fn panel<DB: DrawingBackend>(
@@ -141,28 +142,18 @@ where
     // On a log step axis, step t is drawn at t + 1 so step 0 stays visible.
     let shifted: Vec<Line>;
     let lines = if logx {
-        shifted = lines
-            .iter()
-            .map(|(l, p, d)| (*l, p.iter().map(|(x, y)| (x + 1.0, *y)).collect(), *d))
-            .collect();
+        shifted = lines.iter().map(|(l, p, d)| (*l, p.iter().map(|(x, y)| (x + 1.0, *y)).collect(), *d)).collect();
         &shifted[..]
     } else {
         lines
     };
     let xs = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0));
-    let (x0, x1) = if logx {
-        (1.0, range(xs, false).1.max(2.0))
-    } else {
-        range(xs, false)
-    };
+    let (x0, x1) = if logx { (1.0, range(xs, false).1.max(2.0)) } else { range(xs, false) };
     let xdesc = if logx { "step + 1" } else { "step" };
     let ys: Vec<f64> = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).collect();
     let (y0, y1) = range(ys.into_iter(), log);
     let mut b = ChartBuilder::on(area);
-    b.caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(42)
-        .y_label_area_size(80);
+    b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(42).y_label_area_size(80);
     macro_rules! draw_lines {
         ($chart:ident) => {{
             $chart
@@ -171,38 +162,26 @@ where
                 .x_labels(6)
                 .y_desc(ylabel)
                 .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| tick(*y, log))
                 .label_style(("sans-serif", 15))
                 .draw()?;
             for (i, (label, pts, dashed)) in lines.iter().enumerate() {
                 let c = COLORS[i % COLORS.len()];
                 if *dashed {
                     $chart
-                        .draw_series(DashedLineSeries::new(
-                            pts.iter().copied(),
-                            6,
-                            4,
-                            c.stroke_width(2),
-                        ))?
+                        .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, c.stroke_width(2)))?
                         .label(*label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                        });
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
                 } else if pts.len() < 60 {
                     $chart
-                        .draw_series(
-                            LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(3),
-                        )?
+                        .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(3))?
                         .label(*label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                        });
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
                 } else {
                     $chart
                         .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(1)))?
                         .label(*label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                        });
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
                 }
             }
             if lines.len() > 1 {
@@ -237,12 +216,7 @@ where
     Ok(())
 }
 
-fn overview<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    d: &RunData,
-    name: &str,
-    logx: bool,
-) -> DResult
+fn overview<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, name: &str, logx: bool) -> DResult
 where
     DB::ErrorType: 'static,
 {
@@ -251,58 +225,18 @@ where
     top.titled(name, ("sans-serif", 26))?;
     let a = body.split_evenly((2, 2));
     let step = d.m("step");
-    panel(
-        &a[0],
-        "(a) training loss",
-        "loss",
-        &[("L(θ_t)", series(step, d.m("loss"), true), false)],
-        true,
-        logx,
-    )?;
+    panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", series(step, d.m("loss"), true), false)], true, logx)?;
     let mut lines = vec![
-        (
-            "2/η_eff (stability threshold)",
-            series(step, d.m("two_over_eff_lr"), false),
-            false,
-        ),
-        (
-            "sharpness λ1(∇²L(θ_t))",
-            series(d.s("step"), d.s("sharpness"), false),
-            false,
-        ),
+        ("2/η_eff (stability threshold)", series(step, d.m("two_over_eff_lr"), false), false),
+        ("sharpness λ1(∇²L(θ_t))", series(d.s("step"), d.s("sharpness"), false), false),
     ];
     if d.metrics.contains_key("sharpness_on_gamma") {
-        lines.push((
-            "λ1 on Γ at the same z",
-            series(step, d.m("sharpness_on_gamma"), false),
-            true,
-        ));
+        lines.push(("λ1 on Γ at the same z", series(step, d.m("sharpness_on_gamma"), false), true));
     }
-    panel(
-        &a[1],
-        "(b) 2/η_eff against the spherical sharpness",
-        "",
-        &lines,
-        false,
-        logx,
-    )?;
-    panel(
-        &a[2],
-        "(c) parameter norm",
-        "‖w_t‖",
-        &[("‖w_t‖", series(step, d.m("w_norm"), false), false)],
-        false,
-        logx,
-    )?;
+    panel(&a[1], "(b) 2/η_eff against the spherical sharpness", "", &lines, false, logx)?;
+    panel(&a[2], "(c) parameter norm", "‖w_t‖", &[("‖w_t‖", series(step, d.m("w_norm"), false), false)], false, logx)?;
     let eff = [("η_eff", series(step, d.m("eff_lr"), false), false)];
-    panel(
-        &a[3],
-        "(d) effective LR η_eff = lr / ((1 − lr·wd)·‖w‖²)",
-        "η_eff",
-        &eff,
-        false,
-        logx,
-    )?;
+    panel(&a[3], "(d) effective LR η_eff = lr / ((1 − lr·wd)·‖w‖²)", "η_eff", &eff, false, logx)?;
     root.present()?;
     Ok(())
 }
@@ -316,35 +250,16 @@ where
 {
     root.fill(&WHITE)?;
     let (top, body) = root.split_vertically(40);
-    top.titled(
-        "toy3d (App. F): GD+WD moves along Γ to the flattest minimiser ζ*",
-        ("sans-serif", 24),
-    )?;
+    top.titled("toy3d (App. F): GD+WD moves along Γ to the flattest minimiser ζ*", ("sans-serif", 24))?;
     let cols = body.split_evenly((1, 3));
     let step = d.m("step");
     let wn = [("‖w_t‖", series(step, d.m("w_norm"), false), false)];
-    panel(
-        &cols[0],
-        "(a) ‖w_t‖ falls while the gradient is small",
-        "‖w_t‖",
-        &wn,
-        false,
-        true,
-    )?;
+    panel(&cols[0], "(a) ‖w_t‖ falls while the gradient is small", "‖w_t‖", &wn, false, true)?;
     let gn = [("‖∇L(θ_t)‖", series(step, d.m("grad_norm"), false), false)];
-    panel(
-        &cols[1],
-        "(b) ‖∇L(θ_t)‖ rises again at the EoS",
-        "‖∇L(θ_t)‖",
-        &gn,
-        true,
-        true,
-    )?;
+    panel(&cols[1], "(b) ‖∇L(θ_t)‖ rises again at the EoS", "‖∇L(θ_t)‖", &gn, true, true)?;
     let (x, y, z) = (d.m("theta_x"), d.m("theta_y"), d.m("theta_z"));
-    let path: Vec<(f64, f64)> = (0..x.len())
-        .filter(|&i| x[i].is_finite())
-        .map(|i| ((x[i] - y[i]) / 2f64.sqrt(), z[i]))
-        .collect();
+    let path: Vec<(f64, f64)> =
+        (0..x.len()).filter(|&i| x[i].is_finite()).map(|i| ((x[i] - y[i]) / 2f64.sqrt(), z[i])).collect();
     let (u0, u1) = range(path.iter().map(|p| p.0).chain([0.0]), false);
     let (z0, z1) = range(path.iter().map(|p| p.1).chain([0.0]), false);
     let mut chart = ChartBuilder::on(&cols[2])
@@ -353,27 +268,15 @@ where
         .x_label_area_size(42)
         .y_label_area_size(60)
         .build_cartesian_2d(u0..u1, z0..z1)?;
+    chart.configure_mesh().x_desc("(x − y)/√2  (offset from Γ)").y_desc("z").label_style(("sans-serif", 15)).draw()?;
     chart
-        .configure_mesh()
-        .x_desc("(x − y)/√2  (offset from Γ)")
-        .y_desc("z")
-        .label_style(("sans-serif", 15))
-        .draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            [(0.0, z0), (0.0, z1)],
-            BLACK.stroke_width(3),
-        ))?
+        .draw_series(LineSeries::new([(0.0, z0), (0.0, z1)], BLACK.stroke_width(3)))?
         .label("Γ: minimisers (x = y)")
         .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], BLACK.stroke_width(3)));
     let n = path.len().max(1);
     chart.draw_series(path.windows(2).enumerate().map(|(i, w)| {
         let t = i as f64 / n as f64;
-        let c = RGBColor(
-            (30.0 + 200.0 * t) as u8,
-            (120.0 * (1.0 - t)) as u8,
-            (220.0 * (1.0 - t)) as u8,
-        );
+        let c = RGBColor((30.0 + 200.0 * t) as u8, (120.0 * (1.0 - t)) as u8, (220.0 * (1.0 - t)) as u8);
         PathElement::new(vec![w[0], w[1]], c.stroke_width(1))
     }))?;
     if let Some(p0) = path.first() {
@@ -399,21 +302,13 @@ where
 
 /// Points of (x, y) with lo ≤ x ≤ hi.
 fn window(x: &[f64], y: &[f64], lo: f64, hi: f64) -> Vec<(f64, f64)> {
-    x.iter()
-        .zip(y)
-        .filter(|(a, b)| **a >= lo && **a <= hi && b.is_finite())
-        .map(|(a, b)| (*a, *b))
-        .collect()
+    x.iter().zip(y).filter(|(a, b)| **a >= lo && **a <= hi && b.is_finite()).map(|(a, b)| (*a, *b)).collect()
 }
 
 /// Fig. 4 of the paper for linreg_bn: (a) test loss and ‖φ_t − θ_M‖,
 /// (b) train loss, (c) 2/η̃_t against λ1(φ_t) and a zoom window after EoS
 /// entry, (d) h_t over the run and over a few dozen steps (period 2).
-fn fig4<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    d: &RunData,
-    entry: Option<f64>,
-) -> DResult
+fn fig4<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, entry: Option<f64>) -> DResult
 where
     DB::ErrorType: 'static,
 {
@@ -425,11 +320,7 @@ where
     )?;
     let a = body.split_evenly((2, 3));
     let step = d.m("step");
-    let test = if d.m("test_loss").iter().any(|v| v.is_finite()) {
-        d.m("test_loss")
-    } else {
-        d.m("test_loss_sample")
-    };
+    let test = if d.m("test_loss").iter().any(|v| v.is_finite()) { d.m("test_loss") } else { d.m("test_loss_sample") };
     panel(
         &a[0],
         "(a) test loss and distance to (M)",
@@ -441,24 +332,14 @@ where
         false,
         false,
     )?;
-    panel(
-        &a[1],
-        "(b) training loss",
-        "loss",
-        &[("L(θ_t)", series(step, d.m("loss"), true), false)],
-        true,
-        false,
-    )?;
+    panel(&a[1], "(b) training loss", "loss", &[("L(θ_t)", series(step, d.m("loss"), true), false)], true, false)?;
     let two = d.m("two_over_eff_lr");
     let lam = d.m("phi_sharpness");
     panel(
         &a[2],
         "(c) 2/η_eff against λ1(φ_t)",
         "",
-        &[
-            ("2/η_eff", series(step, two, false), false),
-            ("λ1(φ_t)", series(step, lam, false), false),
-        ],
+        &[("2/η_eff", series(step, two, false), false), ("λ1(φ_t)", series(step, lam, false), false)],
         false,
         false,
     )?;
@@ -469,22 +350,12 @@ where
         &a[3],
         &format!("(c) zoom: steps {lo:.0}–{hi:.0} after EoS entry"),
         "",
-        &[
-            ("2/η_eff", window(step, two, lo, hi), false),
-            ("λ1(φ_t)", window(step, lam, lo, hi), false),
-        ],
+        &[("2/η_eff", window(step, two, lo, hi), false), ("λ1(φ_t)", window(step, lam, lo, hi), false)],
         false,
         false,
     )?;
     let h = d.m("h");
-    panel(
-        &a[4],
-        "(d) h_t = ⟨θ_t − φ_t, v1(φ_t)⟩",
-        "h_t",
-        &[("h_t", series(step, h, false), false)],
-        false,
-        false,
-    )?;
+    panel(&a[4], "(d) h_t = ⟨θ_t − φ_t, v1(φ_t)⟩", "h_t", &[("h_t", series(step, h, false), false)], false, false)?;
     let mid = ((lo + hi) / 2.0).floor();
     panel(
         &a[5],
@@ -498,6 +369,151 @@ where
     Ok(())
 }
 
+/// Fig. 1 of the paper for matcomp_bn: (a) train and test loss, (b) the
+/// spherical sharpness against 2/η̃_t, (c) ‖w_t‖ and η̃_t, (d) the top
+/// singular values of the recovered matrix.
+fn fig1<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, title: &str) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 24))?;
+    let a = body.split_evenly((2, 2));
+    let step = d.m("step");
+    panel(
+        &a[0],
+        "(a) train and test loss",
+        "loss",
+        &[("train", series(step, d.m("loss"), true), false), ("test", series(step, d.m("test_loss"), true), false)],
+        true,
+        false,
+    )?;
+    panel(
+        &a[1],
+        "(b) spherical sharpness against 2/η_eff",
+        "",
+        &[
+            ("2/η_eff", series(step, d.m("two_over_eff_lr"), false), false),
+            ("sharpness λ1(∇²L(θ_t))", series(d.s("step"), d.s("sharpness"), false), false),
+        ],
+        true,
+        false,
+    )?;
+    panel(
+        &a[2],
+        "(c) ‖w_t‖ and η_eff",
+        "",
+        &[("‖w_t‖", series(step, d.m("w_norm"), true), false), ("η_eff", series(step, d.m("eff_lr"), true), false)],
+        true,
+        false,
+    )?;
+    let names = ["sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8"];
+    let labels = ["σ1", "σ2", "σ3", "σ4", "σ5", "σ6", "σ7", "σ8"];
+    let svs: Vec<Line> = names
+        .iter()
+        .zip(labels)
+        .filter(|(n, _)| d.metrics.contains_key(**n))
+        .map(|(n, l)| (l, series(step, d.m(n), true), false))
+        .collect();
+    panel(&a[3], "(d) top singular values of the recovered matrix", "", &svs, true, false)?;
+    root.present()?;
+    Ok(())
+}
+
+/// A close look at the dense window (Fig. 11): the training loss and
+/// 2/η̃_t against the sharpness at every step.
+fn window_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, lo: f64, hi: f64) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(&format!("steps {lo:.0}–{hi:.0}, every step (Fig. 11)"), ("sans-serif", 24))?;
+    let a = body.split_evenly((1, 2));
+    let step = d.m("step");
+    panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", window(step, d.m("loss"), lo, hi), false)], true, false)?;
+    panel(
+        &a[1],
+        "(b) 2/η_eff against the spherical sharpness",
+        "",
+        &[
+            ("2/η_eff", window(step, d.m("two_over_eff_lr"), lo, hi), false),
+            ("sharpness", window(d.s("step"), d.s("sharpness"), lo, hi), false),
+        ],
+        false,
+        false,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// One row per run of a multi-run preset (Figs. 6, 7): train/test loss,
+/// sharpness against 2/η̃, and the top singular values.
+fn variants_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[(String, RunData)], title: &str) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 24))?;
+    let cells = body.split_evenly((runs.len(), 3));
+    for (r, (label, d)) in runs.iter().enumerate() {
+        let step = d.m("step");
+        panel(
+            &cells[3 * r],
+            &format!("{label}: train and test loss"),
+            "loss",
+            &[("train", series(step, d.m("loss"), true), false), ("test", series(step, d.m("test_loss"), true), false)],
+            true,
+            false,
+        )?;
+        panel(
+            &cells[3 * r + 1],
+            &format!("{label}: sharpness and 2/η_eff"),
+            "",
+            &[
+                ("2/η_eff", series(step, d.m("two_over_eff_lr"), false), false),
+                ("sharpness", series(d.s("step"), d.s("sharpness"), false), false),
+            ],
+            false,
+            false,
+        )?;
+        let svs: Vec<Line> = [("σ1", "sv_1"), ("σ2", "sv_2"), ("σ3", "sv_3")]
+            .iter()
+            .filter(|(_, n)| d.metrics.contains_key(*n))
+            .map(|(l, n)| (*l, series(step, d.m(n), true), false))
+            .collect();
+        panel(&cells[3 * r + 2], &format!("{label}: top singular values"), "", &svs, true, false)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The combined figure of a multi-run preset from its run directories
+/// `dir/<label>/`, into `dir/figures/<name>.<fmt>`.
+pub fn plot_variants(dir: &Path, name: &str, labels: &[String], formats: &[String]) -> Result<Vec<PathBuf>> {
+    register_font();
+    let runs: Vec<(String, RunData)> =
+        labels.iter().map(|l| Ok((l.clone(), RunData::load(&dir.join(l))?))).collect::<Result<_>>()?;
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let size = (1800, 60 + 330 * runs.len() as u32);
+    let title = format!("{name}: matrix completion with BN, one row per number of observations");
+    let mut out = Vec::new();
+    for fmt in formats {
+        let path = fig_dir.join(format!("{name}.{fmt}"));
+        let res = if fmt == "png" {
+            variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title)
+        } else {
+            variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
 /// Draws every figure for the run in `dir` into `dir/figures`; returns the
 /// paths. `problem_summary` is summary.json's `problem` object (for zoom
 /// windows), if known.
@@ -507,12 +523,12 @@ pub fn plot_run(
     name: &str,
     formats: &[String],
     problem_summary: Option<&serde_json::Map<String, serde_json::Value>>,
+    dense_window: Option<(u64, u64)>,
 ) -> Result<Vec<PathBuf>> {
     register_font();
     let data = RunData::load(dir)?;
     let fig_dir = dir.join("figures");
-    std::fs::create_dir_all(&fig_dir)
-        .with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
     let mut out = Vec::new();
     // The toy3d story happens in its first ~100 of 3000 steps.
     let logx = problem_kind == "toy3d";
@@ -520,41 +536,29 @@ pub fn plot_run(
     match problem_kind {
         "toy3d" => figures.push(("toy3d", (1800, 600))),
         "linreg_bn" => figures.push(("fig4", (1800, 1000))),
+        "matcomp_bn" => figures.push(("fig1", (1400, 1000))),
         _ => {}
     }
-    let entry = problem_summary
-        .and_then(|m| m.get("eos_entry_step"))
-        .and_then(|v| v.as_f64());
+    let entry = problem_summary.and_then(|m| m.get("eos_entry_step")).and_then(|v| v.as_f64());
+    let fig1_title = format!("{name}: matrix completion with BN (Fig. 1)");
+    let (lo, hi) = dense_window.map_or((0.0, 0.0), |(a, b)| (a as f64, b as f64));
+    if dense_window.is_some() {
+        figures.push(("window", (1600, 600)));
+    }
     for (stem, size) in figures {
         for fmt in formats {
             let path = fig_dir.join(format!("{stem}.{fmt}"));
             let res = match (stem, fmt.as_str()) {
-                ("overview", "png") => overview(
-                    BitMapBackend::new(&path, size).into_drawing_area(),
-                    &data,
-                    name,
-                    logx,
-                ),
-                ("overview", _) => overview(
-                    SVGBackend::new(&path, size).into_drawing_area(),
-                    &data,
-                    name,
-                    logx,
-                ),
-                ("toy3d", "png") => {
-                    toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data)
-                }
+                ("overview", "png") => overview(BitMapBackend::new(&path, size).into_drawing_area(), &data, name, logx),
+                ("overview", _) => overview(SVGBackend::new(&path, size).into_drawing_area(), &data, name, logx),
+                ("fig1", "png") => fig1(BitMapBackend::new(&path, size).into_drawing_area(), &data, &fig1_title),
+                ("fig1", _) => fig1(SVGBackend::new(&path, size).into_drawing_area(), &data, &fig1_title),
+                ("window", "png") => window_fig(BitMapBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
+                ("window", _) => window_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
+                ("toy3d", "png") => toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data),
                 ("toy3d", _) => toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data),
-                (_, "png") => fig4(
-                    BitMapBackend::new(&path, size).into_drawing_area(),
-                    &data,
-                    entry,
-                ),
-                _ => fig4(
-                    SVGBackend::new(&path, size).into_drawing_area(),
-                    &data,
-                    entry,
-                ),
+                (_, "png") => fig4(BitMapBackend::new(&path, size).into_drawing_area(), &data, entry),
+                _ => fig4(SVGBackend::new(&path, size).into_drawing_area(), &data, entry),
             };
             res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
             out.push(path);

@@ -8,24 +8,14 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// The files eosflow writes into a run directory (removed by `--force`).
-pub const OUTPUTS: &[&str] = &[
-    "config.toml",
-    "metrics.csv",
-    "sharpness.csv",
-    "summary.json",
-    "w_final.npy",
-    "figures",
-];
+pub const OUTPUTS: &[&str] = &["config.toml", "metrics.csv", "sharpness.csv", "summary.json", "w_final.npy", "figures"];
 
 /// Creates `dir`, refusing a non-empty one unless `force`; with `force`,
 /// removes eosflow's own outputs from a previous run (nothing else).
 pub fn create(dir: &Path, force: bool) -> Result<()> {
     if dir.exists() {
         if !dir.is_dir() {
-            bail!(
-                "output path {} exists and is not a directory",
-                dir.display()
-            );
+            bail!("output path {} exists and is not a directory", dir.display());
         }
         let non_empty = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read output directory {}", dir.display()))?
@@ -40,16 +30,13 @@ pub fn create(dir: &Path, force: bool) -> Result<()> {
         for name in OUTPUTS {
             let p = dir.join(name);
             if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-                    .with_context(|| format!("cannot remove {}", p.display()))?;
+                std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
             } else if p.exists() {
-                std::fs::remove_file(&p)
-                    .with_context(|| format!("cannot remove {}", p.display()))?;
+                std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
             }
         }
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create output directory {}", dir.display()))
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
@@ -68,11 +55,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn fmt(x: f64) -> String {
     // Shortest representation that parses back to the same f64 (ryu), with
     // an exponent for tiny and huge values: the CSV holds the exact numbers.
-    if x.is_finite() {
-        ryu::Buffer::new().format_finite(x).to_string()
-    } else {
-        format!("{x}")
-    }
+    if x.is_finite() { ryu::Buffer::new().format_finite(x).to_string() } else { format!("{x}") }
 }
 
 /// Writes metrics.csv and sharpness.csv row by row, and w_final.npy at the end.
@@ -85,12 +68,7 @@ pub struct CsvObserver {
 
 impl CsvObserver {
     pub fn new(dir: &Path, k: usize) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            metrics: None,
-            sharpness: None,
-            k,
-        }
+        Self { dir: dir.to_path_buf(), metrics: None, sharpness: None, k }
     }
 
     fn open(&self, name: &str) -> Result<csv::Writer<BufWriter<File>>, ObserverError> {
@@ -111,26 +89,14 @@ fn werr(file: &Path, e: impl std::fmt::Display) -> ObserverError {
 impl Observer for CsvObserver {
     fn on_start(&mut self, extra: &[&str]) -> Result<(), ObserverError> {
         let mut m = self.open("metrics.csv")?;
-        let mut header = vec![
-            "step",
-            "loss",
-            "grad_norm",
-            "w_norm",
-            "eff_lr",
-            "two_over_eff_lr",
-            "sharpness",
-            "regime",
-        ];
+        let mut header =
+            vec!["step", "loss", "grad_norm", "w_norm", "eff_lr", "two_over_eff_lr", "sharpness", "regime"];
         header.extend_from_slice(extra);
-        m.write_record(&header)
-            .map_err(|e| werr(&self.dir.join("metrics.csv"), e))?;
+        m.write_record(&header).map_err(|e| werr(&self.dir.join("metrics.csv"), e))?;
         let mut s = self.open("sharpness.csv")?;
-        let mut h: Vec<String> = ["step", "sharpness", "residual", "hvps", "converged"]
-            .map(String::from)
-            .to_vec();
+        let mut h: Vec<String> = ["step", "sharpness", "residual", "hvps", "converged"].map(String::from).to_vec();
         h.extend((1..=self.k).map(|i| format!("lambda_{i}")));
-        s.write_record(&h)
-            .map_err(|e| werr(&self.dir.join("sharpness.csv"), e))?;
+        s.write_record(&h).map_err(|e| werr(&self.dir.join("sharpness.csv"), e))?;
         self.metrics = Some(m);
         self.sharpness = Some(s);
         Ok(())
@@ -142,11 +108,7 @@ impl Observer for CsvObserver {
         let wr = self.metrics.as_mut().expect("on_start first");
         let mut buf = ryu::Buffer::new();
         let mut put = |wr: &mut csv::Writer<BufWriter<File>>, x: f64| {
-            if x.is_finite() {
-                wr.write_field(buf.format_finite(x))
-            } else {
-                wr.write_field(format!("{x}"))
-            }
+            if x.is_finite() { wr.write_field(buf.format_finite(x)) } else { wr.write_field(format!("{x}")) }
         };
         let res = (|| -> csv::Result<()> {
             wr.write_field(itoa_u64(r.step))?;
@@ -167,27 +129,15 @@ impl Observer for CsvObserver {
     }
 
     fn on_sharpness(&mut self, r: &SharpnessRecord) -> Result<(), ObserverError> {
-        let mut row = vec![
-            r.step.to_string(),
-            fmt(r.sharpness),
-            fmt(r.residual),
-            r.hvps.to_string(),
-            r.converged.to_string(),
-        ];
+        let mut row =
+            vec![r.step.to_string(), fmt(r.sharpness), fmt(r.residual), r.hvps.to_string(), r.converged.to_string()];
         row.extend(r.top_k.iter().map(|x| fmt(*x)));
         let path = self.dir.join("sharpness.csv");
-        self.sharpness
-            .as_mut()
-            .expect("on_start first")
-            .write_record(&row)
-            .map_err(|e| werr(&path, e))
+        self.sharpness.as_mut().expect("on_start first").write_record(&row).map_err(|e| werr(&path, e))
     }
 
     fn on_finish(&mut self, _s: &RunSummary, w: &[f64]) -> Result<(), ObserverError> {
-        for (name, wr) in [
-            ("metrics.csv", self.metrics.as_mut()),
-            ("sharpness.csv", self.sharpness.as_mut()),
-        ] {
+        for (name, wr) in [("metrics.csv", self.metrics.as_mut()), ("sharpness.csv", self.sharpness.as_mut())] {
             if let Some(wr) = wr {
                 wr.flush().map_err(|e| werr(&self.dir.join(name), e))?;
             }

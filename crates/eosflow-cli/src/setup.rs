@@ -6,8 +6,7 @@ use anyhow::{Context, Result, bail};
 use eosflow::eos::RegimeBand;
 use eosflow::linalg::norm;
 use eosflow::optim::{
-    ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, RmspropScheduler, ScalarRmsprop,
-    SphericalGd,
+    ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, RmspropScheduler, ScalarRmsprop, SphericalGd,
 };
 use eosflow::problems::{LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
 use eosflow::run::RunParams;
@@ -35,15 +34,7 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
             p.w0_domain = *w0_domain;
             Ok((Box::new(p), Vec::new()))
         }
-        ProblemConfig::MatcompBn {
-            d,
-            rank,
-            n_obs,
-            seed,
-            init_std,
-            init_seed,
-            n_singular,
-        } => {
+        ProblemConfig::MatcompBn { d, rank, n_obs, seed, init_std, init_seed, n_singular } => {
             let data = match (&cfg.data.m_npy, &cfg.data.omega_npy) {
                 (Some(mp), Some(op)) => {
                     let (r, c, m) = crate::npy::read_matrix(mp)?;
@@ -57,57 +48,31 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
             };
             let dd = data.d;
             let files = vec![
-                (
-                    "m.npy".to_string(),
-                    crate::npy::encode_matrix(dd, dd, &data.m)?,
-                ),
-                (
-                    "omega.npy".to_string(),
-                    crate::npy::encode_positions(&data.omega)?,
-                ),
+                ("m.npy".to_string(), crate::npy::encode_matrix(dd, dd, &data.m)?),
+                ("omega.npy".to_string(), crate::npy::encode_positions(&data.omega)?),
             ];
             let std = init_std.unwrap_or(1.0 / (dd as f64).sqrt());
             let mut p = MatcompBn::new(data, std, *init_seed)?;
             p.n_singular = *n_singular;
             Ok((Box::new(p), files))
         }
-        ProblemConfig::LinregBn {
-            d,
-            n,
-            n_test,
-            seed,
-            init,
-            init_std,
-            init_seed,
-        } => {
+        ProblemConfig::LinregBn { d, n, n_test, seed, init, init_std, init_seed } => {
             let data = match (&cfg.data.x_npy, &cfg.data.y_npy) {
                 (Some(xp), Some(yp)) => {
                     let (rows, cols, x) = crate::npy::read_matrix(xp)?;
-                    let y = crate::npy::read_vector(yp, Some(rows)).with_context(|| {
-                        format!("y_npy must have one target per row of {}", xp.display())
-                    })?;
+                    let y = crate::npy::read_vector(yp, Some(rows))
+                        .with_context(|| format!("y_npy must have one target per row of {}", xp.display()))?;
                     let (x_test, y_test) = match (&cfg.data.x_test_npy, &cfg.data.y_test_npy) {
                         (Some(xt), Some(yt)) => {
                             let (rt, ct, x_test) = crate::npy::read_matrix(xt)?;
                             if ct != cols {
-                                bail!(
-                                    "{} has {ct} columns but {} has {cols}",
-                                    xt.display(),
-                                    xp.display()
-                                );
+                                bail!("{} has {ct} columns but {} has {cols}", xt.display(), xp.display());
                             }
                             (x_test, crate::npy::read_vector(yt, Some(rt))?)
                         }
                         _ => (Vec::new(), Vec::new()),
                     };
-                    LinregData {
-                        d: cols,
-                        x,
-                        y,
-                        x_test,
-                        y_test,
-                        truth: None,
-                    }
+                    LinregData { d: cols, x, y, x_test, y_test, truth: None }
                 }
                 _ => LinregData::generate(*d, *n, *n_test, *seed),
             };
@@ -116,21 +81,12 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
                 InitKind::Gaussian => LinregInit::Gaussian { std: *init_std },
             };
             let mut files = vec![
-                (
-                    "x.npy".to_string(),
-                    crate::npy::encode_matrix(data.n(), data.d, &data.x)?,
-                ),
+                ("x.npy".to_string(), crate::npy::encode_matrix(data.n(), data.d, &data.x)?),
                 ("y.npy".to_string(), crate::npy::encode_vector(&data.y)?),
             ];
             if !data.y_test.is_empty() {
-                files.push((
-                    "x_test.npy".into(),
-                    crate::npy::encode_matrix(data.y_test.len(), data.d, &data.x_test)?,
-                ));
-                files.push((
-                    "y_test.npy".into(),
-                    crate::npy::encode_vector(&data.y_test)?,
-                ));
+                files.push(("x_test.npy".into(), crate::npy::encode_matrix(data.y_test.len(), data.d, &data.x_test)?));
+                files.push(("y_test.npy".into(), crate::npy::encode_vector(&data.y_test)?));
             }
             if let Some(t) = &data.truth {
                 files.push(("w_gt.npy".into(), crate::npy::encode_vector(&t.w)?));
@@ -148,10 +104,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
     let dim = problem.dim();
     let w0 = if let Some(w) = &cfg.init.w0 {
         if w.len() != dim {
-            bail!(
-                "init.w0 has {} entries, but the problem has {dim} parameters",
-                w.len()
-            );
+            bail!("init.w0 has {} entries, but the problem has {dim} parameters", w.len());
         }
         w.clone()
     } else if let Some(p) = &cfg.init.w0_npy {
@@ -164,49 +117,25 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         data_files.push(("w0.npy".into(), crate::npy::encode_vector(&w0)?));
     }
     if cfg.sharpness.every > 0 && cfg.sharpness.k > dim {
-        bail!(
-            "sharpness.k = {} exceeds the number of parameters {dim}",
-            cfg.sharpness.k
-        );
+        bail!("sharpness.k = {} exceeds the number of parameters {dim}", cfg.sharpness.k);
     }
     let mut derived = serde_json::Map::new();
     let optimizer: Box<dyn Optimizer> = match &cfg.optimizer {
         OptimizerConfig::GdWd { lr, wd } => {
             derived.insert("intrinsic_lr".into(), (lr * wd).into());
-            derived.insert(
-                "initial_eff_lr".into(),
-                eosflow::eos::effective_lr(*lr, *wd, norm(&w0)).into(),
-            );
+            derived.insert("initial_eff_lr".into(), eosflow::eos::effective_lr(*lr, *wd, norm(&w0)).into());
             Box::new(GdWd::new(*lr, *wd, w0))
         }
-        OptimizerConfig::Sphere {
-            scheduler,
-            eff_lr,
-            eta,
-            beta,
-            v0,
-            lr,
-            wd,
-        } => {
+        OptimizerConfig::Sphere { scheduler, eff_lr, eta, beta, v0, lr, wd } => {
             let sched: Box<dyn LrScheduler> = match scheduler {
-                SchedulerKind::Constant => Box::new(ConstantLr {
-                    lr: eff_lr.unwrap(),
-                }),
-                SchedulerKind::Rmsprop => Box::new(RmspropScheduler {
-                    v: v0.unwrap(),
-                    eta: eta.unwrap(),
-                    beta: beta.unwrap(),
-                }),
+                SchedulerKind::Constant => Box::new(ConstantLr { lr: eff_lr.unwrap() }),
+                SchedulerKind::Rmsprop => {
+                    Box::new(RmspropScheduler { v: v0.unwrap(), eta: eta.unwrap(), beta: beta.unwrap() })
+                }
                 SchedulerKind::Gwsi => {
                     let s = match (lr, wd) {
-                        (Some(lr), Some(wd)) => {
-                            GwsiScheduler::from_gd_wd(*lr, *wd, norm(&w0)).unwrap()
-                        }
-                        _ => GwsiScheduler {
-                            v: v0.unwrap(),
-                            eta: eta.unwrap(),
-                            beta: beta.unwrap(),
-                        },
+                        (Some(lr), Some(wd)) => GwsiScheduler::from_gd_wd(*lr, *wd, norm(&w0)).unwrap(),
+                        _ => GwsiScheduler { v: v0.unwrap(), eta: eta.unwrap(), beta: beta.unwrap() },
                     };
                     derived.insert("gwsi_v0".into(), s.v.into());
                     derived.insert("gwsi_beta".into(), s.beta.into());
@@ -216,9 +145,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
             };
             Box::new(SphericalGd::new(w0, sched))
         }
-        OptimizerConfig::ScalarRmsprop { eta, beta, v0 } => {
-            Box::new(ScalarRmsprop::new(*eta, *beta, *v0, w0))
-        }
+        OptimizerConfig::ScalarRmsprop { eta, beta, v0 } => Box::new(ScalarRmsprop::new(*eta, *beta, *v0, w0)),
     };
     let s = &cfg.sharpness;
     let params = RunParams {
@@ -234,12 +161,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
             warm_mix: s.warm_mix,
         },
         band: RegimeBand { band: s.eos_band },
+        dense_window: cfg.run.dense_window.map(|[a, b]| (a, b)),
     };
-    Ok(Prepared {
-        problem,
-        optimizer,
-        params,
-        derived,
-        data_files,
-    })
+    Ok(Prepared { problem, optimizer, params, derived, data_files })
 }

@@ -12,11 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Parses `a..b` (b excluded), `a..=b`, or `s1,s2,…`.
 pub fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
-    let bad = || {
-        format!(
-            "--seeds {spec:?}: expected a range like 0..20 (end excluded), 0..=19, or a list like 1,5,9"
-        )
-    };
+    let bad = || format!("--seeds {spec:?}: expected a range like 0..20 (end excluded), 0..=19, or a list like 1,5,9");
     let num = |t: &str| t.trim().parse::<u64>().with_context(bad);
     let seeds: Vec<u64> = if let Some((a, b)) = spec.split_once("..=") {
         (num(a)?..=num(b)?).collect()
@@ -41,57 +37,49 @@ fn cell(v: &serde_json::Value) -> String {
     }
 }
 
-pub fn run_sweep(
-    cfg: Config,
-    spec: &str,
-    out: Option<PathBuf>,
+/// Runs each (label, config) into `dir/<label>/`, in parallel on the
+/// available cores; returns the results in the order given.
+fn run_jobs(
+    jobs: &[(String, Config)],
+    dir: &std::path::Path,
     force: bool,
     token: &CancelToken,
-) -> Result<ExitCode> {
-    let seeds = parse_seeds(spec)?;
-    cfg.validate()?;
-    let dir = out.unwrap_or_else(|| crate::default_dir(&format!("{}-seeds", cfg.name)));
-    rundir::create(&dir, force)?;
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(seeds.len());
-    eprintln!(
-        "running {} seeds on {workers} threads into {}",
-        seeds.len(),
-        dir.display()
-    );
+) -> Vec<(String, Result<RunSummary, String>)> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
+    eprintln!("running {} runs on {workers} threads into {}", jobs.len(), dir.display());
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(u64, Result<RunSummary, String>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<RunSummary, String>)>> = Mutex::new(Vec::new());
     std::thread::scope(|sc| {
         for _ in 0..workers {
             sc.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= seeds.len() || token.is_cancelled() {
+                    if i >= jobs.len() || token.is_cancelled() {
                         break;
                     }
-                    let s = seeds[i];
-                    let mut c = cfg.clone();
-                    c.problem.set_seeds(s);
-                    c.name = format!("{}-seed{s}", cfg.name);
-                    let sub = dir.join(format!("seed-{s}"));
+                    let (label, c) = &jobs[i];
+                    let sub = dir.join(label);
                     let r = (|| -> Result<RunSummary> {
                         rundir::create(&sub, force)?;
-                        let prep = setup::prepare(&c)?;
-                        Ok(crate::run_in_dir(&c, prep, &sub, token, false)?.0)
+                        let prep = setup::prepare(c)?;
+                        Ok(crate::run_in_dir(c, prep, &sub, token, false)?.0)
                     })()
                     .map_err(|e| format!("{e:#}"));
-                    results.lock().unwrap().push((s, r));
+                    results.lock().unwrap().push((i, r));
                 }
             });
         }
     });
     let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(s, _)| *s);
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(i, r)| (jobs[i].0.clone(), r)).collect()
+}
 
-    // The table: generic columns, then every scalar of the problem summary.
+/// Writes one row per run: generic columns, then every scalar of the
+/// problem summaries. Returns how many runs failed.
+fn write_table(path: &std::path::Path, first: &str, results: &[(String, Result<RunSummary, String>)]) -> Result<usize> {
     let mut keys: Vec<String> = Vec::new();
-    for (_, r) in &results {
+    for (_, r) in results {
         if let Ok(s) = r {
             for (k, v) in &s.problem {
                 if !v.is_array() && !v.is_object() && !v.is_string() && !keys.contains(k) {
@@ -100,23 +88,16 @@ pub fn run_sweep(
             }
         }
     }
-    let path = dir.join("seeds.csv");
-    let mut w = csv::Writer::from_path(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut header: Vec<String> = [
-        "seed",
-        "status",
-        "last_step",
-        "final_loss",
-        "first_eos_step",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut header: Vec<String> =
+        [first, "status", "last_step", "final_loss", "first_eos_step", "initial_sharpness"].map(String::from).to_vec();
+    header.extend(["max_sharpness", "final_sharpness"].map(String::from));
     header.extend(keys.iter().cloned());
     w.write_record(&header)?;
     let mut failed = 0;
-    for (s, r) in &results {
-        let mut row = vec![s.to_string()];
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+    for (label, r) in results {
+        let mut row = vec![label.clone()];
         match r {
             Ok(sum) => {
                 let status = match &sum.status {
@@ -129,41 +110,98 @@ pub fn run_sweep(
                     sum.last_step.to_string(),
                     sum.final_loss.to_string(),
                     sum.first_eos_step.map_or(String::new(), |v| v.to_string()),
+                    opt(sum.initial_sharpness),
+                    opt(sum.max_sharpness),
+                    opt(sum.final_sharpness),
                 ]);
-                row.extend(
-                    keys.iter()
-                        .map(|k| sum.problem.get(k).map_or(String::new(), cell)),
-                );
+                row.extend(keys.iter().map(|k| sum.problem.get(k).map_or(String::new(), cell)));
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("seed {s}: error: {e}");
-                row.extend([
-                    "error".to_string(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                ]);
-                row.extend(keys.iter().map(|_| String::new()));
+                eprintln!("{label}: error: {e}");
+                row.push("error".to_string());
+                row.extend((0..6 + keys.len()).map(|_| String::new()));
             }
         }
         w.write_record(&row)?;
     }
     w.flush()?;
+    Ok(failed)
+}
 
-    print_table(&cfg, &results);
+pub fn run_sweep(cfg: Config, spec: &str, out: Option<PathBuf>, force: bool, token: &CancelToken) -> Result<ExitCode> {
+    let seeds = parse_seeds(spec)?;
+    cfg.validate()?;
+    let dir = out.unwrap_or_else(|| crate::default_dir(&format!("{}-seeds", cfg.name)));
+    rundir::create(&dir, force)?;
+    let jobs: Vec<(String, Config)> = seeds
+        .iter()
+        .map(|&s| {
+            let mut c = cfg.clone();
+            c.problem.set_seeds(s);
+            c.name = format!("{}-seed{s}", cfg.name);
+            (format!("seed-{s}"), c)
+        })
+        .collect();
+    let results = run_jobs(&jobs, &dir, force, token);
+    let path = dir.join("seeds.csv");
+    let failed = write_table(&path, "run", &results)?;
+    let with_seeds: Vec<(u64, Result<RunSummary, String>)> =
+        seeds.iter().copied().zip(results.into_iter().map(|(_, r)| r)).collect();
+    print_table(&cfg, &with_seeds);
     println!("  table: {}", path.display());
     if failed > 0 {
-        bail!(
-            "{failed} of {} seeds failed (see the messages above)",
-            results.len()
-        );
+        bail!("{failed} of {} seeds failed (see the messages above)", with_seeds.len());
     }
-    Ok(if token.is_cancelled() {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if token.is_cancelled() { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// A multi-run preset: each variant into `dir/<label>/`, a table
+/// `runs.csv`, and a combined figure.
+pub fn run_variants(
+    name: &str,
+    jobs: Vec<(String, Config)>,
+    out: Option<PathBuf>,
+    force: bool,
+    token: &CancelToken,
+) -> Result<ExitCode> {
+    for (_, c) in &jobs {
+        c.validate()?;
+    }
+    let dir = out.unwrap_or_else(|| crate::default_dir(name));
+    rundir::create(&dir, force)?;
+    let results = run_jobs(&jobs, &dir, force, token);
+    let path = dir.join("runs.csv");
+    let failed = write_table(&path, "run", &results)?;
+    for (label, r) in &results {
+        match r {
+            Ok(s) => {
+                let f = |k: &str| s.problem.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4e}"));
+                println!(
+                    "{label}: test loss {} at fit -> {} final; sharpness max {} -> final {}; sigma2/sigma3 {} -> {}",
+                    f("test_loss_at_fit"),
+                    f("test_loss_final"),
+                    s.max_sharpness.map_or("-".into(), |v| format!("{v:.3}")),
+                    s.final_sharpness.map_or("-".into(), |v| format!("{v:.3}")),
+                    f("sv2_over_sv3_at_fit"),
+                    f("sv2_over_sv3_final"),
+                );
+            }
+            Err(e) => println!("{label}: error: {e}"),
+        }
+    }
+    let labels: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(l, _)| l.clone()).collect();
+    if !labels.is_empty() {
+        let formats = &jobs[0].1.output.formats;
+        for f in crate::plot::plot_variants(&dir, name, &labels, formats)? {
+            println!("  figure: {}", f.display());
+        }
+    }
+    println!("  table: {}", path.display());
+    if failed > 0 {
+        bail!("{failed} of {} runs failed (see the messages above)", results.len());
+    }
+    Ok(if token.is_cancelled() { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
 fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {
@@ -171,21 +209,12 @@ fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {
     if cfg.problem.kind() == "linreg_bn" {
         println!(
             "{:>5} {:>10} {:>14} {:>14} {:>6} {:>14} {:>14}",
-            "seed",
-            "eos_entry",
-            "test@entry",
-            "test@end",
-            "fell",
-            "|phi-theta_M|",
-            "lam1/lam_min-1"
+            "seed", "eos_entry", "test@entry", "test@end", "fell", "|phi-theta_M|", "lam1/lam_min-1"
         );
         let (mut fell, mut counted) = (0, 0);
         for (s, r) in results {
             let Ok(sum) = r else { continue };
-            let (a, b) = (
-                num(sum, "test_loss_at_eos_entry"),
-                num(sum, "test_loss_final"),
-            );
+            let (a, b) = (num(sum, "test_loss_at_eos_entry"), num(sum, "test_loss_final"));
             let f = match (a, b) {
                 (Some(a), Some(b)) => {
                     counted += 1;
@@ -212,10 +241,7 @@ fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {
     } else {
         for (s, r) in results {
             match r {
-                Ok(sum) => println!(
-                    "seed {s}: last step {}, final loss {:.6e}",
-                    sum.last_step, sum.final_loss
-                ),
+                Ok(sum) => println!("seed {s}: last step {}, final loss {:.6e}", sum.last_step, sum.final_loss),
                 Err(e) => println!("seed {s}: error: {e}"),
             }
         }

@@ -28,17 +28,8 @@ fn run_config(toml: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, toml).unwrap();
-    let out = eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn header(path: &Path) -> Vec<String> {
@@ -50,25 +41,12 @@ fn header(path: &Path) -> Vec<String> {
 fn reproduce_toy3d_writes_the_whole_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("toy3d");
-    let o = eosflow()
-        .args(["reproduce", "toy3d", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = eosflow().args(["reproduce", "toy3d", "--out"]).arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("midpoint_distance_to_zeta_star"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("midpoint_distance_to_zeta_star"), "{stdout}");
 
-    for f in [
-        "config.toml",
-        "metrics.csv",
-        "sharpness.csv",
-        "summary.json",
-        "w_final.npy",
-    ] {
+    for f in ["config.toml", "metrics.csv", "sharpness.csv", "summary.json", "w_final.npy"] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     for f in ["overview.png", "overview.svg", "toy3d.png", "toy3d.svg"] {
@@ -106,26 +84,10 @@ fn reproduce_toy3d_writes_the_whole_run_directory() {
     // Step 0 is w0 itself: ‖w0‖ = ‖(0.3, 1.3, 1.2)‖ (U is orthogonal).
     let w0n: f64 = rows[0][3].parse().unwrap();
     assert!((w0n - (0.09f64 + 1.69 + 1.44).sqrt()).abs() < 1e-14);
-    assert!(
-        rows.iter().all(|r| !r[6].is_empty()),
-        "sharpness every step in this preset"
-    );
-    assert!(
-        rows.iter()
-            .all(|r| ["stable", "eos_above", "eos_below", "unstable"].contains(&&r[7]))
-    );
+    assert!(rows.iter().all(|r| !r[6].is_empty()), "sharpness every step in this preset");
+    assert!(rows.iter().all(|r| ["stable", "eos_above", "eos_below", "unstable"].contains(&&r[7])));
 
-    assert_eq!(
-        header(&out.join("sharpness.csv")),
-        [
-            "step",
-            "sharpness",
-            "residual",
-            "hvps",
-            "converged",
-            "lambda_1"
-        ]
-    );
+    assert_eq!(header(&out.join("sharpness.csv")), ["step", "sharpness", "residual", "hvps", "converged", "lambda_1"]);
 
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
@@ -133,25 +95,9 @@ fn reproduce_toy3d_writes_the_whole_run_directory() {
     assert_eq!(s["last_step"], 3000);
     assert_eq!(s["seeds"]["problem"], 0);
     assert!(s["timing"]["run_s"].as_f64().unwrap() > 0.0);
-    assert!(
-        s["problem"]["midpoint_distance_to_zeta_star"]
-            .as_f64()
-            .unwrap()
-            < 1e-8
-    );
-    assert!(
-        s["problem"]["theta_final_domain"][2]
-            .as_f64()
-            .unwrap()
-            .abs()
-            < 1e-6
-    );
-    for key in [
-        "first_eos_step",
-        "final_two_over_eff_lr",
-        "final_sharpness",
-        "initial_sharpness",
-    ] {
+    assert!(s["problem"]["midpoint_distance_to_zeta_star"].as_f64().unwrap() < 1e-8);
+    assert!(s["problem"]["theta_final_domain"][2].as_f64().unwrap().abs() < 1e-6);
+    for key in ["first_eos_step", "final_two_over_eff_lr", "final_sharpness", "initial_sharpness"] {
         assert!(s.get(key).is_some(), "summary.json lacks {key}");
     }
     assert!(s["problem"].get("first_step_abs_z_below_0.01").is_some());
@@ -159,21 +105,9 @@ fn reproduce_toy3d_writes_the_whole_run_directory() {
 
     // The resolved config runs again and gives the same metrics, bit for bit.
     let again = dir.path().join("again");
-    eosflow()
-        .arg("run")
-        .arg(out.join("config.toml"))
-        .arg("--out")
-        .arg(&again)
-        .assert()
-        .success();
-    assert_eq!(
-        std::fs::read(out.join("metrics.csv")).unwrap(),
-        std::fs::read(again.join("metrics.csv")).unwrap()
-    );
-    assert_eq!(
-        std::fs::read(out.join("w_final.npy")).unwrap(),
-        std::fs::read(again.join("w_final.npy")).unwrap()
-    );
+    eosflow().arg("run").arg(out.join("config.toml")).arg("--out").arg(&again).assert().success();
+    assert_eq!(std::fs::read(out.join("metrics.csv")).unwrap(), std::fs::read(again.join("metrics.csv")).unwrap());
+    assert_eq!(std::fs::read(out.join("w_final.npy")).unwrap(), std::fs::read(again.join("w_final.npy")).unwrap());
 
     // `plot` regenerates the figures from the CSVs.
     std::fs::remove_dir_all(out.join("figures")).unwrap();
@@ -187,12 +121,7 @@ fn list_and_help() {
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("toy3d") && s.contains("Fig. 3"), "{s}");
-    for sub in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["reproduce", "--help"],
-        &["plot", "--help"],
-    ] {
+    for sub in [&["--help"][..], &["run", "--help"], &["reproduce", "--help"], &["plot", "--help"]] {
         eosflow().args(sub).assert().success();
     }
     let o = eosflow().args(["reproduce", "toy3"]).output().unwrap();
@@ -203,51 +132,19 @@ fn list_and_help() {
 #[test]
 fn bad_configs_get_clear_errors() {
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "lr = 0.5",
-            "lrr = 0.5",
-            "unknown key `lrr`: did you mean `lr`?",
-        ),
+        ("lr = 0.5", "lrr = 0.5", "unknown key `lrr`: did you mean `lr`?"),
         ("[run]", "[runn]", "unknown key `runn`: did you mean `run`?"),
         ("every = 5", "evry = 5", "did you mean `every`?"),
-        (
-            "\"gd_wd\"",
-            "\"gdwd\"",
-            "unknown value `gdwd`: did you mean `gd_wd`?",
-        ),
-        (
-            "lr = 0.5",
-            "lr = 0.0",
-            "optimizer.lr = 0 must be a positive finite number",
-        ),
-        (
-            "lr = 0.5",
-            "lr = -1.0",
-            "optimizer.lr = -1 must be a positive",
-        ),
+        ("\"gd_wd\"", "\"gdwd\"", "unknown value `gdwd`: did you mean `gd_wd`?"),
+        ("lr = 0.5", "lr = 0.0", "optimizer.lr = 0 must be a positive finite number"),
+        ("lr = 0.5", "lr = -1.0", "optimizer.lr = -1 must be a positive"),
         ("wd = 0.08", "wd = -0.1", "optimizer.wd = -0.1 must be ≥ 0"),
         ("wd = 0.08", "wd = 2.0", "must be < 1: the decay factor"),
         ("steps = 50", "steps = 0", "run.steps = 0"),
-        (
-            "kind = \"toy3d\"",
-            "kind = \"toy3d\"\nw0_domain = [0.0, 0.0, 0.0]",
-            "initial weights are zero",
-        ),
-        (
-            "kind = \"toy3d\"",
-            "kind = \"toy3d\"\nw0_domain = [nan, 1.0, 1.0]",
-            "must be finite",
-        ),
-        (
-            "[run]",
-            "[init]\nw0 = [1.0, 2.0]\n[run]",
-            "init.w0 has 2 entries, but the problem has 3",
-        ),
-        (
-            "[run]",
-            "[init]\nw0_npy = \"missing.npy\"\n[run]",
-            "cannot read .npy file",
-        ),
+        ("kind = \"toy3d\"", "kind = \"toy3d\"\nw0_domain = [0.0, 0.0, 0.0]", "initial weights are zero"),
+        ("kind = \"toy3d\"", "kind = \"toy3d\"\nw0_domain = [nan, 1.0, 1.0]", "must be finite"),
+        ("[run]", "[init]\nw0 = [1.0, 2.0]\n[run]", "init.w0 has 2 entries, but the problem has 3"),
+        ("[run]", "[init]\nw0_npy = \"missing.npy\"\n[run]", "cannot read .npy file"),
         ("steps = 50", "steps = \"many\"", "invalid type"),
     ];
     for (from, to, want) in cases {
@@ -266,10 +163,7 @@ fn w0_from_npy_and_mismatch() {
     // A float64 .npy of 3 values, written by hand (format 1.0): the same w0 via
     // numpy would be np.save("w0.npy", np.array([0.3, 1.3, 1.2])).
     let write_npy = |name: &str, vals: &[f64]| {
-        let hdr = format!(
-            "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
-            vals.len()
-        );
+        let hdr = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", vals.len());
         let mut h = hdr.into_bytes();
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(b' ');
@@ -286,46 +180,17 @@ fn w0_from_npy_and_mismatch() {
     write_npy("w0.npy", &[0.3, 1.3, 1.2]);
     write_npy("w0_4.npy", &[0.3, 1.3, 1.2, 1.0]);
     let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        BASE.replacen("[run]", "[init]\nw0_npy = \"w0.npy\"\n[run]", 1),
-    )
-    .unwrap();
-    eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(dir.path().join("a"))
-        .assert()
-        .success();
+    std::fs::write(&cfg, BASE.replacen("[run]", "[init]\nw0_npy = \"w0.npy\"\n[run]", 1)).unwrap();
+    eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("a")).assert().success();
     let n: Vec<f64> = {
         let mut rd = csv::Reader::from_path(dir.path().join("a/metrics.csv")).unwrap();
-        rd.records()
-            .next()
-            .unwrap()
-            .unwrap()
-            .iter()
-            .map(|x| x.parse().unwrap_or(f64::NAN))
-            .collect()
+        rd.records().next().unwrap().unwrap().iter().map(|x| x.parse().unwrap_or(f64::NAN)).collect()
     };
     assert!((n[3] - (0.09f64 + 1.69 + 1.44).sqrt()).abs() < 1e-14);
-    std::fs::write(
-        &cfg,
-        BASE.replacen("[run]", "[init]\nw0_npy = \"w0_4.npy\"\n[run]", 1),
-    )
-    .unwrap();
-    let o = eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(dir.path().join("b"))
-        .output()
-        .unwrap();
+    std::fs::write(&cfg, BASE.replacen("[run]", "[init]\nw0_npy = \"w0_4.npy\"\n[run]", 1)).unwrap();
+    let o = eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("b")).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr)
-            .contains("has 4 entries, but the problem has 3 parameters")
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has 4 entries, but the problem has 3 parameters"));
 }
 
 #[test]
@@ -336,34 +201,13 @@ fn non_empty_output_directory_needs_force() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, BASE).unwrap();
-    let o = eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = eosflow().arg("run").arg(&cfg).arg("--out").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not empty"));
-    eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .arg("--force")
-        .arg("--steps")
-        .arg("7")
-        .assert()
-        .success();
+    eosflow().arg("run").arg(&cfg).arg("--out").arg(&out).arg("--force").arg("--steps").arg("7").assert().success();
     // --force keeps files that are not eosflow's.
-    assert_eq!(
-        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
-        "mine"
-    );
-    let rows = csv::Reader::from_path(out.join("metrics.csv"))
-        .unwrap()
-        .records()
-        .count();
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    let rows = csv::Reader::from_path(out.join("metrics.csv")).unwrap().records().count();
     assert_eq!(rows, 8, "--steps 7 gives steps 0..=7");
 }
 
@@ -371,11 +215,7 @@ fn non_empty_output_directory_needs_force() {
 fn fig4_short_run_and_seed_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fig4");
-    eosflow()
-        .args(["reproduce", "fig4", "--steps", "3000", "--out"])
-        .arg(&out)
-        .assert()
-        .success();
+    eosflow().args(["reproduce", "fig4", "--steps", "3000", "--out"]).arg(&out).assert().success();
     let h = header(&out.join("metrics.csv"));
     assert_eq!(
         &h[8..],
@@ -389,15 +229,7 @@ fn fig4_short_run_and_seed_sweep() {
             "two_over_eff_lr_minus_phi_sharpness"
         ]
     );
-    for f in [
-        "x.npy",
-        "y.npy",
-        "x_test.npy",
-        "y_test.npy",
-        "w_gt.npy",
-        "b_gt.npy",
-        "w0.npy",
-    ] {
+    for f in ["x.npy", "y.npy", "x_test.npy", "y_test.npy", "w_gt.npy", "b_gt.npy", "w0.npy"] {
         assert!(out.join("data").join(f).is_file(), "missing data/{f}");
     }
     assert!(out.join("figures/fig4.png").is_file());
@@ -414,10 +246,7 @@ fn fig4_short_run_and_seed_sweep() {
         "sharpness_min_on_gamma",
         "eos_periods",
     ] {
-        assert!(
-            s["problem"].get(key).is_some(),
-            "summary.json lacks problem.{key}"
-        );
+        assert!(s["problem"].get(key).is_some(), "summary.json lacks problem.{key}");
     }
 
     // The same data through [data] *.npy reproduces the run's training loss.
@@ -436,69 +265,31 @@ fn fig4_short_run_and_seed_sweep() {
     )
     .unwrap();
     let out2 = dir.path().join("npy");
-    eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out2)
-        .assert()
-        .success();
+    eosflow().arg("run").arg(&cfg).arg("--out").arg(&out2).assert().success();
     let loss = |p: &Path| -> Vec<String> {
-        csv::Reader::from_path(p.join("metrics.csv"))
-            .unwrap()
-            .records()
-            .map(|r| r.unwrap()[1].to_string())
-            .collect()
+        csv::Reader::from_path(p.join("metrics.csv")).unwrap().records().map(|r| r.unwrap()[1].to_string()).collect()
     };
-    assert_eq!(
-        loss(&out),
-        loss(&out2),
-        "same data and w0 give the same losses, bit for bit"
-    );
+    assert_eq!(loss(&out), loss(&out2), "same data and w0 give the same losses, bit for bit");
 
     // Mismatched y length is refused with the file named.
     std::fs::copy(d.join("y_test.npy"), dir.path().join("y_bad.npy")).unwrap();
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(&format!("{:?}", d.join("y.npy")), "\"y_bad.npy\"");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(&format!("{:?}", d.join("y.npy")), "\"y_bad.npy\"");
     std::fs::write(&cfg, text).unwrap();
-    let o = eosflow()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(dir.path().join("bad"))
-        .output()
-        .unwrap();
+    let o = eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("bad")).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("y_bad.npy") && err.contains("has 1000 entries, but the problem has 20"),
-        "{err}"
-    );
+    assert!(err.contains("y_bad.npy") && err.contains("has 1000 entries, but the problem has 20"), "{err}");
 
     // A sweep over two seeds runs both and tabulates them.
     let sweep = dir.path().join("sweep");
     let o = eosflow()
-        .args([
-            "reproduce",
-            "fig4",
-            "--steps",
-            "2000",
-            "--seeds",
-            "0..2",
-            "--out",
-        ])
+        .args(["reproduce", "fig4", "--steps", "2000", "--seeds", "0..2", "--out"])
         .arg(&sweep)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("test loss fell from EoS entry to the end in")
-    );
-    let rows = csv::Reader::from_path(sweep.join("seeds.csv"))
-        .unwrap()
-        .records()
-        .count();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("test loss fell from EoS entry to the end in"));
+    let rows = csv::Reader::from_path(sweep.join("seeds.csv")).unwrap().records().count();
     assert_eq!(rows, 2);
     assert!(sweep.join("seed-1/metrics.csv").is_file());
 }

@@ -37,17 +37,8 @@ fn linreg_bn_matches_the_numpy_reference_over_1000_steps() {
         .assert()
         .success();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck/linreg_bn.py");
-    let o = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&out)
-        .arg("1000")
-        .output()
-        .unwrap();
+    let o = std::process::Command::new("python3").arg(script).arg(&out).arg("1000").output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "numpy reference disagrees:\n{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "numpy reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
 }

@@ -160,12 +160,8 @@ mod tests {
 
     #[test]
     fn dot4_is_bitwise_four_dots() {
-        let v: Vec<f64> = (0..53)
-            .map(|i| ((i * 7919) % 101) as f64 / 13.0 - 3.7)
-            .collect();
-        let w: Vec<f64> = (0..53)
-            .map(|i| ((i * 104729) % 97) as f64 / 11.0 - 4.1)
-            .collect();
+        let v: Vec<f64> = (0..53).map(|i| ((i * 7919) % 101) as f64 / 13.0 - 3.7).collect();
+        let w: Vec<f64> = (0..53).map(|i| ((i * 104729) % 97) as f64 / 11.0 - 4.1).collect();
         let xs = [&v[..50], &w[..50], &v[1..51], &w[3..53]];
         let ys = [&w[..50], &v[2..52], &w[1..51], &v[..50]];
         let r = dot4(xs, ys);

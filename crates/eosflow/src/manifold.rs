@@ -18,11 +18,7 @@ pub struct PgdProjection {
 
 impl Default for PgdProjection {
     fn default() -> Self {
-        Self {
-            lr: 0.005,
-            loss_tol: 1e-8,
-            max_steps: 1_000_000,
-        }
+        Self { lr: 0.005, loss_tol: 1e-8, max_steps: 1_000_000 }
     }
 }
 
@@ -51,11 +47,7 @@ pub enum ManifoldError {
 /// L(θ) ≤ loss_tol (App. Q.3). For a fully scale-invariant loss; near Γ the
 /// limit is the gradient-flow projection, which agrees with the nearest point
 /// of Γ up to O(‖θ − φ‖²).
-pub fn project_by_pgd(
-    obj: &dyn Objective,
-    theta: &[f64],
-    p: &PgdProjection,
-) -> Result<Projected, ManifoldError> {
+pub fn project_by_pgd(obj: &dyn Objective, theta: &[f64], p: &PgdProjection) -> Result<Projected, ManifoldError> {
     let mut phi = theta.to_vec();
     normalize(&mut phi);
     let mut g = vec![0.0; phi.len()];
@@ -65,11 +57,7 @@ pub fn project_by_pgd(
             return Ok(Projected { phi, loss, steps });
         }
         if steps == p.max_steps {
-            return Err(ManifoldError::NotConverged {
-                loss,
-                steps,
-                tol: p.loss_tol,
-            });
+            return Err(ManifoldError::NotConverged { loss, steps, tol: p.loss_tol });
         }
         axpy(-p.lr, &g, &mut phi);
         normalize(&mut phi);
@@ -80,12 +68,7 @@ pub fn project_by_pgd(
 /// h = ⟨θ − φ, v1⟩, the component of the displacement from Γ along the top
 /// eigenvector of H(φ) (Section 4.2.3).
 pub fn oscillation(theta: &[f64], phi: &[f64], v1: &[f64]) -> f64 {
-    theta
-        .iter()
-        .zip(phi)
-        .zip(v1)
-        .map(|((t, p), v)| (t - p) * v)
-        .sum()
+    theta.iter().zip(phi).zip(v1).map(|((t, p), v)| (t - p) * v).sum()
 }
 
 /// Follows h_t over a run with v1(φ_t) chosen continuously (each new v1 is

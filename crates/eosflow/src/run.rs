@@ -25,6 +25,10 @@ pub struct RunParams {
     pub lanczos: LanczosParams,
     /// Relative band for the regime.
     pub band: RegimeBand,
+    /// Steps [a, b] in which every step is logged and gets a sharpness
+    /// evaluation (a close look such as Fig. 11 without paying for it over
+    /// the whole run).
+    pub dense_window: Option<(u64, u64)>,
 }
 
 impl Default for RunParams {
@@ -35,6 +39,7 @@ impl Default for RunParams {
             sharpness_every: 10,
             lanczos: LanczosParams::default(),
             band: RegimeBand::default(),
+            dense_window: None,
         }
     }
 }
@@ -199,10 +204,7 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let start = std::time::Instant::now();
     if opt.params().len() != problem.dim() {
-        return Err(RunError::Dimension {
-            got: opt.params().len(),
-            dim: problem.dim(),
-        });
+        return Err(RunError::Dimension { got: opt.params().len(), dim: problem.dim() });
     }
     let names = problem.metric_names();
     for o in observers.iter_mut() {
@@ -241,8 +243,8 @@ pub fn run(
             status = Status::Diverged { step: t, reason };
             break;
         }
-        let due =
-            params.sharpness_every > 0 && (t.is_multiple_of(params.sharpness_every) || t == t_end);
+        let dense = params.dense_window.is_some_and(|(a, b)| t >= a && t <= b);
+        let due = dense || (params.sharpness_every > 0 && (t.is_multiple_of(params.sharpness_every) || t == t_end));
         let mut sharp = None;
         if due {
             match spherical_sharpness(problem, w, &params.lanczos, warm.as_deref()) {
@@ -271,10 +273,7 @@ pub fn run(
                     warm = Some(s.eigenvector);
                 }
                 Err(err) => {
-                    status = Status::Diverged {
-                        step: t,
-                        reason: err.to_string(),
-                    };
+                    status = Status::Diverged { step: t, reason: err.to_string() };
                     break;
                 }
             }
@@ -291,8 +290,7 @@ pub fn run(
             sharpness_at_first_eos = sharp;
         }
         tracker.observe(t, w, &e);
-        let logged =
-            t == t0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
+        let logged = dense || t == t0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
         let rec = StepRecord {
             step: t,
             loss: e.loss,
@@ -302,11 +300,7 @@ pub fn run(
             two_over_eff_lr: two,
             sharpness: sharp,
             regime,
-            extra: if logged {
-                problem.metrics(w, &e)
-            } else {
-                Vec::new()
-            },
+            extra: if logged { problem.metrics(w, &e) } else { Vec::new() },
         };
         if logged {
             for o in observers.iter_mut() {
@@ -346,8 +340,7 @@ pub fn run(
     };
     let w_final = opt.params().to_vec();
     for o in observers.iter_mut() {
-        o.on_finish(&summary, &w_final)
-            .map_err(RunError::Observer)?;
+        o.on_finish(&summary, &w_final).map_err(RunError::Observer)?;
     }
     Ok(summary)
 }

@@ -19,8 +19,8 @@
 
 use eosflow::linalg::{dist, dot, norm};
 use eosflow::optim::{
-    ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, QuasiRmspropHyper, RmspropScheduler,
-    ScalarRmsprop, SphericalGd,
+    ConstantLr, GdWd, GwsiScheduler, LrScheduler, Optimizer, QuasiRmspropHyper, RmspropScheduler, ScalarRmsprop,
+    SphericalGd,
 };
 use eosflow::problems::{Problem, Toy3d};
 use eosflow::{Objective, linalg};
@@ -64,12 +64,7 @@ fn theorem_b_7_gwsi_scheduler_reproduces_gd_wd() {
         let e_gd = gd.evaluate(&p);
         let e_pgd = pgd.evaluate(&p);
         // η̃_t agree (relative, same tolerance), and so do the losses.
-        assert!(
-            (e_gd.eff_lr / e_pgd.eff_lr - 1.0).abs() <= TOL,
-            "step {t}: η̃ {} vs {}",
-            e_gd.eff_lr,
-            e_pgd.eff_lr
-        );
+        assert!((e_gd.eff_lr / e_pgd.eff_lr - 1.0).abs() <= TOL, "step {t}: η̃ {} vs {}", e_gd.eff_lr, e_pgd.eff_lr);
         assert!((e_gd.grad_norm - e_pgd.grad_norm).abs() <= TOL * e_gd.grad_norm.max(1.0));
         gd.update();
         pgd.update();
@@ -113,10 +108,7 @@ fn lemma_e_1_norm_recursion() {
         let predicted = (1.0 - LR * WD).powi(2) * n2 + LR * LR * e.grad_norm.powi(2) / n2;
         gd.update();
         let actual = dot(gd.params(), gd.params());
-        assert!(
-            (actual / predicted - 1.0).abs() <= 32.0 * f64::EPSILON,
-            "step {t}: {actual} vs {predicted}"
-        );
+        assert!((actual / predicted - 1.0).abs() <= 32.0 * f64::EPSILON, "step {t}: {actual} vs {predicted}");
     }
 }
 
@@ -131,11 +123,7 @@ fn scalar_rmsprop_standard_and_scheduler_forms_agree() {
     let p = Toy3d::new(1);
     let (eta, beta, v0) = (0.05, 0.9, 1.0);
     let mut rms = ScalarRmsprop::new(eta, beta, v0, p.initial_point());
-    let mut sched = RmspropScheduler {
-        v: v0 / (eta * eta),
-        eta,
-        beta,
-    };
+    let mut sched = RmspropScheduler { v: v0 / (eta * eta), eta, beta };
     let mut w = p.initial_point();
     let mut g = vec![0.0; 3];
     for t in 0..60 {
@@ -143,10 +131,7 @@ fn scalar_rmsprop_standard_and_scheduler_forms_agree() {
         p.loss_grad(&w, &mut g);
         let gn = norm(&g);
         let lr = sched.effective_lr(gn);
-        assert!(
-            (lr / e.eff_lr - 1.0).abs() <= 4.0 * f64::EPSILON,
-            "step {t}"
-        );
+        assert!((lr / e.eff_lr - 1.0).abs() <= 4.0 * f64::EPSILON, "step {t}");
         linalg::axpy(-lr, &g, &mut w);
         sched.advance(gn);
         rms.update();

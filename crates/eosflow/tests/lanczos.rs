@@ -3,9 +3,7 @@
 #![allow(clippy::needless_range_loop)] // index loops mirror the formulas they check
 
 use eosflow::linalg::{dot, norm, symmetric_eigen};
-use eosflow::spectrum::{
-    DenseSymmetric, LanczosError, LanczosParams, LinOp, Restricted, lanczos_top,
-};
+use eosflow::spectrum::{DenseSymmetric, LanczosError, LanczosParams, LinOp, Restricted, lanczos_top};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -66,10 +64,7 @@ fn check_against_dense(a: &DenseSymmetric, k: usize, params: &LanczosParams) {
     let n = a.dim();
     let (dense, _) = symmetric_eigen(n, a.entries());
     let anorm = dense.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let p = LanczosParams {
-        k,
-        ..params.clone()
-    };
+    let p = LanczosParams { k, ..params.clone() };
     let r = lanczos_top(a, &p, None).unwrap();
     assert!(r.converged, "did not converge: residuals {:?}", r.residuals);
     let tol = p.tol * anorm + 16.0 * n as f64 * f64::EPSILON * anorm;
@@ -83,21 +78,14 @@ fn check_against_dense(a: &DenseSymmetric, k: usize, params: &LanczosParams) {
         // The reported residual is the true one: recompute it.
         let mut av = vec![0.0; n];
         a.apply(&r.eigenvectors[i], &mut av);
-        let res: Vec<f64> = av
-            .iter()
-            .zip(&r.eigenvectors[i])
-            .map(|(x, v)| x - r.eigenvalues[i] * v)
-            .collect();
+        let res: Vec<f64> = av.iter().zip(&r.eigenvectors[i]).map(|(x, v)| x - r.eigenvalues[i] * v).collect();
         assert!((norm(&res) - r.residuals[i]).abs() <= 16.0 * n as f64 * f64::EPSILON * anorm);
         assert!(norm(&res) <= p.tol * anorm * 1.01 + 16.0 * n as f64 * f64::EPSILON * anorm);
         // Orthonormal Ritz vectors: ‖VᵀV − I‖ = O(√n·ε).
         for j in 0..=i {
             let d = dot(&r.eigenvectors[i], &r.eigenvectors[j]);
             let want = if i == j { 1.0 } else { 0.0 };
-            assert!(
-                (d - want).abs() <= 1e3 * (n as f64).sqrt() * f64::EPSILON,
-                "⟨v{i}, v{j}⟩ = {d}"
-            );
+            assert!((d - want).abs() <= 1e3 * (n as f64).sqrt() * f64::EPSILON, "⟨v{i}, v{j}⟩ = {d}");
         }
     }
 }
@@ -115,10 +103,7 @@ fn random_symmetric_matrices_top_k() {
 #[test]
 fn small_basis_forces_thick_restarts_and_still_converges() {
     let a = random_symmetric(200, 7);
-    let p = LanczosParams {
-        max_basis: 12,
-        ..Default::default()
-    };
+    let p = LanczosParams { max_basis: 12, ..Default::default() };
     check_against_dense(&a, 3, &p);
     let r = lanczos_top(&a, &LanczosParams { k: 3, ..p }, None).unwrap();
     assert!(r.restarts > 0, "expected restarts with a basis of 12");
@@ -131,15 +116,7 @@ fn indefinite_returns_largest_algebraic_not_largest_magnitude() {
     eigs[0] = -10.0;
     eigs[59] = 3.0;
     let a = with_spectrum(&eigs, 11);
-    let r = lanczos_top(
-        &a,
-        &LanczosParams {
-            k: 2,
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
+    let r = lanczos_top(&a, &LanczosParams { k: 2, ..Default::default() }, None).unwrap();
     assert!((r.eigenvalues[0] - 3.0).abs() < 1e-9, "{:?}", r.eigenvalues);
     assert!(r.eigenvalues[1] < 2.0);
     check_against_dense(&a, 2, &LanczosParams::default());
@@ -152,23 +129,11 @@ fn clustered_top_eigenvalue() {
     eigs[78] = 1.0 - 1e-8;
     eigs[79] = 1.0;
     let a = with_spectrum(&eigs, 5);
-    let p = LanczosParams {
-        k: 2,
-        tol: 1e-12,
-        ..Default::default()
-    };
+    let p = LanczosParams { k: 2, tol: 1e-12, ..Default::default() };
     let r = lanczos_top(&a, &p, None).unwrap();
     assert!(r.converged);
-    assert!(
-        (r.eigenvalues[0] - 1.0).abs() < 1e-11,
-        "{:?}",
-        r.eigenvalues
-    );
-    assert!(
-        (r.eigenvalues[1] - (1.0 - 1e-8)).abs() < 1e-11,
-        "{:?}",
-        r.eigenvalues
-    );
+    assert!((r.eigenvalues[0] - 1.0).abs() < 1e-11, "{:?}", r.eigenvalues);
+    assert!((r.eigenvalues[1] - (1.0 - 1e-8)).abs() < 1e-11, "{:?}", r.eigenvalues);
     check_against_dense(&a, 2, &p);
 }
 
@@ -181,25 +146,14 @@ fn warm_start_saves_matvecs_and_is_deterministic() {
     assert_eq!(cold.eigenvalues, cold2.eigenvalues, "same seed, same bits");
     let warm = lanczos_top(&a, &p, Some(&cold.eigenvectors[0])).unwrap();
     assert!(warm.converged);
-    assert!(
-        warm.matvecs < cold.matvecs,
-        "warm {} vs cold {}",
-        warm.matvecs,
-        cold.matvecs
-    );
+    assert!(warm.matvecs < cold.matvecs, "warm {} vs cold {}", warm.matvecs, cold.matvecs);
     assert!((warm.eigenvalues[0] - cold.eigenvalues[0]).abs() < 1e-9 * cold.eigenvalues[0].abs());
 }
 
 #[test]
 fn non_convergence_is_reported_not_fatal() {
     let a = random_symmetric(300, 4);
-    let p = LanczosParams {
-        k: 1,
-        tol: 1e-14,
-        max_basis: 4,
-        max_restarts: 1,
-        ..Default::default()
-    };
+    let p = LanczosParams { k: 1, tol: 1e-14, max_basis: 4, max_restarts: 1, ..Default::default() };
     let r = lanczos_top(&a, &p, None).unwrap();
     assert!(!r.converged);
     assert!(r.residuals[0] > 0.0);
@@ -208,41 +162,17 @@ fn non_convergence_is_reported_not_fatal() {
 #[test]
 fn full_space_is_exact_for_tiny_operators() {
     let a = DenseSymmetric::new(2, vec![2.0, 1.0, 1.0, 2.0]);
-    let r = lanczos_top(
-        &a,
-        &LanczosParams {
-            k: 2,
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap();
+    let r = lanczos_top(&a, &LanczosParams { k: 2, ..Default::default() }, None).unwrap();
     assert!((r.eigenvalues[0] - 3.0).abs() < 1e-14 && (r.eigenvalues[1] - 1.0).abs() < 1e-14);
 }
 
 #[test]
 fn invalid_parameters_are_errors() {
     let a = DenseSymmetric::new(2, vec![2.0, 1.0, 1.0, 2.0]);
-    let e = lanczos_top(
-        &a,
-        &LanczosParams {
-            k: 3,
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap_err();
+    let e = lanczos_top(&a, &LanczosParams { k: 3, ..Default::default() }, None).unwrap_err();
     assert_eq!(e, LanczosError::InvalidK { k: 3, dim: 2 });
     assert!(e.to_string().contains("set k between 1 and 2"));
-    let e = lanczos_top(
-        &a,
-        &LanczosParams {
-            tol: 0.0,
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap_err();
+    let e = lanczos_top(&a, &LanczosParams { tol: 0.0, ..Default::default() }, None).unwrap_err();
     assert_eq!(e, LanczosError::InvalidTol(0.0));
     let e = lanczos_top(&a, &LanczosParams::default(), Some(&[1.0])).unwrap_err();
     assert_eq!(e, LanczosError::StartLength { got: 1, dim: 2 });
@@ -252,11 +182,8 @@ fn invalid_parameters_are_errors() {
 fn restricted_operator_is_the_principal_submatrix() {
     let a = random_symmetric(20, 21);
     let idx: Vec<usize> = (0..20).step_by(2).collect();
-    let sub: Vec<f64> = idx
-        .iter()
-        .flat_map(|&i| idx.iter().map(move |&j| (i, j)))
-        .map(|(i, j)| a.entries()[i * 20 + j])
-        .collect();
+    let sub: Vec<f64> =
+        idx.iter().flat_map(|&i| idx.iter().map(move |&j| (i, j))).map(|(i, j)| a.entries()[i * 20 + j]).collect();
     let (dense, _) = symmetric_eigen(idx.len(), &sub);
     let r = lanczos_top(&Restricted::new(&a, &idx), &LanczosParams::default(), None).unwrap();
     assert!((r.eigenvalues[0] - dense[0]).abs() < 1e-9 * dense[0].abs().max(1.0));

@@ -41,15 +41,9 @@ impl Hessian for Partial {
 fn sharpness_uses_the_scale_invariant_block_only() {
     // a = 100 makes the non-invariant direction the sharpest of the full
     // Hessian; the partial sharpness must ignore it.
-    let p = Partial {
-        toy: Toy3d::new(1),
-        a: 100.0,
-    };
+    let p = Partial { toy: Toy3d::new(1), a: 100.0 };
     let w = vec![0.3, -1.1, 0.8, 2.0];
-    let lp = LanczosParams {
-        tol: 1e-13,
-        ..Default::default()
-    };
+    let lp = LanczosParams { tol: 1e-13, ..Default::default() };
     let s = spherical_sharpness(&p, &w, &lp, None).unwrap();
     let reference = spherical_sharpness(&p.toy, &w[..3], &lp, None).unwrap();
     // Same Hessian block, same formula: agreement to Lanczos' tolerance.
@@ -63,10 +57,7 @@ fn sharpness_uses_the_scale_invariant_block_only() {
 
 #[test]
 fn effective_lr_uses_the_block_norm() {
-    let p = Partial {
-        toy: Toy3d::new(1),
-        a: 1.0,
-    };
+    let p = Partial { toy: Toy3d::new(1), a: 1.0 };
     let mut opt = GdWd::new(0.1, 0.01, vec![0.0, 3.0, 4.0, 100.0]);
     let e = opt.evaluate(&p);
     // η̃ = η̂/((1 − η̂λ̂)‖w_S‖²) with ‖w_S‖ = 5, not ‖w‖.

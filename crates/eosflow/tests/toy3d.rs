@@ -48,12 +48,7 @@ fn gradient_matches_central_differences() {
         // relative part) leaves a margin of ~100 without hiding real bugs
         // (a wrong factor would be O(|g|)).
         for i in 0..3 {
-            assert!(
-                (g[i] - fd[i]).abs() <= 1e-8 + 1e-7 * g[i].abs(),
-                "w={w:?} i={i}: {} vs {}",
-                g[i],
-                fd[i]
-            );
+            assert!((g[i] - fd[i]).abs() <= 1e-8 + 1e-7 * g[i].abs(), "w={w:?} i={i}: {} vs {}", g[i], fd[i]);
         }
     }
 }
@@ -72,10 +67,7 @@ fn hvp_matches_central_differences_of_the_gradient() {
         // Hessian's scale 1/‖w‖².
         let s = norm(&v) / dot(&w, &w).min(1.0);
         for i in 0..3 {
-            assert!(
-                (hv[i] - hv_fd[i]).abs() <= 1e-7 * s,
-                "w={w:?}: {hv:?} vs {hv_fd:?}"
-            );
+            assert!((hv[i] - hv_fd[i]).abs() <= 1e-7 * s, "w={w:?}: {hv:?} vs {hv_fd:?}");
         }
     }
 }
@@ -83,40 +75,27 @@ fn hvp_matches_central_differences_of_the_gradient() {
 #[test]
 fn scale_invariance_identities() {
     let p = Toy3d::new(5);
-    let lp = LanczosParams {
-        tol: 1e-13,
-        ..Default::default()
-    };
+    let lp = LanczosParams { tol: 1e-13, ..Default::default() };
     for w in sample_points(&p, 30, 3) {
         let mut g = vec![0.0; 3];
         p.loss_grad(&w, &mut g);
         let (wn, gn) = (norm(&w), norm(&g));
         // ⟨∇L(w), w⟩ = 0 (Lemma D.1): each product carries relative rounding
         // ε, so the sum is within a few ε·‖∇L‖‖w‖ (plus the rotation's ε).
-        assert!(
-            dot(&g, &w).abs() <= 16.0 * EPS * gn * wn.max(1.0),
-            "⟨g,w⟩ = {:e}",
-            dot(&g, &w)
-        );
+        assert!(dot(&g, &w).abs() <= 16.0 * EPS * gn * wn.max(1.0), "⟨g,w⟩ = {:e}", dot(&g, &w));
         // ∇²L(w)·w = −∇L(w): error O(ε·‖H‖·‖w‖), ‖H‖ ≲ 10/‖w‖² here.
         let mut hw = vec![0.0; 3];
         p.hvp(&w, &w, &mut hw);
         let hnorm = 10.0 / (wn * wn);
         for i in 0..3 {
-            assert!(
-                (hw[i] + g[i]).abs() <= 64.0 * EPS * (hnorm * wn + gn),
-                "Hw = {hw:?}, g = {g:?}"
-            );
+            assert!((hw[i] + g[i]).abs() <= 64.0 * EPS * (hnorm * wn + gn), "Hw = {hw:?}, g = {g:?}");
         }
         // ‖cw‖²·λ1(H(cw)) does not depend on c: the Hessian is (−2)-homogeneous.
         let s1 = spherical_sharpness(&p, &w, &lp, None).unwrap().spherical;
         for c in [1e-3, 0.5, 7.0, 1e4] {
             let cw: Vec<f64> = w.iter().map(|x| c * x).collect();
             let sc = spherical_sharpness(&p, &cw, &lp, None).unwrap().spherical;
-            assert!(
-                (sc - s1).abs() <= 1e-12 * s1.abs().max(1.0),
-                "c={c}: {sc} vs {s1}"
-            );
+            assert!((sc - s1).abs() <= 1e-12 * s1.abs().max(1.0), "c={c}: {sc} vs {s1}");
         }
         // Gradient is (−1)-homogeneous.
         let mut g2 = vec![0.0; 3];
@@ -145,21 +124,8 @@ fn hessian_on_gamma_matches_appendix_f() {
             assert!((h[i] - want[i]).abs() <= 1e-12 * c, "z={z}: {h:?}");
         }
         let w = rot.from_domain(&u);
-        let s = spherical_sharpness(
-            &rot,
-            &w,
-            &LanczosParams {
-                tol: 1e-13,
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
-        assert!(
-            (s.spherical - 2.0 * c).abs() <= 1e-12 * 2.0 * c,
-            "z={z}: {}",
-            s.spherical
-        );
+        let s = spherical_sharpness(&rot, &w, &LanczosParams { tol: 1e-13, ..Default::default() }, None).unwrap();
+        assert!((s.spherical - 2.0 * c).abs() <= 1e-12 * 2.0 * c, "z={z}: {}", s.spherical);
         // The gradient vanishes on Γ (a minimiser), and the loss is exactly 0
         // thanks to the residual form.
         let mut g = vec![0.0; 3];
@@ -185,29 +151,15 @@ fn paper_run_ends_at_the_flattest_minimiser() {
     // App. F: w0 = (0.3, 1.3, 1.2) in F's domain, η̂ = 0.5, λ̂ = 0.08, 3000 steps.
     let p = Toy3d::new(0);
     let mut opt = GdWd::new(0.5, 0.08, p.initial_point());
-    let params = RunParams {
-        steps: 3000,
-        sharpness_every: 100,
-        ..Default::default()
-    };
+    let params = RunParams { steps: 3000, sharpness_every: 100, ..Default::default() };
     let s = run(&p, &mut opt, &params, &mut [], &CancelToken::new()).unwrap();
-    let th: Vec<f64> = s.problem["theta_final_domain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let th: Vec<f64> =
+        s.problem["theta_final_domain"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(th[2].abs() < 1e-6, "final z = {}", th[2]);
-    let d = s.problem["midpoint_distance_to_zeta_star"]
-        .as_f64()
-        .unwrap();
+    let d = s.problem["midpoint_distance_to_zeta_star"].as_f64().unwrap();
     assert!(d < 1e-8, "midpoint distance {d:e}");
     // In EoS, 2/η̃ sits near the sharpness of Γ at ζ* (6), and θ_t
     // oscillates across Γ with period 2.
-    assert!(
-        (s.final_two_over_eff_lr - 6.0).abs() < 1.0,
-        "2/η̃ = {}",
-        s.final_two_over_eff_lr
-    );
+    assert!((s.final_two_over_eff_lr - 6.0).abs() < 1.0, "2/η̃ = {}", s.final_two_over_eff_lr);
     assert!(s.first_eos_step.is_some());
 }

@@ -33,14 +33,7 @@ impl GdWd {
     /// Starts at w_0. The caller validates η̂ > 0, λ̂ ≥ 0, η̂λ̂ < 1.
     pub fn new(lr: f64, wd: f64, w0: Vec<f64>) -> Self {
         let d = w0.len();
-        Self {
-            lr,
-            wd,
-            w: w0,
-            grad: vec![0.0; d],
-            fresh: false,
-            t: 0,
-        }
+        Self { lr, wd, w: w0, grad: vec![0.0; d], fresh: false, t: 0 }
     }
 
     /// Resumes at step t (weights only: GD+WD has no other state).
@@ -68,21 +61,11 @@ impl Optimizer for GdWd {
         let w_norm = crate::linalg::norm(&self.w);
         let g_norm = crate::linalg::norm(&self.grad);
         let (grad_norm, eff_lr) = match &si {
-            crate::ScaleInvariance::All => {
-                (g_norm * w_norm, effective_lr(self.lr, self.wd, w_norm))
-            }
-            crate::ScaleInvariance::Block(_) => (
-                g_norm,
-                effective_lr(self.lr, self.wd, si.block_norm(&self.w)),
-            ),
+            crate::ScaleInvariance::All => (g_norm * w_norm, effective_lr(self.lr, self.wd, w_norm)),
+            crate::ScaleInvariance::Block(_) => (g_norm, effective_lr(self.lr, self.wd, si.block_norm(&self.w))),
             crate::ScaleInvariance::None => (g_norm, self.lr),
         };
-        Evaluation {
-            loss,
-            grad_norm,
-            w_norm,
-            eff_lr,
-        }
+        Evaluation { loss, grad_norm, w_norm, eff_lr }
     }
     fn update(&mut self) {
         assert!(self.fresh, "GdWd::update called without a fresh evaluate");

@@ -26,15 +26,7 @@ impl ScalarRmsprop {
     /// Starts at w_0 with moment v_0 > 0.
     pub fn new(eta: f64, beta: f64, v0: f64, w0: Vec<f64>) -> Self {
         let d = w0.len();
-        Self {
-            eta,
-            beta,
-            v: v0,
-            w: w0,
-            grad: vec![0.0; d],
-            fresh: false,
-            t: 0,
-        }
+        Self { eta, beta, v: v0, w: w0, grad: vec![0.0; d], fresh: false, t: 0 }
     }
 }
 
@@ -59,10 +51,7 @@ impl Optimizer for ScalarRmsprop {
         }
     }
     fn update(&mut self) {
-        assert!(
-            self.fresh,
-            "ScalarRmsprop::update called without a fresh evaluate"
-        );
+        assert!(self.fresh, "ScalarRmsprop::update called without a fresh evaluate");
         let g2 = norm(&self.grad).powi(2);
         axpy(-self.eta / self.v.sqrt(), &self.grad, &mut self.w);
         self.v = self.beta * self.v + (1.0 - self.beta) * g2;

@@ -108,11 +108,7 @@ impl GwsiScheduler {
             return None;
         }
         let beta = decay.powi(4);
-        Some(Self {
-            v: decay * decay * w0_norm.powi(4) / (lr * lr),
-            beta,
-            eta: ((1.0 / beta - 1.0) / 2.0).sqrt(),
-        })
+        Some(Self { v: decay * decay * w0_norm.powi(4) / (lr * lr), beta, eta: ((1.0 / beta - 1.0) / 2.0).sqrt() })
     }
 
     /// The quasi-RMSprop scheduler H_QRMS of Thm B.9 (App. E.2): a GWSI
@@ -121,11 +117,7 @@ impl GwsiScheduler {
     /// relation η = √((β⁻¹ − 1)/2) is what makes it reproduce GD+WD.)
     pub fn quasi_rmsprop(hyper: QuasiRmspropHyper, v0: f64) -> Self {
         let beta_p = (1.0 - (1.0 - hyper.beta) / 4.0).powi(4);
-        Self {
-            v: v0,
-            beta: beta_p,
-            eta: ((1.0 / beta_p - 1.0) / 2.0).sqrt(),
-        }
+        Self { v: v0, beta: beta_p, eta: ((1.0 / beta_p - 1.0) / 2.0).sqrt() }
     }
 }
 
@@ -139,9 +131,7 @@ impl LrScheduler for GwsiScheduler {
     fn advance(&mut self, grad_norm: f64) {
         let g2 = (grad_norm / self.eta).powi(2);
         let one_m_beta = 1.0 - self.beta;
-        self.v = self.beta * self.v
-            + one_m_beta * g2
-            + one_m_beta * one_m_beta * g2 * g2 / (4.0 * self.beta * self.v);
+        self.v = self.beta * self.v + one_m_beta * g2 + one_m_beta * one_m_beta * g2 * g2 / (4.0 * self.beta * self.v);
     }
     fn moment(&self) -> Option<f64> {
         Some(self.v)
@@ -170,9 +160,6 @@ impl QuasiRmspropHyper {
         if !(eta_in > 0.0 && eta_in < 0.25) {
             return None;
         }
-        Some(Self {
-            eta: (2.0 * eta_in).sqrt(),
-            beta: 1.0 - 4.0 * eta_in,
-        })
+        Some(Self { eta: (2.0 * eta_in).sqrt(), beta: 1.0 - 4.0 * eta_in })
     }
 }

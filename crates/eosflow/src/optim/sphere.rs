@@ -24,19 +24,9 @@ impl SphericalGd {
     /// Starts at θ_0 = Π(w_0). Panics on w_0 = 0 (the caller validates).
     pub fn new(w0: Vec<f64>, scheduler: Box<dyn LrScheduler>) -> Self {
         let mut theta = w0;
-        assert!(
-            normalize(&mut theta) > 0.0,
-            "SphericalGd: w0 must be non-zero"
-        );
+        assert!(normalize(&mut theta) > 0.0, "SphericalGd: w0 must be non-zero");
         let d = theta.len();
-        Self {
-            theta,
-            grad: vec![0.0; d],
-            grad_norm: 0.0,
-            fresh: false,
-            t: 0,
-            scheduler,
-        }
+        Self { theta, grad: vec![0.0; d], grad_norm: 0.0, fresh: false, t: 0, scheduler }
     }
 
     /// Resumes at step t from θ_t and a scheduler in its step-t state.
@@ -61,18 +51,10 @@ impl Optimizer for SphericalGd {
         let loss = obj.loss_grad(&self.theta, &mut self.grad);
         self.grad_norm = norm(&self.grad);
         self.fresh = true;
-        Evaluation {
-            loss,
-            grad_norm: self.grad_norm,
-            w_norm: 1.0,
-            eff_lr: self.scheduler.effective_lr(self.grad_norm),
-        }
+        Evaluation { loss, grad_norm: self.grad_norm, w_norm: 1.0, eff_lr: self.scheduler.effective_lr(self.grad_norm) }
     }
     fn update(&mut self) {
-        assert!(
-            self.fresh,
-            "SphericalGd::update called without a fresh evaluate"
-        );
+        assert!(self.fresh, "SphericalGd::update called without a fresh evaluate");
         let lr = self.scheduler.effective_lr(self.grad_norm);
         axpy(-lr, &self.grad, &mut self.theta);
         normalize(&mut self.theta);

@@ -67,14 +67,7 @@ impl LinregData {
         };
         let (x, y) = sample(n);
         let (x_test, y_test) = sample(n_test);
-        Self {
-            d,
-            x,
-            y,
-            x_test,
-            y_test,
-            truth: Some(GroundTruth { w, b, sigma_diag }),
-        }
+        Self { d, x, y, x_test, y_test, truth: Some(GroundTruth { w, b, sigma_diag }) }
     }
 
     /// Number of training points.
@@ -86,16 +79,10 @@ impl LinregData {
 /// What can be wrong with regression data.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LinregError {
-    #[error(
-        "linreg_bn: x has {len} values, not a multiple of d = {d} (expected n×d with n = len(y) = {n})"
-    )]
+    #[error("linreg_bn: x has {len} values, not a multiple of d = {d} (expected n×d with n = len(y) = {n})")]
     Shape { len: usize, d: usize, n: usize },
     #[error("linreg_bn: {what} has {got} rows but {expected} targets")]
-    Rows {
-        what: &'static str,
-        got: usize,
-        expected: usize,
-    },
+    Rows { what: &'static str, got: usize, expected: usize },
     #[error("linreg_bn: need at least 2 training points (got {0})")]
     TooFew(usize),
     #[error("linreg_bn: the training targets are constant (σ_y = 0); BN's γ = σ_y would be 0")]
@@ -150,13 +137,7 @@ impl TestMoments {
             return None;
         }
         let mf = m as f64;
-        let mut t = TestMoments {
-            m2: vec![0.0; d * d],
-            mx: vec![0.0; d],
-            mxy: vec![0.0; d],
-            my: 0.0,
-            myy: 0.0,
-        };
+        let mut t = TestMoments { m2: vec![0.0; d * d], mx: vec![0.0; d], mxy: vec![0.0; d], my: 0.0, myy: 0.0 };
         for i in 0..m {
             let r = &x[i * d..(i + 1) * d];
             axpy(1.0 / mf, r, &mut t.mx);
@@ -172,12 +153,8 @@ impl TestMoments {
 
     fn mse(&self, wt: &[f64], b: f64) -> f64 {
         let d = wt.len();
-        let quad: f64 = (0..d)
-            .map(|a| wt[a] * dot(&self.m2[a * d..(a + 1) * d], wt))
-            .sum();
-        let v = quad + 2.0 * b * dot(wt, &self.mx) - 2.0 * dot(wt, &self.mxy) + b * b
-            - 2.0 * b * self.my
-            + self.myy;
+        let quad: f64 = (0..d).map(|a| wt[a] * dot(&self.m2[a * d..(a + 1) * d], wt)).sum();
+        let v = quad + 2.0 * b * dot(wt, &self.mx) - 2.0 * dot(wt, &self.mxy) + b * b - 2.0 * b * self.my + self.myy;
         v.max(0.0)
     }
 }
@@ -253,11 +230,7 @@ impl LinregBn {
     pub fn new(data: LinregData, init: LinregInit, init_seed: u64) -> Result<Self, LinregError> {
         let (d, n) = (data.d, data.n());
         if data.x.len() != n * d {
-            return Err(LinregError::Shape {
-                len: data.x.len(),
-                d,
-                n,
-            });
+            return Err(LinregError::Shape { len: data.x.len(), d, n });
         }
         if data.x_test.len() != data.y_test.len() * d {
             return Err(LinregError::Rows {
@@ -269,12 +242,7 @@ impl LinregBn {
         if n < 2 {
             return Err(LinregError::TooFew(n));
         }
-        for (name, v) in [
-            ("x", &data.x),
-            ("y", &data.y),
-            ("x_test", &data.x_test),
-            ("y_test", &data.y_test),
-        ] {
+        for (name, v) in [("x", &data.x), ("y", &data.y), ("x_test", &data.x_test), ("y_test", &data.y_test)] {
             if !v.iter().all(|t| t.is_finite()) {
                 return Err(LinregError::NonFinite(name));
             }
@@ -321,9 +289,7 @@ impl LinregBn {
         let (vals, vecs) = symmetric_eigen(d, &m);
         let mut v1 = vecs[0].clone();
         // A fixed sign for v1: its largest-magnitude entry positive.
-        let imax = (0..d)
-            .max_by(|&i, &j| v1[i].abs().total_cmp(&v1[j].abs()))
-            .unwrap();
+        let imax = (0..d).max_by(|&i, &j| v1[i].abs().total_cmp(&v1[j].abs())).unwrap();
         if v1[imax] < 0.0 {
             v1.iter_mut().for_each(|x| *x = -*x);
         }
@@ -383,20 +349,13 @@ impl LinregBn {
             axpy(*cj, b, &mut w_m);
         }
         // Interpolation must be exact: otherwise (d < n − 1) Γ is empty.
-        let resid: f64 = (0..n)
-            .map(|i| (dot(&xc[i * d..(i + 1) * d], &w_m) - q[i]).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let resid: f64 = (0..n).map(|i| (dot(&xc[i * d..(i + 1) * d], &w_m) - q[i]).powi(2)).sum::<f64>().sqrt();
         if resid > 1e-8 * (n as f64).sqrt() {
             return None;
         }
         let mut theta_m = w_m.clone();
         normalize(&mut theta_m);
-        Some(Gamma {
-            basis,
-            w_m,
-            theta_m,
-        })
+        Some(Gamma { basis, w_m, theta_m })
     }
 
     /// The problem's data.
@@ -406,9 +365,7 @@ impl LinregBn {
 
     /// a = X̃w.
     fn outputs(&self, w: &[f64]) -> Vec<f64> {
-        (0..self.n)
-            .map(|i| dot(&self.xc[i * self.d..(i + 1) * self.d], w))
-            .collect()
+        (0..self.n).map(|i| dot(&self.xc[i * self.d..(i + 1) * self.d], w)).collect()
     }
 
     /// out = X̃ᵀr.
@@ -437,12 +394,7 @@ impl LinregBn {
 
     fn truth_loss(&self, wt: &[f64], b: f64) -> Option<f64> {
         let t = self.data.truth.as_ref()?;
-        let quad: f64 = wt
-            .iter()
-            .zip(&t.w)
-            .zip(&t.sigma_diag)
-            .map(|((a, g), s)| s * (a - g).powi(2))
-            .sum();
+        let quad: f64 = wt.iter().zip(&t.w).zip(&t.sigma_diag).map(|((a, g), s)| s * (a - g).powi(2)).sum();
         Some(quad + (b - t.b).powi(2))
     }
 
@@ -462,11 +414,8 @@ impl LinregBn {
         }
         let (wt, b) = self.coefficients(w);
         let d = self.d;
-        let s: f64 = (0..m)
-            .map(|i| {
-                (dot(&wt, &self.data.x_test[i * d..(i + 1) * d]) + b - self.data.y_test[i]).powi(2)
-            })
-            .sum();
+        let s: f64 =
+            (0..m).map(|i| (dot(&wt, &self.data.x_test[i * d..(i + 1) * d]) + b - self.data.y_test[i]).powi(2)).sum();
         Some(s / m as f64)
     }
 
@@ -561,11 +510,7 @@ impl Objective for LinregBn {
         let nf = self.n as f64;
         let a = self.outputs(w);
         let s = (dot(&a, &a) / nf).sqrt();
-        let ss: f64 = a
-            .iter()
-            .zip(&self.q)
-            .map(|(a, q)| (a / s - q).powi(2))
-            .sum();
+        let ss: f64 = a.iter().zip(&self.q).map(|(a, q)| (a / s - q).powi(2)).sum();
         self.sigma_y * self.sigma_y * ss / nf
     }
 }
@@ -581,17 +526,10 @@ impl LinregHessian<'_> {
         let b = p.outputs(v);
         let s = self.s;
         let ds = dot(&self.u, &b) / nf; // aᵀb/(n s) with a = s·u
-        let du: Vec<f64> = b
-            .iter()
-            .zip(&self.u)
-            .map(|(b, u)| (b - u * ds) / s)
-            .collect();
+        let du: Vec<f64> = b.iter().zip(&self.u).map(|(b, u)| (b - u * ds) / s).collect();
         let dc = (dot(&du, &self.u) + dot(&self.e, &du)) / nf;
         let dg: Vec<f64> = (0..p.n)
-            .map(|i| {
-                (du[i] - dc * self.u[i] - self.c * du[i]) / s
-                    - (self.e[i] - self.c * self.u[i]) * ds / (s * s)
-            })
+            .map(|i| (du[i] - dc * self.u[i] - self.c * du[i]) / s - (self.e[i] - self.c * self.u[i]) * ds / (s * s))
             .collect();
         p.xt_times(&dg, out);
         let k = 2.0 * p.sigma_y * p.sigma_y / nf;
@@ -616,13 +554,7 @@ impl LinregBn {
         let u: Vec<f64> = a.iter().map(|x| x / s).collect();
         let e: Vec<f64> = u.iter().zip(&self.q).map(|(u, q)| u - q).collect();
         let c = dot(&e, &u) / nf;
-        LinregHessian {
-            p: self,
-            s,
-            u,
-            e,
-            c,
-        }
+        LinregHessian { p: self, s, u, e, c }
     }
 }
 
@@ -681,11 +613,9 @@ impl Problem for LinregBn {
         let tm = self.theta_m();
         let phi = self.project_exact(&theta);
         let (phi_dist, phi_sharp, h) = match (&phi, tm) {
-            (Some(p), Some(tm)) => (
-                distance(p, tm),
-                self.sharpness_on_gamma(p),
-                crate::manifold::oscillation(&theta, p, &self.v1),
-            ),
+            (Some(p), Some(tm)) => {
+                (distance(p, tm), self.sharpness_on_gamma(p), crate::manifold::oscillation(&theta, p, &self.v1))
+            }
             _ => (nan, nan, nan),
         };
         // One set of coefficients (w̃, b̃) for both test losses.
@@ -701,10 +631,7 @@ impl Problem for LinregBn {
         ]
     }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
-        Box::new(LinregTracker {
-            p: Some(self),
-            ..Default::default()
-        })
+        Box::new(LinregTracker { p: Some(self), ..Default::default() })
     }
 }
 
@@ -781,31 +708,24 @@ impl Tracker for LinregTracker<'_> {
     fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let p = self.p();
         let mut m = serde_json::Map::new();
-        m.insert(
-            "first_step_train_loss_below_1e-14".into(),
-            json!(self.first_tiny_loss),
-        );
+        m.insert("first_step_train_loss_below_1e-14".into(), json!(self.first_tiny_loss));
         m.insert("eos_entry_step".into(), json!(self.eos_entry));
         m.insert(
             "eos_entry_rule".into(),
-            json!("first t with 2/eff_lr_t <= lambda1(phi_t) after >= 10 consecutive steps with 2/eff_lr > lambda1(phi)"),
+            json!(
+                "first t with 2/eff_lr_t <= lambda1(phi_t) after >= 10 consecutive steps with 2/eff_lr > lambda1(phi)"
+            ),
         );
         let mut losses = self.eos_losses.clone();
         losses.sort_by(f64::total_cmp);
         let median = losses.get(losses.len() / 2).copied();
         m.insert("eos_train_loss_median".into(), json!(median));
         m.insert("test_loss_at_eos_entry".into(), json!(self.test_at_entry));
-        m.insert(
-            "test_loss_sample_at_eos_entry".into(),
-            json!(self.test_sample_at_entry),
-        );
+        m.insert("test_loss_sample_at_eos_entry".into(), json!(self.test_sample_at_entry));
         // The final θ is the last one seen (w_T).
         let w = &self.last_theta;
         m.insert("test_loss_final".into(), json!(p.population_test_loss(w)));
-        m.insert(
-            "test_loss_sample_final".into(),
-            json!(p.sample_test_loss(w)),
-        );
+        m.insert("test_loss_sample_final".into(), json!(p.sample_test_loss(w)));
         if let (Some(tm), Some(phi)) = (p.theta_m(), &self.last_phi) {
             m.insert("phi_dist_m_final".into(), json!(distance(phi, tm)));
             m.insert("theta_dist_m_final".into(), json!(distance(w, tm)));
@@ -813,35 +733,22 @@ impl Tracker for LinregTracker<'_> {
             let lam_min = p.sharpness_on_gamma(tm);
             m.insert("phi_sharpness_final".into(), json!(lam));
             m.insert("sharpness_min_on_gamma".into(), json!(lam_min));
-            m.insert(
-                "phi_sharpness_final_rel_excess".into(),
-                json!(lam / lam_min - 1.0),
-            );
+            m.insert("phi_sharpness_final_rel_excess".into(), json!(lam / lam_min - 1.0));
             let lanczos = crate::sharpness::spherical_sharpness(
                 p,
                 phi,
-                &crate::spectrum::LanczosParams {
-                    tol: 1e-12,
-                    ..Default::default()
-                },
+                &crate::spectrum::LanczosParams { tol: 1e-12, ..Default::default() },
                 None,
             )
             .map(|s| s.spherical)
             .ok();
             m.insert("phi_sharpness_final_lanczos".into(), json!(lanczos));
         }
-        m.insert(
-            "eos_switches_across_phi_sharpness".into(),
-            json!(self.switches),
-        );
+        m.insert("eos_switches_across_phi_sharpness".into(), json!(self.switches));
         m.insert("eos_periods".into(), json!(self.switches / 2));
         m.insert(
             "eos_h_sign_change_fraction".into(),
-            json!(if self.osc.pairs > 0 {
-                Some(self.osc.sign_changes as f64 / self.osc.pairs as f64)
-            } else {
-                None
-            }),
+            json!(if self.osc.pairs > 0 { Some(self.osc.sign_changes as f64 / self.osc.pairs as f64) } else { None }),
         );
         m.insert("eos_h_abs_max".into(), json!(self.h_abs_max));
         m

@@ -112,10 +112,7 @@ impl MatcompBn {
     pub fn new(data: MatcompData, init_std: f64, init_seed: u64) -> Result<Self, MatcompError> {
         let d = data.d;
         if data.m.len() != d * d {
-            return Err(MatcompError::Shape {
-                len: data.m.len(),
-                d,
-            });
+            return Err(MatcompError::Shape { len: data.m.len(), d });
         }
         if !data.m.iter().all(|x| x.is_finite()) {
             return Err(MatcompError::NonFinite);
@@ -210,11 +207,7 @@ impl MatcompBn {
     /// as on Ω (App. P.1).
     pub fn test_loss(&self, w: &[f64]) -> f64 {
         let r = self.recovered(w);
-        r.iter()
-            .zip(&self.data.m)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f64>()
-            / (self.d * self.d) as f64
+        r.iter().zip(&self.data.m).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / (self.d * self.d) as f64
     }
 
     /// The top `k` singular values of the recovered matrix, descending.
@@ -257,11 +250,7 @@ impl Objective for MatcompBn {
         let mut a = vec![0.0; self.n_obs()];
         self.observed(w, &mut a);
         let sigma = (dot(&a, &a) / a.len() as f64).sqrt();
-        let rr: f64 = a
-            .iter()
-            .zip(&self.q)
-            .map(|(a, q)| (a / sigma - q).powi(2))
-            .sum();
+        let rr: f64 = a.iter().zip(&self.q).map(|(a, q)| (a / sigma - q).powi(2)).sum();
         self.gamma * self.gamma * rr / a.len() as f64
     }
 }
@@ -348,16 +337,7 @@ impl<'a> MatcompHessian<'a> {
         let c = dot(&r, &u) / nf;
         let scale = 2.0 * p.gamma * p.gamma / (nf * sigma);
         let g = r.iter().zip(&u).map(|(r, u)| scale * (r - c * u)).collect();
-        Self {
-            p,
-            w: w.to_vec(),
-            sigma,
-            u,
-            r,
-            c,
-            g,
-            bufs: RefCell::new((vec![0.0; n], vec![0.0; n])),
-        }
+        Self { p, w: w.to_vec(), sigma, u, r, c, g, bufs: RefCell::new((vec![0.0; n], vec![0.0; n])) }
     }
 }
 
@@ -426,9 +406,7 @@ impl MatcompHessian<'_> {
         let k2 = 2.0 * p.gamma * p.gamma / nf;
         for k in 0..n {
             let du = (b[k] - self.u[k] * ds) / s;
-            dg[k] = k2
-                * ((du - dc * self.u[k] - self.c * du) / s
-                    - (self.r[k] - self.c * self.u[k]) * ds / (s * s));
+            dg[k] = k2 * ((du - dc * self.u[k] - self.c * du) / s - (self.r[k] - self.c * self.u[k]) * ds / (s * s));
         }
         out.fill(0.0);
         let (ou, ov) = out.split_at_mut(d * d);
@@ -474,13 +452,7 @@ impl Problem for MatcompBn {
 
     fn metric_names(&self) -> Vec<&'static str> {
         let mut v = vec!["test_loss", "sv2_over_sv3"];
-        v.extend(
-            [
-                "sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8",
-            ]
-            .iter()
-            .take(self.n_singular.min(8)),
-        );
+        v.extend(["sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8"].iter().take(self.n_singular.min(8)));
         v
     }
 
@@ -493,12 +465,7 @@ impl Problem for MatcompBn {
     }
 
     fn tracker(&self) -> Box<dyn Tracker + '_> {
-        Box::new(MatcompTracker {
-            p: self,
-            first_fit: None,
-            test_at_fit: None,
-            sv_ratio_at_fit: None,
-        })
+        Box::new(MatcompTracker { p: self, first_fit: None, test_at_fit: None, sv_ratio_at_fit: None })
     }
 }
 
@@ -525,22 +492,12 @@ impl Tracker for MatcompTracker<'_> {
     fn summary(&self, w: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("n_observed".into(), json!(self.p.n_obs()));
-        m.insert(
-            "first_step_train_loss_below_1e-6".into(),
-            json!(self.first_fit),
-        );
+        m.insert("first_step_train_loss_below_1e-6".into(), json!(self.first_fit));
         m.insert("test_loss_at_fit".into(), json!(self.test_at_fit));
         m.insert("sv2_over_sv3_at_fit".into(), json!(self.sv_ratio_at_fit));
         let ok = w.iter().all(|x| x.is_finite());
-        let sv = if ok {
-            self.p.singular_values(w, 5)
-        } else {
-            vec![f64::NAN; 5]
-        };
-        m.insert(
-            "test_loss_final".into(),
-            json!(if ok { Some(self.p.test_loss(w)) } else { None }),
-        );
+        let sv = if ok { self.p.singular_values(w, 5) } else { vec![f64::NAN; 5] };
+        m.insert("test_loss_final".into(), json!(if ok { Some(self.p.test_loss(w)) } else { None }));
         m.insert("sv2_over_sv3_final".into(), json!(sv[1] / sv[2]));
         m.insert("singular_values_final".into(), json!(sv));
         m

@@ -38,11 +38,7 @@ fn f_value(x: f64, y: f64) -> f64 {
     let q = x * x - x * y + y * y;
     let s = x + y;
     let rq = q.sqrt();
-    if s > 0.0 {
-        3.0 * (x - y) * (x - y) / (rq * (2.0 * rq + s))
-    } else {
-        2.0 - s / rq
-    }
+    if s > 0.0 { 3.0 * (x - y) * (x - y) / (rq * (2.0 * rq + s)) } else { 2.0 - s / rq }
 }
 
 /// ∇F at (x, y, ·); the z-component is 0.
@@ -92,20 +88,12 @@ impl Toy3d {
             }
             normalize(&mut rows[i]);
         }
-        Self {
-            u: rows,
-            seed,
-            w0_domain: Self::PAPER_W0,
-        }
+        Self { u: rows, seed, w0_domain: Self::PAPER_W0 }
     }
 
     /// The identity rotation (L = F), for tests and pictures.
     pub fn unrotated() -> Self {
-        Self {
-            u: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-            seed: 0,
-            w0_domain: Self::PAPER_W0,
-        }
+        Self { u: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], seed: 0, w0_domain: Self::PAPER_W0 }
     }
 
     /// u = U·w: a parameter vector in F's coordinates.
@@ -119,9 +107,7 @@ impl Toy3d {
 
     /// w = Uᵀ·u: a point of F's domain in parameter coordinates.
     pub fn from_domain(&self, u: &[f64]) -> Vec<f64> {
-        (0..3)
-            .map(|k| (0..3).map(|i| self.u[i][k] * u[i]).sum())
-            .collect()
+        (0..3).map(|k| (0..3).map(|i| self.u[i][k] * u[i]).sum()).collect()
     }
 
     /// The rotation U, row-major.
@@ -208,12 +194,7 @@ impl Problem for Toy3d {
         vec![p[0], p[1], p[2], Self::sharpness_on_gamma(p[2])]
     }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
-        Box::new(Toy3dTracker {
-            problem: self,
-            first_small_z: None,
-            last: None,
-            prev: None,
-        })
+        Box::new(Toy3dTracker { problem: self, first_small_z: None, last: None, prev: None })
     }
 }
 
@@ -236,22 +217,12 @@ impl Tracker for Toy3dTracker<'_> {
     }
     fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
-        let zeta = [
-            std::f64::consts::FRAC_1_SQRT_2,
-            std::f64::consts::FRAC_1_SQRT_2,
-            0.0,
-        ];
+        let zeta = [std::f64::consts::FRAC_1_SQRT_2, std::f64::consts::FRAC_1_SQRT_2, 0.0];
         m.insert("zeta_star".into(), json!(zeta));
-        m.insert(
-            "first_step_abs_z_below_0.01".into(),
-            json!(self.first_small_z),
-        );
+        m.insert("first_step_abs_z_below_0.01".into(), json!(self.first_small_z));
         if let Some(last) = self.last {
             m.insert("theta_final_domain".into(), json!(last));
-            m.insert(
-                "sharpness_on_gamma_final".into(),
-                json!(Toy3d::sharpness_on_gamma(last[2])),
-            );
+            m.insert("sharpness_on_gamma_final".into(), json!(Toy3d::sharpness_on_gamma(last[2])));
             if let Some(prev) = self.prev {
                 let mut mid = [0.0; 3];
                 for k in 0..3 {
@@ -259,10 +230,7 @@ impl Tracker for Toy3dTracker<'_> {
                 }
                 normalize(&mut mid);
                 m.insert("midpoint_last_two_domain".into(), json!(mid));
-                m.insert(
-                    "midpoint_distance_to_zeta_star".into(),
-                    json!(crate::linalg::dist(&mid, &zeta)),
-                );
+                m.insert("midpoint_distance_to_zeta_star".into(), json!(crate::linalg::dist(&mid, &zeta)));
             }
         }
         m

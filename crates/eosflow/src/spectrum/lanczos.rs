@@ -43,14 +43,7 @@ pub struct LanczosParams {
 
 impl Default for LanczosParams {
     fn default() -> Self {
-        Self {
-            k: 1,
-            tol: 1e-10,
-            max_basis: 40,
-            max_restarts: 200,
-            seed: 0,
-            warm_mix: 1e-2,
-        }
+        Self { k: 1, tol: 1e-10, max_basis: 40, max_restarts: 200, seed: 0, warm_mix: 1e-2 }
     }
 }
 
@@ -75,9 +68,7 @@ pub struct LanczosResult {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LanczosError {
     /// k must be in 1..=dim.
-    #[error(
-        "Lanczos: k = {k} eigenpairs requested from an operator of dimension {dim}; set k between 1 and {dim}"
-    )]
+    #[error("Lanczos: k = {k} eigenpairs requested from an operator of dimension {dim}; set k between 1 and {dim}")]
     InvalidK { k: usize, dim: usize },
     /// The tolerance must be positive and finite.
     #[error("Lanczos: tol = {0} must be positive and finite (e.g. 1e-10)")]
@@ -165,10 +156,7 @@ pub fn lanczos_top(
     let mut q_next = match start {
         Some(s) => {
             if s.len() != n {
-                return Err(LanczosError::StartLength {
-                    got: s.len(),
-                    dim: n,
-                });
+                return Err(LanczosError::StartLength { got: s.len(), dim: n });
             }
             let ns = norm(s);
             if ns > 0.0 && ns.is_finite() {
@@ -224,11 +212,7 @@ pub fn lanczos_top(
             // pair i is β·|s_{m,i}|. Only when it says "converged" (or the
             // space is exhausted) are the true residuals ‖W·s − θ·Q·s‖ formed
             // — O(m·n) each — and they decide.
-            let floor = if full {
-                64.0 * (n as f64) * f64::EPSILON * scale
-            } else {
-                0.0
-            };
+            let floor = if full { 64.0 * (n as f64) * f64::EPSILON * scale } else { 0.0 };
             let tol = (params.tol * scale).max(floor);
             let estimate_ok = (0..k).all(|i| beta * s[i][m - 1].abs() <= tol);
             let out_of_budget = m == mb && restarts >= params.max_restarts && !full;

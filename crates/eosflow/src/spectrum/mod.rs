@@ -68,11 +68,7 @@ impl<'a> Restricted<'a> {
     /// Restricts `inner` to the coordinates `idx`.
     pub fn new(inner: &'a dyn LinOp, idx: &'a [usize]) -> Self {
         let n = inner.dim();
-        Self {
-            inner,
-            idx,
-            scratch: std::cell::RefCell::new((vec![0.0; n], vec![0.0; n])),
-        }
+        Self { inner, idx, scratch: std::cell::RefCell::new((vec![0.0; n], vec![0.0; n])) }
     }
 }
 
