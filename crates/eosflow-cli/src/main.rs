@@ -79,6 +79,14 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`eosflow ... | head`) should end the program quietly,
+    // as for any Unix tool, not panic in println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread
+    // starts; no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,

@@ -5,22 +5,28 @@
 use assert_cmd::Command;
 use std::path::Path;
 
-fn numpy_available() -> bool {
+fn python_has(modules: &str) -> bool {
     std::process::Command::new("python3")
-        .args(["-c", "import numpy, tomllib"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-fn require_numpy() -> bool {
-    if numpy_available() {
+/// True when python3 can import `modules`; otherwise fails under CI=true and
+/// says SKIPPED elsewhere.
+fn require(modules: &str, install: &str) -> bool {
+    if python_has(modules) {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("python3 with numpy is required in CI: see .ci/run (pip install numpy)");
+        panic!("python3 with {modules} is required in CI: see .ci/run ({install})");
     }
-    eprintln!("SKIPPED: python3 with numpy not found; `pip install numpy` to run the cross-check");
+    eprintln!("SKIPPED: python3 cannot import {modules}; `{install}` to run the cross-check");
     false
+}
+
+fn require_numpy() -> bool {
+    require("numpy, tomllib", "pip install numpy")
 }
 
 #[test]
@@ -40,5 +46,27 @@ fn linreg_bn_matches_the_numpy_reference_over_1000_steps() {
     let o = std::process::Command::new("python3").arg(script).arg(&out).arg("1000").output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "numpy reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn matcomp_bn_matches_numpy_and_jax_over_1000_steps() {
+    if !require("numpy, scipy, jax, tomllib", "pip install numpy scipy jax[cpu]") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"cc\"\n[problem]\nkind = \"matcomp_bn\"\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.1\nwd = 0.01\n\
+         [run]\nsteps = 1000\nlog_every = 1\n[sharpness]\nevery = 500\ntol = 1e-12\n[output]\nfigures = false\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    Command::cargo_bin("eosflow").unwrap().arg("run").arg(&cfg).arg("--out").arg(&out).assert().success();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck/matcomp_bn.py");
+    let o = std::process::Command::new("python3").arg(script).arg(&out).arg("1000").output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "numpy/JAX reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
 }
