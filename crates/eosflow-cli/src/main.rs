@@ -1,6 +1,7 @@
 //! `eosflow`: run GD+WD experiments on scale-invariant losses, reproduce the
 //! paper's experiments, and draw their figures.
 
+mod bench;
 mod config;
 mod npy;
 mod plot;
@@ -71,6 +72,21 @@ enum Cmd {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Time one step, one HVP and one sharpness evaluation (JSON on stdout;
+    /// bench/*.py run the Python references beside it)
+    Bench {
+        /// A preset name or a config file
+        target: String,
+        /// Steps run before timing (to reach a representative state)
+        #[arg(long, default_value_t = 2000)]
+        warmup: u64,
+        /// Steps timed one by one
+        #[arg(long, default_value_t = 2000)]
+        timed: u64,
+        /// Sharpness evaluations timed (cold and warm start each)
+        #[arg(long, default_value_t = 20)]
+        evals: usize,
+    },
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
         /// A run directory written by `eosflow run` or `eosflow reproduce`
@@ -136,6 +152,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             let cfg = config::parse(p.toml, &format!("preset {}", p.name))?;
             execute(cfg, out)
+        }
+        Cmd::Bench { target, warmup, timed, evals } => {
+            let cfg = match presets::find(&target) {
+                Some(p) => config::parse(p.toml, &format!("preset {}", p.name))?,
+                None => config::load(Path::new(&target))?,
+            };
+            let json = bench::run(&cfg, warmup, timed, evals)?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Plot { run_dir } => {
             let cfg = config::load(&run_dir.join("config.toml"))

@@ -1,0 +1,83 @@
+//! `eosflow bench`: timings of one GD+WD step, one HVP and one sharpness
+//! evaluation on a config's problem, as JSON (used by `bench/*.py`, which
+//! run the Python references side by side). Not a test: nothing asserts.
+
+use crate::config::Config;
+use anyhow::Result;
+use eosflow::sharpness::spherical_sharpness;
+use eosflow::spectrum::LanczosParams;
+use std::time::Instant;
+
+fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    serde_json::json!({ "median": q(0.5), "p10": q(0.1), "p90": q(0.9), "n": v.len() })
+}
+
+pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize) -> Result<serde_json::Value> {
+    let mut prep = crate::setup::prepare(cfg)?;
+    let p = prep.problem.as_ref();
+    let opt = prep.optimizer.as_mut();
+    for _ in 0..warmup {
+        opt.evaluate(p);
+        opt.update();
+    }
+    let mut step_us = Vec::with_capacity(timed as usize);
+    for _ in 0..timed {
+        let t = Instant::now();
+        opt.evaluate(p);
+        opt.update();
+        step_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let w = opt.params().to_vec();
+    let h = p.hessian_at(&w);
+    let v: Vec<f64> = (0..w.len()).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
+    let mut out = vec![0.0; w.len()];
+    let mut hvp_us = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        h.apply(&v, &mut out);
+        hvp_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let lp = LanczosParams { tol: 1e-8, ..prep.params.lanczos.clone() };
+    let (mut cold_ms, mut cold_hvps) = (Vec::new(), 0);
+    let mut s0 = None;
+    for _ in 0..evals {
+        let t = Instant::now();
+        let s = spherical_sharpness(p, &w, &lp, None)?;
+        cold_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        cold_hvps = s.hvps;
+        s0 = Some(s);
+    }
+    let s0 = s0.expect("evals ≥ 1");
+    // Warm start as in a run: the eigenvector from 100 steps earlier.
+    for _ in 0..100 {
+        opt.evaluate(p);
+        opt.update();
+    }
+    let w2 = opt.params().to_vec();
+    let (mut warm_ms, mut warm_hvps, mut warm_val, mut warm_res) = (Vec::new(), 0, 0.0, 0.0);
+    for _ in 0..evals {
+        let t = Instant::now();
+        let s = spherical_sharpness(p, &w2, &lp, Some(&s0.eigenvector))?;
+        warm_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        (warm_hvps, warm_val, warm_res) = (s.hvps, s.spherical, s.residual);
+    }
+    Ok(serde_json::json!({
+        "problem": p.name(),
+        "dim": w.len(),
+        "warmup_steps": warmup,
+        "sharpness_cold_at_step": warmup + timed,
+        "sharpness_warm_at_step": warmup + timed + 100,
+        "step_us": quantiles(step_us),
+        "hvp_us": quantiles(hvp_us),
+        "sharpness_cold_ms": quantiles(cold_ms),
+        "sharpness_cold_hvps": cold_hvps,
+        "sharpness_cold_value": s0.spherical,
+        "sharpness_warm_ms": quantiles(warm_ms),
+        "sharpness_warm_hvps": warm_hvps,
+        "sharpness_warm_value": warm_val,
+        "sharpness_warm_relative_residual": warm_res / warm_val.abs(),
+        "lanczos_tol": lp.tol,
+    }))
+}
