@@ -315,3 +315,54 @@ fn fig1_smoke_run_fits_the_observations() {
     assert!(s["problem"]["test_loss_at_fit"].as_f64().unwrap() > 0.3);
     assert!(s["first_eos_step"].as_u64().is_some(), "EoS is reached within 3000 steps");
 }
+
+#[test]
+fn matcomp_data_from_npy_reproduces_the_run_and_bad_positions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a");
+    eosflow().args(["reproduce", "fig1", "--steps", "300", "--out"]).arg(&out).assert().success();
+    let d = out.join("data");
+    let cfg = dir.path().join("npy.toml");
+    let write_cfg = |omega: &Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"npy\"\n[problem]\nkind = \"matcomp_bn\"\n[data]\nm_npy = {:?}\nomega_npy = {:?}\n\
+                 [init]\nw0_npy = {:?}\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.1\nwd = 0.01\n[run]\nsteps = 300\n\
+                 log_every = 100\n[sharpness]\nevery = 100\ntol = 1e-8\n[output]\nfigures = false\n",
+                d.join("m.npy"),
+                omega,
+                d.join("w0.npy")
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg(&d.join("omega.npy"));
+    let out2 = dir.path().join("b");
+    eosflow().arg("run").arg(&cfg).arg("--out").arg(&out2).assert().success();
+    let col = |p: &Path, c: usize| -> Vec<String> {
+        csv::Reader::from_path(p.join("metrics.csv")).unwrap().records().map(|r| r.unwrap()[c].to_string()).collect()
+    };
+    assert_eq!(col(&out, 1), col(&out2, 1), "same M, Ω and w0 give the same train losses, bit for bit");
+    assert_eq!(col(&out, 8), col(&out2, 8), "and the same test losses");
+
+    // Ω with a repeated position (int64 N×2, written by hand).
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    let mut h = "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }".to_string().into_bytes();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    b.extend((h.len() as u16).to_le_bytes());
+    b.extend(h);
+    for v in [3i64, 4, 3, 4] {
+        b.extend(v.to_le_bytes());
+    }
+    let bad = dir.path().join("omega_dup.npy");
+    std::fs::write(&bad, b).unwrap();
+    write_cfg(&bad);
+    let o = eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("c")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("(3, 4) appears twice"), "{err}");
+}
