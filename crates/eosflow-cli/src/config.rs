@@ -265,6 +265,14 @@ pub struct RunConfig {
     /// Steps [a, b] logged at every step, each with a sharpness evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dense_window: Option<[u64; 2]>,
+    /// Write a checkpoint (for `eosflow resume`) every this many steps; 0 = never
+    /// (SIGINT/SIGTERM always write one).
+    #[serde(default = "ckpt_default")]
+    pub checkpoint_every: u64,
+}
+
+fn ckpt_default() -> u64 {
+    10_000
 }
 
 fn one() -> u64 {

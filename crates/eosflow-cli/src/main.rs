@@ -72,6 +72,15 @@ enum Cmd {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Continue a run from its last checkpoint (after a crash, a kill or an
+    /// interrupt); the files end up as if the run had never stopped
+    Resume {
+        /// The run directory
+        run_dir: PathBuf,
+        /// Extend the run to this many steps (run.steps)
+        #[arg(long)]
+        steps: Option<u64>,
+    },
     /// Time one step, one HVP and one sharpness evaluation (JSON on stdout;
     /// bench/*.py run the Python references beside it)
     Bench {
@@ -153,6 +162,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = config::parse(p.toml, &format!("preset {}", p.name))?;
             execute(cfg, out)
         }
+        Cmd::Resume { run_dir, steps } => resume(&run_dir, steps),
         Cmd::Bench { target, warmup, timed, evals } => {
             let cfg = match presets::find(&target) {
                 Some(p) => config::parse(p.toml, &format!("preset {}", p.name))?,
@@ -220,8 +230,38 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     let prep = setup::prepare(&cfg)?;
     let dir = out.out.unwrap_or_else(|| default_dir(&cfg.name));
     rundir::create(&dir, out.force)?;
-    let (summary, figures) = run_in_dir(&cfg, prep, &dir, &token, true)?;
+    let (summary, figures) = run_in_dir(&cfg, prep, &dir, &token, true, None)?;
     print_summary(&cfg, &summary, &dir, &figures);
+    Ok(exit_code(&summary.status))
+}
+
+fn resume(dir: &Path, steps: Option<u64>) -> Result<ExitCode> {
+    let mut cfg = config::load(&dir.join("config.toml"))
+        .with_context(|| format!("{} does not look like a run directory", dir.display()))?;
+    let done: Option<serde_json::Value> =
+        std::fs::read_to_string(dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let completed_at = done.as_ref().filter(|s| s["status"] == "completed").and_then(|s| s["last_step"].as_u64());
+    if let Some(s) = steps {
+        cfg.run.steps = s;
+    }
+    if completed_at.is_some_and(|last| last >= cfg.run.steps) {
+        println!("{}: already completed ({} steps); pass --steps to extend it", dir.display(), cfg.run.steps);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (state, offsets) = rundir::read_checkpoint(dir)?;
+    if state.next_step > cfg.run.steps {
+        bail!(
+            "the checkpoint is at step {} but run.steps is {}; pass --steps to extend the run",
+            state.next_step,
+            cfg.run.steps
+        );
+    }
+    eprintln!("resuming {} at step {}", dir.display(), state.next_step);
+    let prep = setup::prepare(&cfg)?;
+    let token = CancelToken::new();
+    install_signal_handler(token.clone());
+    let (summary, figures) = run_in_dir(&cfg, prep, dir, &token, true, Some((state, offsets)))?;
+    print_summary(&cfg, &summary, dir, &figures);
     Ok(exit_code(&summary.status))
 }
 
@@ -241,10 +281,11 @@ pub(crate) fn run_in_dir(
     dir: &Path,
     token: &CancelToken,
     progress_bar: bool,
+    resume: Option<(eosflow::run::RunState, rundir::CsvOffsets)>,
 ) -> Result<(eosflow::run::RunSummary, Vec<PathBuf>)> {
     let resolved = toml::to_string(cfg).context("cannot serialise the resolved config")?;
     rundir::write_atomic(&dir.join("config.toml"), resolved.as_bytes())?;
-    if !prep.data_files.is_empty() {
+    if resume.is_none() && !prep.data_files.is_empty() {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         for (name, bytes) in &prep.data_files {
@@ -252,11 +293,20 @@ pub(crate) fn run_in_dir(
         }
     }
 
-    let mut csv = rundir::CsvObserver::new(dir, cfg.sharpness.k);
+    let mut csv = match &resume {
+        Some((_, offsets)) => rundir::CsvObserver::resuming(dir, cfg.sharpness.k, *offsets),
+        None => rundir::CsvObserver::new(dir, cfg.sharpness.k),
+    };
     let mut progress = rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
     let mut observers: [&mut dyn Observer; 2] = [&mut csv, &mut progress];
-    let summary =
-        eosflow::run::run(prep.problem.as_ref(), prep.optimizer.as_mut(), &prep.params, &mut observers, token)?;
+    let summary = eosflow::run::run_from(
+        prep.problem.as_ref(),
+        prep.optimizer.as_mut(),
+        &prep.params,
+        &mut observers,
+        token,
+        resume.as_ref().map(|(st, _)| st),
+    )?;
 
     let fig_start = std::time::Instant::now();
     let figures = if cfg.output.figures {

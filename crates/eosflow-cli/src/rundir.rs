@@ -2,7 +2,7 @@
 //! metrics.csv, sharpness.csv and w_final.npy.
 
 use anyhow::{Context, Result, bail};
-use eosflow::run::{Observer, ObserverError, RunSummary, SharpnessRecord, StepRecord};
+use eosflow::run::{Observer, ObserverError, RunState, RunSummary, SharpnessRecord, StepRecord};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -58,23 +58,134 @@ fn fmt(x: f64) -> String {
     if x.is_finite() { ryu::Buffer::new().format_finite(x).to_string() } else { format!("{x}") }
 }
 
-/// Writes metrics.csv and sharpness.csv row by row, and w_final.npy at the end.
+/// Byte lengths of the CSV files at a checkpoint: resuming truncates them
+/// there, so rows written after the checkpoint (before a crash) are dropped
+/// and written again.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct CsvOffsets {
+    pub metrics_bytes: u64,
+    pub sharpness_bytes: u64,
+}
+
+/// What `checkpoint/state.json` holds: the runner's state and the CSV offsets.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct CheckpointFile {
+    pub eosflow_version: String,
+    pub offsets: CsvOffsets,
+    pub run: RunState,
+}
+
+/// Writes a checkpoint into `dir/checkpoint/` atomically: everything goes to
+/// `checkpoint.tmp/` (each file fsynced), the previous checkpoint is renamed
+/// to `checkpoint.old/`, the new one into place, then the old one removed. A
+/// crash at any moment leaves a complete `checkpoint/` or `checkpoint.old/`.
+pub fn write_checkpoint(dir: &Path, state: &RunState, offsets: CsvOffsets) -> Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    let cur = dir.join("checkpoint");
+    let old = dir.join("checkpoint.old");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let file = CheckpointFile { eosflow_version: env!("CARGO_PKG_VERSION").into(), offsets, run: state.clone() };
+    write_atomic(&tmp.join("state.json"), serde_json::to_string(&file)?.as_bytes())?;
+    write_atomic(&tmp.join("params.npy"), &crate::npy::encode_vector(&state.params)?)?;
+    if let Some(w) = &state.warm {
+        write_atomic(&tmp.join("warm.npy"), &crate::npy::encode_vector(w)?)?;
+    }
+    if cur.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+        std::fs::rename(&cur, &old).with_context(|| format!("cannot rename {}", cur.display()))?;
+    }
+    std::fs::rename(&tmp, &cur).with_context(|| format!("cannot rename {} to {}", tmp.display(), cur.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads the newest complete checkpoint of a run directory.
+pub fn read_checkpoint(dir: &Path) -> Result<(RunState, CsvOffsets)> {
+    let cur = dir.join("checkpoint");
+    let src = if cur.join("state.json").is_file() && cur.join("params.npy").is_file() {
+        cur
+    } else if dir.join("checkpoint.old/state.json").is_file() {
+        dir.join("checkpoint.old")
+    } else {
+        bail!(
+            "{} has no checkpoint to resume from (set [run] checkpoint_every, or the run was stopped before its first checkpoint)",
+            dir.display()
+        );
+    };
+    let text = std::fs::read_to_string(src.join("state.json"))
+        .with_context(|| format!("cannot read {}", src.join("state.json").display()))?;
+    let file: CheckpointFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is corrupt or from another eosflow version", src.join("state.json").display()))?;
+    let mut run = file.run;
+    run.params = crate::npy::read_vector(&src.join("params.npy"), None)?;
+    let warm = src.join("warm.npy");
+    run.warm = if warm.is_file() { Some(crate::npy::read_vector(&warm, None)?) } else { None };
+    Ok((run, file.offsets))
+}
+
+/// Writes metrics.csv and sharpness.csv row by row, w_final.npy at the end,
+/// and the checkpoints.
 pub struct CsvObserver {
     dir: PathBuf,
     metrics: Option<csv::Writer<BufWriter<File>>>,
     sharpness: Option<csv::Writer<BufWriter<File>>>,
     k: usize,
+    /// Resuming: truncate the CSVs to these lengths and append (no header).
+    resume_at: Option<CsvOffsets>,
 }
 
 impl CsvObserver {
     pub fn new(dir: &Path, k: usize) -> Self {
-        Self { dir: dir.to_path_buf(), metrics: None, sharpness: None, k }
+        Self { dir: dir.to_path_buf(), metrics: None, sharpness: None, k, resume_at: None }
     }
 
-    fn open(&self, name: &str) -> Result<csv::Writer<BufWriter<File>>, ObserverError> {
+    /// An observer continuing the CSVs of `dir` from a checkpoint.
+    pub fn resuming(dir: &Path, k: usize, offsets: CsvOffsets) -> Self {
+        Self { resume_at: Some(offsets), ..Self::new(dir, k) }
+    }
+
+    fn open(&self, name: &str, keep: Option<u64>) -> Result<csv::Writer<BufWriter<File>>, ObserverError> {
         let p = self.dir.join(name);
-        let f = File::create(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-        Ok(csv::Writer::from_writer(BufWriter::new(f)))
+        let f = match keep {
+            None => File::create(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?,
+            Some(len) => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| format!("cannot open {} to resume it: {e}", p.display()))?;
+                let have = f.metadata().map_err(|e| format!("{}: {e}", p.display()))?.len();
+                if have < len {
+                    return Err(format!(
+                        "{} has {have} bytes but the checkpoint recorded {len}: the file was truncated or replaced",
+                        p.display()
+                    )
+                    .into());
+                }
+                f.set_len(len).map_err(|e| format!("cannot truncate {}: {e}", p.display()))?;
+                let mut f = f;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).map_err(|e| format!("{}: {e}", p.display()))?;
+                f
+            }
+        };
+        Ok(csv::WriterBuilder::new().has_headers(false).from_writer(BufWriter::new(f)))
+    }
+
+    fn flushed_len(w: &mut Option<csv::Writer<BufWriter<File>>>, path: &Path) -> Result<u64, ObserverError> {
+        let w = w.as_mut().expect("on_start first");
+        w.flush().map_err(|e| werr(path, e))?;
+        let f = w.get_ref().get_ref();
+        f.sync_data().map_err(|e| werr(path, e))?;
+        Ok(f.metadata().map_err(|e| werr(path, e))?.len())
     }
 }
 
@@ -88,18 +199,31 @@ fn werr(file: &Path, e: impl std::fmt::Display) -> ObserverError {
 
 impl Observer for CsvObserver {
     fn on_start(&mut self, extra: &[&str]) -> Result<(), ObserverError> {
-        let mut m = self.open("metrics.csv")?;
+        if let Some(at) = self.resume_at {
+            self.metrics = Some(self.open("metrics.csv", Some(at.metrics_bytes))?);
+            self.sharpness = Some(self.open("sharpness.csv", Some(at.sharpness_bytes))?);
+            return Ok(());
+        }
+        let mut m = self.open("metrics.csv", None)?;
         let mut header =
             vec!["step", "loss", "grad_norm", "w_norm", "eff_lr", "two_over_eff_lr", "sharpness", "regime"];
         header.extend_from_slice(extra);
         m.write_record(&header).map_err(|e| werr(&self.dir.join("metrics.csv"), e))?;
-        let mut s = self.open("sharpness.csv")?;
+        let mut s = self.open("sharpness.csv", None)?;
         let mut h: Vec<String> = ["step", "sharpness", "residual", "hvps", "converged"].map(String::from).to_vec();
         h.extend((1..=self.k).map(|i| format!("lambda_{i}")));
         s.write_record(&h).map_err(|e| werr(&self.dir.join("sharpness.csv"), e))?;
         self.metrics = Some(m);
         self.sharpness = Some(s);
         Ok(())
+    }
+
+    fn on_checkpoint(&mut self, state: &RunState) -> Result<(), ObserverError> {
+        let offsets = CsvOffsets {
+            metrics_bytes: Self::flushed_len(&mut self.metrics, &self.dir.join("metrics.csv"))?,
+            sharpness_bytes: Self::flushed_len(&mut self.sharpness, &self.dir.join("sharpness.csv"))?,
+        };
+        write_checkpoint(&self.dir, state, offsets).map_err(|e| format!("{e:#}").into())
     }
 
     fn on_step(&mut self, r: &StepRecord, _w: &[f64]) -> Result<(), ObserverError> {

@@ -162,6 +162,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         },
         band: RegimeBand { band: s.eos_band },
         dense_window: cfg.run.dense_window.map(|[a, b]| (a, b)),
+        checkpoint_every: cfg.run.checkpoint_every,
     };
     Ok(Prepared { problem, optimizer, params, derived, data_files })
 }

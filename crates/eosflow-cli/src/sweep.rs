@@ -62,7 +62,7 @@ fn run_jobs(
                     let r = (|| -> Result<RunSummary> {
                         rundir::create(&sub, force)?;
                         let prep = setup::prepare(c)?;
-                        Ok(crate::run_in_dir(c, prep, &sub, token, false)?.0)
+                        Ok(crate::run_in_dir(c, prep, &sub, token, false, None)?.0)
                     })()
                     .map_err(|e| format!("{e:#}"));
                     results.lock().unwrap().push((i, r));

@@ -165,7 +165,7 @@ fn w0_from_npy_and_mismatch() {
     let write_npy = |name: &str, vals: &[f64]| {
         let hdr = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", vals.len());
         let mut h = hdr.into_bytes();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(b' ');
         }
         h.push(b'\n');
@@ -349,7 +349,7 @@ fn matcomp_data_from_npy_reproduces_the_run_and_bad_positions_are_refused() {
     // Ω with a repeated position (int64 N×2, written by hand).
     let mut b = b"\x93NUMPY\x01\x00".to_vec();
     let mut h = "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }".to_string().into_bytes();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(b' ');
     }
     h.push(b'\n');

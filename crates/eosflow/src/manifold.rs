@@ -75,7 +75,7 @@ pub fn oscillation(theta: &[f64], phi: &[f64], v1: &[f64]) -> f64 {
 /// sign-aligned with the previous one, since an eigensolver returns ±v1),
 /// and counts sign changes of h_t (period-2 oscillation: h_t > 0 on even t,
 /// < 0 on odd t, or the reverse).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct OscillationTracker {
     prev_v1: Option<Vec<f64>>,
     prev_h: Option<f64>,

@@ -29,6 +29,9 @@ pub struct RunParams {
     /// evaluation (a close look such as Fig. 11 without paying for it over
     /// the whole run).
     pub dense_window: Option<(u64, u64)>,
+    /// Observers get a [`RunState`] every `checkpoint_every` steps and when
+    /// the run is cancelled; 0 turns periodic checkpoints off.
+    pub checkpoint_every: u64,
 }
 
 impl Default for RunParams {
@@ -40,6 +43,7 @@ impl Default for RunParams {
             lanczos: LanczosParams::default(),
             band: RegimeBand::default(),
             dense_window: None,
+            checkpoint_every: 0,
         }
     }
 }
@@ -151,6 +155,11 @@ pub trait Observer {
     fn on_sharpness(&mut self, _rec: &SharpnessRecord) -> Result<(), ObserverError> {
         Ok(())
     }
+    /// At a checkpoint: the state to resume from (rows before
+    /// `state.next_step` have all been reported).
+    fn on_checkpoint(&mut self, _state: &RunState) -> Result<(), ObserverError> {
+        Ok(())
+    }
     /// Once at the end, with the last evaluated w.
     fn on_finish(&mut self, _summary: &RunSummary, _w: &[f64]) -> Result<(), ObserverError> {
         Ok(())
@@ -186,6 +195,38 @@ pub enum RunError {
     /// The parameter vector does not match the problem.
     #[error("initial point has {got} entries, the problem has {dim} parameters")]
     Dimension { got: usize, dim: usize },
+    /// A checkpoint does not fit this problem or optimizer.
+    #[error("cannot resume from the checkpoint: {0}")]
+    Resume(String),
+}
+
+/// Everything the runner needs to continue a run exactly where it stopped:
+/// written by observers at each checkpoint ([`Observer::on_checkpoint`]),
+/// given back to [`run_from`]. With the same config, a resumed run computes
+/// the same bits as one that was never interrupted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// The step to evaluate next (rows of earlier steps are written).
+    pub next_step: u64,
+    /// w at `next_step` (stored beside the JSON, as .npy, by the CLI).
+    #[serde(skip)]
+    pub params: Vec<f64>,
+    /// The optimizer's scalar state ([`Optimizer::state`]).
+    pub optimizer_state: Vec<(String, f64)>,
+    /// Lanczos warm-start vector (stored as .npy by the CLI).
+    #[serde(skip)]
+    pub warm: Option<Vec<f64>>,
+    pub last_sharpness: Option<f64>,
+    pub initial_sharpness: Option<f64>,
+    pub first_eos: Option<u64>,
+    pub max_sharpness: Option<f64>,
+    pub sharpness_at_first_eos: Option<f64>,
+    pub gradient_evals: u64,
+    pub hvps: u64,
+    pub sharpness_evals: u64,
+    pub sharpness_unconverged: u64,
+    /// The problem tracker's state (`Tracker::save`).
+    pub tracker: serde_json::Value,
 }
 
 /// Runs `opt` on `problem` for `params.steps` updates.
@@ -194,7 +235,9 @@ pub enum RunError {
 /// the spherical sharpness (warm-started from the previous eigenvector);
 /// classify the regime; report to observers; update to w_{t+1}.
 /// Non-finite loss, gradient or weights, or ‖w‖ underflowing to 0, stop the
-/// run with [`Status::Diverged`]; rows already reported stay reported.
+/// run with [`Status::Diverged`]; rows already reported stay reported. A
+/// cancelled run finishes its step, reports a checkpoint and stops with
+/// [`Status::Interrupted`].
 pub fn run(
     problem: &dyn Problem,
     opt: &mut dyn Optimizer,
@@ -202,7 +245,27 @@ pub fn run(
     observers: &mut [&mut dyn Observer],
     cancel: &CancelToken,
 ) -> Result<RunSummary, RunError> {
+    run_from(problem, opt, params, observers, cancel, None)
+}
+
+/// [`run`], continuing from a checkpoint when `resume` is given (the
+/// optimizer is restored from it).
+pub fn run_from(
+    problem: &dyn Problem,
+    opt: &mut dyn Optimizer,
+    params: &RunParams,
+    observers: &mut [&mut dyn Observer],
+    cancel: &CancelToken,
+    resume: Option<&RunState>,
+) -> Result<RunSummary, RunError> {
     let start = std::time::Instant::now();
+    let mut tracker = problem.tracker();
+    let mut st = RunState { tracker: serde_json::Value::Null, ..Default::default() };
+    if let Some(r) = resume {
+        opt.restore(r.next_step, &r.params, &r.optimizer_state).map_err(RunError::Resume)?;
+        tracker.load(&r.tracker).map_err(RunError::Resume)?;
+        st = r.clone();
+    }
     if opt.params().len() != problem.dim() {
         return Err(RunError::Dimension { got: opt.params().len(), dim: problem.dim() });
     }
@@ -210,23 +273,16 @@ pub fn run(
     for o in observers.iter_mut() {
         o.on_start(&names).map_err(RunError::Observer)?;
     }
-    let mut tracker = problem.tracker();
-    let mut warm: Option<Vec<f64>> = None;
-    let mut last_sharpness: Option<f64> = None;
-    let mut initial_sharpness = None;
-    let mut first_eos = None;
-    let mut max_sharpness = None;
-    let mut sharpness_at_first_eos = None;
-    let (mut grads, mut hvps, mut sevals, mut sbad) = (0u64, 0u64, 0u64, 0u64);
     let mut status = Status::Completed;
     let mut last = None;
     let t0 = opt.step();
     let t_end = t0.max(params.steps);
+    let mut w_report: Option<Vec<f64>> = None;
 
     let mut t = t0;
     loop {
         let e = opt.evaluate(problem);
-        grads += 1;
+        st.gradient_evals += 1;
         let w = opt.params();
         let reason = if !e.loss.is_finite() {
             Some(format!("loss is {}", e.loss))
@@ -247,12 +303,12 @@ pub fn run(
         let due = dense || (params.sharpness_every > 0 && (t.is_multiple_of(params.sharpness_every) || t == t_end));
         let mut sharp = None;
         if due {
-            match spherical_sharpness(problem, w, &params.lanczos, warm.as_deref()) {
+            match spherical_sharpness(problem, w, &params.lanczos, st.warm.as_deref()) {
                 Ok(s) => {
-                    sevals += 1;
-                    hvps += s.hvps as u64;
+                    st.sharpness_evals += 1;
+                    st.hvps += s.hvps as u64;
                     if !s.converged {
-                        sbad += 1;
+                        st.sharpness_unconverged += 1;
                     }
                     let rec = SharpnessRecord {
                         step: t,
@@ -265,12 +321,12 @@ pub fn run(
                     for o in observers.iter_mut() {
                         o.on_sharpness(&rec).map_err(RunError::Observer)?;
                     }
-                    if t == t0 {
-                        initial_sharpness = Some(s.spherical);
+                    if t == 0 {
+                        st.initial_sharpness = Some(s.spherical);
                     }
                     sharp = Some(s.spherical);
-                    last_sharpness = Some(s.spherical);
-                    warm = Some(s.eigenvector);
+                    st.last_sharpness = Some(s.spherical);
+                    st.warm = Some(s.eigenvector);
                 }
                 Err(err) => {
                     status = Status::Diverged { step: t, reason: err.to_string() };
@@ -279,18 +335,18 @@ pub fn run(
             }
         }
         let two = 2.0 / e.eff_lr;
-        let regime = last_sharpness.map(|s| params.band.classify(two, s));
+        let regime = st.last_sharpness.map(|s| params.band.classify(two, s));
+        if let Some(s) = sharp {
+            st.max_sharpness = Some(st.max_sharpness.map_or(s, |m: f64| m.max(s)));
+        }
         // The first EoS step is judged on steps with a fresh sharpness only: a
         // stale one (computed k steps ago) against a moving 2/η̃ can fake it.
-        if let Some(s) = sharp {
-            max_sharpness = Some(max_sharpness.map_or(s, |m: f64| m.max(s)));
-        }
-        if first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
-            first_eos = Some(t);
-            sharpness_at_first_eos = sharp;
+        if st.first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
+            st.first_eos = Some(t);
+            st.sharpness_at_first_eos = sharp;
         }
         tracker.observe(t, w, &e);
-        let logged = dense || t == t0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
+        let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
         let rec = StepRecord {
             step: t,
             loss: e.loss,
@@ -311,14 +367,28 @@ pub fn run(
         if t == t_end {
             break;
         }
-        if cancel.is_cancelled() {
-            status = Status::Interrupted { step: t };
-            break;
+        let cancelled = cancel.is_cancelled();
+        if cancelled {
+            w_report = Some(opt.params().to_vec());
         }
         opt.update();
         t += 1;
+        if cancelled || (params.checkpoint_every > 0 && t.is_multiple_of(params.checkpoint_every)) {
+            st.next_step = t;
+            st.params = opt.params().to_vec();
+            st.optimizer_state = opt.state().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            st.tracker = tracker.save();
+            for o in observers.iter_mut() {
+                o.on_checkpoint(&st).map_err(RunError::Observer)?;
+            }
+        }
+        if cancelled {
+            status = Status::Interrupted { step: t - 1 };
+            break;
+        }
     }
 
+    let w_final = w_report.unwrap_or_else(|| opt.params().to_vec());
     let last_rec = last.as_ref();
     let summary = RunSummary {
         status,
@@ -326,19 +396,18 @@ pub fn run(
         final_loss: last_rec.map_or(f64::NAN, |r| r.loss),
         final_w_norm: last_rec.map_or(f64::NAN, |r| r.w_norm),
         final_two_over_eff_lr: last_rec.map_or(f64::NAN, |r| r.two_over_eff_lr),
-        final_sharpness: last_sharpness,
-        initial_sharpness,
-        first_eos_step: first_eos,
-        gradient_evals: grads,
-        hvps,
-        sharpness_evals: sevals,
-        sharpness_unconverged: sbad,
+        final_sharpness: st.last_sharpness,
+        initial_sharpness: st.initial_sharpness,
+        first_eos_step: st.first_eos,
+        gradient_evals: st.gradient_evals,
+        hvps: st.hvps,
+        sharpness_evals: st.sharpness_evals,
+        sharpness_unconverged: st.sharpness_unconverged,
         wall_time_s: start.elapsed().as_secs_f64(),
-        max_sharpness,
-        sharpness_at_first_eos,
-        problem: tracker.summary(opt.params()),
+        max_sharpness: st.max_sharpness,
+        sharpness_at_first_eos: st.sharpness_at_first_eos,
+        problem: tracker.summary(&w_final),
     };
-    let w_final = opt.params().to_vec();
     for o in observers.iter_mut() {
         o.on_finish(&summary, &w_final).map_err(RunError::Observer)?;
     }

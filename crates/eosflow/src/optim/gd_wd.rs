@@ -79,4 +79,13 @@ impl Optimizer for GdWd {
     fn state(&self) -> Vec<(&'static str, f64)> {
         vec![("lr", self.lr), ("wd", self.wd)]
     }
+    fn restore(&mut self, step: u64, params: &[f64], _state: &[(String, f64)]) -> Result<(), String> {
+        if params.len() != self.w.len() {
+            return Err(format!("checkpoint has {} parameters, the problem {}", params.len(), self.w.len()));
+        }
+        self.w.copy_from_slice(params);
+        self.t = step;
+        self.fresh = false;
+        Ok(())
+    }
 }

@@ -51,6 +51,19 @@ pub trait Optimizer: Send {
     /// Named scalar state (the scheduler moment ṽ_t, …) for logs and
     /// checkpoints.
     fn state(&self) -> Vec<(&'static str, f64)>;
+    /// Puts the optimizer at step `step` with parameters `params` and the
+    /// scalar state `state` (as returned by [`Optimizer::state`]), for
+    /// resuming from a checkpoint. Hyperparameters come from the config.
+    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), String>;
+}
+
+/// The named value `name` of a saved optimizer state.
+pub(crate) fn saved(state: &[(String, f64)], name: &str) -> Result<f64, String> {
+    state
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("checkpoint lacks optimizer state `{name}`"))
 }
 
 /// ‖∇L(θ)‖ from ‖∇L(w)‖ for the declared scale invariance.

@@ -61,4 +61,14 @@ impl Optimizer for ScalarRmsprop {
     fn state(&self) -> Vec<(&'static str, f64)> {
         vec![("moment", self.v)]
     }
+    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), String> {
+        if params.len() != self.w.len() {
+            return Err(format!("checkpoint has {} parameters, the problem {}", params.len(), self.w.len()));
+        }
+        self.v = super::saved(state, "moment")?;
+        self.w.copy_from_slice(params);
+        self.t = step;
+        self.fresh = false;
+        Ok(())
+    }
 }

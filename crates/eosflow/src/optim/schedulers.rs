@@ -14,6 +14,8 @@ pub trait LrScheduler: Send {
     fn advance(&mut self, grad_norm: f64);
     /// The moment estimate ṽ_t, if the scheduler has one.
     fn moment(&self) -> Option<f64>;
+    /// Sets ṽ_t (resuming from a checkpoint); no-op without a moment.
+    fn set_moment(&mut self, _v: f64) {}
 }
 
 /// η̃_t = η̃ for all t: plain projected GD on the sphere, eq. (9).
@@ -70,6 +72,9 @@ impl LrScheduler for RmspropScheduler {
     }
     fn moment(&self) -> Option<f64> {
         Some(self.v)
+    }
+    fn set_moment(&mut self, v: f64) {
+        self.v = v;
     }
 }
 
@@ -135,6 +140,9 @@ impl LrScheduler for GwsiScheduler {
     }
     fn moment(&self) -> Option<f64> {
         Some(self.v)
+    }
+    fn set_moment(&mut self, v: f64) {
+        self.v = v;
     }
 }
 

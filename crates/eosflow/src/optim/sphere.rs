@@ -68,4 +68,16 @@ impl Optimizer for SphericalGd {
             None => vec![],
         }
     }
+    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), String> {
+        if params.len() != self.theta.len() {
+            return Err(format!("checkpoint has {} parameters, the problem {}", params.len(), self.theta.len()));
+        }
+        if self.scheduler.moment().is_some() {
+            self.scheduler.set_moment(super::saved(state, "moment")?);
+        }
+        self.theta.copy_from_slice(params);
+        self.t = step;
+        self.fresh = false;
+        Ok(())
+    }
 }

@@ -646,19 +646,25 @@ const STABLE_RUN: u64 = 10;
 #[derive(Default)]
 struct LinregTracker<'a> {
     p: Option<&'a LinregBn>,
+    st: LinregState,
+}
+
+/// The tracker's state (saved in checkpoints).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct LinregState {
     first_tiny_loss: Option<u64>,
     eos_entry: Option<u64>,
     test_at_entry: Option<f64>,
     test_sample_at_entry: Option<f64>,
     eos_losses: Vec<f64>,
     prev_above: Option<bool>,
-    stable_run: u64,
     switches: u64,
     osc: OscillationTracker,
     h_abs_max: f64,
     last_theta: Vec<f64>,
     last_phi: Option<Vec<f64>>,
     last_step: u64,
+    stable_run: u64,
 }
 
 impl<'a> LinregTracker<'a> {
@@ -672,61 +678,61 @@ impl Tracker for LinregTracker<'_> {
         let p = self.p();
         let mut theta = w.to_vec();
         normalize(&mut theta);
-        if self.first_tiny_loss.is_none() && eval.loss < 1e-14 {
-            self.first_tiny_loss = Some(step);
+        if self.st.first_tiny_loss.is_none() && eval.loss < 1e-14 {
+            self.st.first_tiny_loss = Some(step);
         }
         let phi = p.project_exact(&theta);
         if let Some(phi) = &phi {
             let lam = p.sharpness_on_gamma(phi);
             let two = 2.0 / eval.eff_lr;
             let stable = two > lam;
-            if self.eos_entry.is_none() && !stable && self.stable_run >= STABLE_RUN {
-                self.eos_entry = Some(step);
-                self.test_at_entry = p.population_test_loss(w);
-                self.test_sample_at_entry = p.sample_test_loss(w);
-                self.osc.reset_counts();
+            if self.st.eos_entry.is_none() && !stable && self.st.stable_run >= STABLE_RUN {
+                self.st.eos_entry = Some(step);
+                self.st.test_at_entry = p.population_test_loss(w);
+                self.st.test_sample_at_entry = p.sample_test_loss(w);
+                self.st.osc.reset_counts();
             }
-            self.stable_run = if stable { self.stable_run + 1 } else { 0 };
-            let h = self.osc.observe(&theta, phi, &p.v1);
-            if self.eos_entry.is_some() {
-                self.eos_losses.push(eval.loss);
+            self.st.stable_run = if stable { self.st.stable_run + 1 } else { 0 };
+            let h = self.st.osc.observe(&theta, phi, &p.v1);
+            if self.st.eos_entry.is_some() {
+                self.st.eos_losses.push(eval.loss);
                 let above = two > lam;
-                if let Some(prev) = self.prev_above
+                if let Some(prev) = self.st.prev_above
                     && prev != above
                 {
-                    self.switches += 1;
+                    self.st.switches += 1;
                 }
-                self.prev_above = Some(above);
-                self.h_abs_max = self.h_abs_max.max(h.abs());
+                self.st.prev_above = Some(above);
+                self.st.h_abs_max = self.st.h_abs_max.max(h.abs());
             }
         }
-        self.last_theta = theta;
-        self.last_phi = phi;
-        self.last_step = step;
+        self.st.last_theta = theta;
+        self.st.last_phi = phi;
+        self.st.last_step = step;
     }
 
     fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let p = self.p();
         let mut m = serde_json::Map::new();
-        m.insert("first_step_train_loss_below_1e-14".into(), json!(self.first_tiny_loss));
-        m.insert("eos_entry_step".into(), json!(self.eos_entry));
+        m.insert("first_step_train_loss_below_1e-14".into(), json!(self.st.first_tiny_loss));
+        m.insert("eos_entry_step".into(), json!(self.st.eos_entry));
         m.insert(
             "eos_entry_rule".into(),
             json!(
                 "first t with 2/eff_lr_t <= lambda1(phi_t) after >= 10 consecutive steps with 2/eff_lr > lambda1(phi)"
             ),
         );
-        let mut losses = self.eos_losses.clone();
+        let mut losses = self.st.eos_losses.clone();
         losses.sort_by(f64::total_cmp);
         let median = losses.get(losses.len() / 2).copied();
         m.insert("eos_train_loss_median".into(), json!(median));
-        m.insert("test_loss_at_eos_entry".into(), json!(self.test_at_entry));
-        m.insert("test_loss_sample_at_eos_entry".into(), json!(self.test_sample_at_entry));
+        m.insert("test_loss_at_eos_entry".into(), json!(self.st.test_at_entry));
+        m.insert("test_loss_sample_at_eos_entry".into(), json!(self.st.test_sample_at_entry));
         // The final θ is the last one seen (w_T).
-        let w = &self.last_theta;
+        let w = &self.st.last_theta;
         m.insert("test_loss_final".into(), json!(p.population_test_loss(w)));
         m.insert("test_loss_sample_final".into(), json!(p.sample_test_loss(w)));
-        if let (Some(tm), Some(phi)) = (p.theta_m(), &self.last_phi) {
+        if let (Some(tm), Some(phi)) = (p.theta_m(), &self.st.last_phi) {
             m.insert("phi_dist_m_final".into(), json!(distance(phi, tm)));
             m.insert("theta_dist_m_final".into(), json!(distance(w, tm)));
             let lam = p.sharpness_on_gamma(phi);
@@ -744,13 +750,24 @@ impl Tracker for LinregTracker<'_> {
             .ok();
             m.insert("phi_sharpness_final_lanczos".into(), json!(lanczos));
         }
-        m.insert("eos_switches_across_phi_sharpness".into(), json!(self.switches));
-        m.insert("eos_periods".into(), json!(self.switches / 2));
+        m.insert("eos_switches_across_phi_sharpness".into(), json!(self.st.switches));
+        m.insert("eos_periods".into(), json!(self.st.switches / 2));
         m.insert(
             "eos_h_sign_change_fraction".into(),
-            json!(if self.osc.pairs > 0 { Some(self.osc.sign_changes as f64 / self.osc.pairs as f64) } else { None }),
+            json!(if self.st.osc.pairs > 0 {
+                Some(self.st.osc.sign_changes as f64 / self.st.osc.pairs as f64)
+            } else {
+                None
+            }),
         );
-        m.insert("eos_h_abs_max".into(), json!(self.h_abs_max));
+        m.insert("eos_h_abs_max".into(), json!(self.st.h_abs_max));
         m
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(&self.st).expect("tracker state serialises")
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.st = serde_json::from_value(state.clone()).map_err(|e| format!("linreg_bn tracker state: {e}"))?;
+        Ok(())
     }
 }

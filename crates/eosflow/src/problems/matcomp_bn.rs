@@ -470,7 +470,7 @@ impl Problem for MatcompBn {
     }
 
     fn tracker(&self) -> Box<dyn Tracker + '_> {
-        Box::new(MatcompTracker { p: self, first_fit: None, test_at_fit: None, sv_ratio_at_fit: None })
+        Box::new(MatcompTracker { p: self, st: MatcompState::default() })
     }
 }
 
@@ -479,6 +479,11 @@ const FIT_LOSS: f64 = 1e-6;
 
 struct MatcompTracker<'a> {
     p: &'a MatcompBn,
+    st: MatcompState,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct MatcompState {
     first_fit: Option<u64>,
     test_at_fit: Option<f64>,
     sv_ratio_at_fit: Option<f64>,
@@ -486,25 +491,32 @@ struct MatcompTracker<'a> {
 
 impl Tracker for MatcompTracker<'_> {
     fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation) {
-        if self.first_fit.is_none() && eval.loss < FIT_LOSS {
-            self.first_fit = Some(step);
-            self.test_at_fit = Some(self.p.test_loss(w));
+        if self.st.first_fit.is_none() && eval.loss < FIT_LOSS {
+            self.st.first_fit = Some(step);
+            self.st.test_at_fit = Some(self.p.test_loss(w));
             let sv = self.p.singular_values(w, 3);
-            self.sv_ratio_at_fit = Some(sv[1] / sv[2]);
+            self.st.sv_ratio_at_fit = Some(sv[1] / sv[2]);
         }
     }
 
     fn summary(&self, w: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("n_observed".into(), json!(self.p.n_obs()));
-        m.insert("first_step_train_loss_below_1e-6".into(), json!(self.first_fit));
-        m.insert("test_loss_at_fit".into(), json!(self.test_at_fit));
-        m.insert("sv2_over_sv3_at_fit".into(), json!(self.sv_ratio_at_fit));
+        m.insert("first_step_train_loss_below_1e-6".into(), json!(self.st.first_fit));
+        m.insert("test_loss_at_fit".into(), json!(self.st.test_at_fit));
+        m.insert("sv2_over_sv3_at_fit".into(), json!(self.st.sv_ratio_at_fit));
         let ok = w.iter().all(|x| x.is_finite());
         let sv = if ok { self.p.singular_values(w, 5) } else { vec![f64::NAN; 5] };
         m.insert("test_loss_final".into(), json!(if ok { Some(self.p.test_loss(w)) } else { None }));
         m.insert("sv2_over_sv3_final".into(), json!(sv[1] / sv[2]));
         m.insert("singular_values_final".into(), json!(sv));
         m
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(&self.st).expect("tracker state serialises")
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.st = serde_json::from_value(state.clone()).map_err(|e| format!("matcomp_bn tracker state: {e}"))?;
+        Ok(())
     }
 }

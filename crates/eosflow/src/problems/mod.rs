@@ -34,4 +34,8 @@ pub trait Tracker {
     fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation);
     /// Key results, as JSON, given the last evaluated parameters w_T.
     fn summary(&self, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value>;
+    /// The tracker's state, for checkpoints.
+    fn save(&self) -> serde_json::Value;
+    /// Restores a state written by [`Tracker::save`].
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), String>;
 }

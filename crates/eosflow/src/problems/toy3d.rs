@@ -194,12 +194,17 @@ impl Problem for Toy3d {
         vec![p[0], p[1], p[2], Self::sharpness_on_gamma(p[2])]
     }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
-        Box::new(Toy3dTracker { problem: self, first_small_z: None, last: None, prev: None })
+        Box::new(Toy3dTracker { problem: self, st: Toy3dState::default() })
     }
 }
 
 struct Toy3dTracker<'a> {
     problem: &'a Toy3d,
+    st: Toy3dState,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Toy3dState {
     first_small_z: Option<u64>,
     last: Option<[f64; 3]>,
     prev: Option<[f64; 3]>,
@@ -209,21 +214,21 @@ impl Tracker for Toy3dTracker<'_> {
     fn observe(&mut self, step: u64, w: &[f64], _eval: &Evaluation) {
         let mut p = self.problem.to_domain(w);
         normalize(&mut p);
-        if self.first_small_z.is_none() && p[2].abs() < 0.01 {
-            self.first_small_z = Some(step);
+        if self.st.first_small_z.is_none() && p[2].abs() < 0.01 {
+            self.st.first_small_z = Some(step);
         }
-        self.prev = self.last;
-        self.last = Some(p);
+        self.st.prev = self.st.last;
+        self.st.last = Some(p);
     }
     fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         let zeta = [std::f64::consts::FRAC_1_SQRT_2, std::f64::consts::FRAC_1_SQRT_2, 0.0];
         m.insert("zeta_star".into(), json!(zeta));
-        m.insert("first_step_abs_z_below_0.01".into(), json!(self.first_small_z));
-        if let Some(last) = self.last {
+        m.insert("first_step_abs_z_below_0.01".into(), json!(self.st.first_small_z));
+        if let Some(last) = self.st.last {
             m.insert("theta_final_domain".into(), json!(last));
             m.insert("sharpness_on_gamma_final".into(), json!(Toy3d::sharpness_on_gamma(last[2])));
-            if let Some(prev) = self.prev {
+            if let Some(prev) = self.st.prev {
                 let mut mid = [0.0; 3];
                 for k in 0..3 {
                     mid[k] = 0.5 * (last[k] + prev[k]);
@@ -234,5 +239,12 @@ impl Tracker for Toy3dTracker<'_> {
             }
         }
         m
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(&self.st).expect("tracker state serialises")
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.st = serde_json::from_value(state.clone()).map_err(|e| format!("toy3d tracker state: {e}"))?;
+        Ok(())
     }
 }
