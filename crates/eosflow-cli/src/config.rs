@@ -549,4 +549,31 @@ mod tests {
         let e = parse(&MIN.replace("\"toy3d\"", "\"toy3\""), "t").unwrap_err().to_string();
         assert!(e.contains("did you mean `toy3d`?"), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Arbitrary text never panics the parser or the validation.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Ok(c) = parse(&text, "fuzz") {
+                let _ = c.validate();
+            }
+        }
+
+        /// Cut or corrupt a valid config anywhere: an error or a config, never a panic.
+        #[test]
+        fn mutated_configs_never_panic(cut in 0usize..200, pos in 0usize..200, byte in 0u8..128) {
+            let base = MIN.to_string() + "[sharpness]\nevery = 5\nk = 2\n[output]\nformats = [\"png\"]\n";
+            let mut b = base.as_bytes().to_vec();
+            let p = pos % b.len();
+            b[p] = byte;
+            b.truncate(cut.min(b.len()));
+            if let Ok(text) = String::from_utf8(b) {
+                if let Ok(c) = parse(&text, "fuzz") {
+                    let _ = c.validate();
+                }
+            }
+        }
+    }
 }

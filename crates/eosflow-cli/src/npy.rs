@@ -4,6 +4,20 @@ use anyhow::{Context, Result, bail};
 use npyz::WriterBuilder;
 use std::path::Path;
 
+/// Refuses a header whose shape promises more data than the file holds,
+/// before anything is allocated for it.
+fn check_size(path: &Path, shape: &[u64], elem: u64, file_len: usize) -> Result<()> {
+    let total = shape.iter().try_fold(elem, |a, &d| a.checked_mul(d));
+    match total {
+        Some(t) if t <= file_len as u64 => Ok(()),
+        _ => bail!(
+            "{}: truncated or corrupt (the header promises shape {:?}, more than the file's {file_len} bytes)",
+            path.display(),
+            shape
+        ),
+    }
+}
+
 /// Reads a 1-D float64 array. `expected` (if given) is the required length.
 pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
@@ -23,6 +37,7 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
         bail!("{}: shape {:?}, expected a 1-D array; save the flat vector with w.ravel()", path.display(), shape);
     }
     let n = shape[0] as usize;
+    check_size(path, &shape, 8, bytes.len())?;
     if let Some(e) = expected
         && n != e
     {
@@ -54,6 +69,7 @@ pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
         bail!("{}: shape {:?}, expected a 2-D array (rows = data points)", path.display(), shape);
     }
     let (r, c) = (shape[0] as usize, shape[1] as usize);
+    check_size(path, &shape, 8, bytes.len())?;
     let fortran = npy.order() == npyz::Order::Fortran;
     let v: Vec<f64> = npy.into_vec().with_context(|| {
         format!("{}: truncated or corrupt data (header promises {r}×{c} float64 values)", path.display())
@@ -86,6 +102,7 @@ pub fn read_positions(path: &Path) -> Result<Vec<(usize, usize)>> {
         other => bail!("{}: dtype {:?}, expected an integer array", path.display(), other.descr()),
     };
     let n = shape[0] as usize;
+    check_size(path, &shape, size, bytes.len())?;
     let err = || format!("{}: truncated or corrupt data (header promises {n}×2 integers)", path.display());
     let v: Vec<i64> = match (tc, size) {
         (npyz::TypeChar::Int, 8) => npy.into_vec::<i64>().with_context(err)?,
@@ -161,8 +178,48 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
         let e = format!("{:#}", read_vector(&p, None).unwrap_err());
         assert!(e.contains("truncated"), "{e}");
+        // A header promising 10^14 values in a 150-byte file: refused before
+        // any allocation (the padding absorbs the longer shape text).
+        let good = encode_vector(&[1.0, 2.0, 3.0]).unwrap();
+        let text = String::from_utf8_lossy(&good[10..]).into_owned();
+        let (a, b) = (text.find("(3").unwrap(), text.find(')').unwrap());
+        let shape = &text[a..=b];
+        let longer = "(100000000000000,)";
+        let huge = text.replacen(shape, longer, 1).replacen(&" ".repeat(longer.len() - shape.len()), "", 1);
+        let mut bad = good[..10].to_vec();
+        bad.extend(huge.as_bytes());
+        std::fs::write(&p, &bad).unwrap();
+        let e = format!("{:#}", read_vector(&p, None).unwrap_err());
+        assert!(e.contains("more than the file"), "{e}");
         std::fs::write(&p, b"not numpy at all").unwrap();
         let e = format!("{:#}", read_vector(&p, None).unwrap_err());
         assert!(e.contains("not a valid .npy"), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, or a valid file cut and corrupted anywhere: the
+        /// readers return an error or a value, never panic.
+        #[test]
+        fn readers_never_panic(raw in proptest::collection::vec(0u8..=255, 0..300), cut in 0usize..400, pos in 0usize..400, byte in 0u8..=255) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("f.npy");
+            std::fs::write(&p, &raw).unwrap();
+            let _ = read_vector(&p, None);
+            let _ = read_matrix(&p);
+            let _ = read_positions(&p);
+            for valid in [encode_vector(&[1.0, 2.0, 3.0]).unwrap(), encode_matrix(2, 2, &[1.0, 2.0, 3.0, 4.0]).unwrap(),
+                          encode_positions(&[(0, 1), (2, 3)]).unwrap()] {
+                let mut b = valid.clone();
+                let i = pos % b.len();
+                b[i] = byte;
+                b.truncate(cut.min(b.len()));
+                std::fs::write(&p, &b).unwrap();
+                let _ = read_vector(&p, Some(3));
+                let _ = read_matrix(&p);
+                let _ = read_positions(&p);
+            }
+        }
     }
 }

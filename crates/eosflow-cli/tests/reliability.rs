@@ -1,0 +1,200 @@
+//! Reliability: a run killed (SIGKILL) or interrupted (SIGINT) at a random
+//! step and resumed ends with the same files, byte for byte, as a run that
+//! never stopped; divergence stops with status "diverged" and keeps its rows;
+//! runs are deterministic; unwritable outputs are reported with the path.
+
+use assert_cmd::Command;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin("eosflow")
+}
+
+const LONG: &str = r#"name = "ck"
+[problem]
+kind = "matcomp_bn"
+[optimizer]
+kind = "gd_wd"
+lr = 0.1
+wd = 0.01
+[run]
+steps = 30000
+log_every = 10
+checkpoint_every = 1000
+[sharpness]
+every = 100
+tol = 1e-8
+[output]
+figures = false
+"#;
+
+/// The files that must match byte for byte (summary.json differs only in
+/// `timing`, checked separately).
+const SAME: [&str; 3] = ["metrics.csv", "sharpness.csv", "w_final.npy"];
+
+fn summary_without_timing(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("timing");
+    v
+}
+
+fn reference(dir: &Path, cfg: &Path) -> std::path::PathBuf {
+    let out = dir.join("reference");
+    Command::new(bin()).arg("run").arg(cfg).arg("--out").arg(&out).assert().success();
+    out
+}
+
+fn assert_same(a: &Path, b: &Path) {
+    for f in SAME {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    assert_eq!(summary_without_timing(a), summary_without_timing(b));
+}
+
+/// Starts a run, sends `signal` after `delay`, waits; returns whether the
+/// signal landed before the run finished.
+fn interrupt(cfg: &Path, out: &Path, signal: i32, delay: Duration) -> bool {
+    let mut child = std::process::Command::new(bin())
+        .arg("run")
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .arg("--force")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let status = child.wait().unwrap();
+    !status.success()
+}
+
+#[test]
+fn sigkill_at_a_random_step_then_resume_gives_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ck.toml");
+    std::fs::write(&cfg, LONG).unwrap();
+    let reference = reference(dir.path(), &cfg);
+    // A few seeded delays; each must land mid-run (after the first checkpoint).
+    let mut landed = 0;
+    for (i, ms) in [150u64, 330, 520].iter().enumerate() {
+        let out = dir.path().join(format!("killed{i}"));
+        if !interrupt(&cfg, &out, libc::SIGKILL, Duration::from_millis(*ms)) {
+            continue; // finished before the kill: nothing to test with this delay
+        }
+        if !out.join("checkpoint/state.json").is_file() {
+            continue; // killed before the first checkpoint
+        }
+        landed += 1;
+        assert!(!out.join("summary.json").exists(), "a killed run writes no summary");
+        Command::new(bin()).arg("resume").arg(&out).assert().success();
+        assert_same(&reference, &out);
+    }
+    assert!(landed >= 1, "no kill landed mid-run; the machine is much faster or slower than expected");
+}
+
+#[test]
+fn sigint_finishes_the_step_writes_a_checkpoint_and_resume_is_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ck.toml");
+    std::fs::write(&cfg, LONG).unwrap();
+    let reference = reference(dir.path(), &cfg);
+    let out = dir.path().join("interrupted");
+    let mut child = std::process::Command::new(bin())
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    if status.success() {
+        return; // finished within 300 ms: nothing was interrupted
+    }
+    assert_eq!(status.code(), Some(130));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["status"], "interrupted");
+    assert!(out.join("checkpoint/state.json").is_file());
+    Command::new(bin()).arg("resume").arg(&out).assert().success();
+    assert_same(&reference, &out);
+    // A completed run is not redone.
+    let o = Command::new(bin()).arg("resume").arg(&out).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already completed"));
+}
+
+#[test]
+fn divergence_stops_with_status_diverged_and_keeps_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    // η̂ = 1e160: the first step throws w out to ~1e160, where
+    // q = x² − xy + y² overflows and the loss is NaN at step 1.
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"d\"\n[problem]\nkind = \"toy3d\"\n[optimizer]\nkind = \"gd_wd\"\nlr = 1e160\nwd = 0.0\n\
+         [run]\nsteps = 1000\n[sharpness]\nevery = 0\n[output]\nfigures = false\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(bin()).arg("run").arg(&cfg).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["status"], "diverged");
+    assert_eq!(s["step"], 1);
+    assert!(s["reason"].as_str().unwrap().contains("loss is NaN"), "{s}");
+    let rows = csv::Reader::from_path(out.join("metrics.csv")).unwrap().records().count();
+    assert_eq!(rows, 1, "the row of step 0 is kept");
+}
+
+#[test]
+fn same_config_same_bytes_whatever_the_thread_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("t{threads}"));
+        Command::new(bin())
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["reproduce", "fig1", "--steps", "2000", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        outs.push(out);
+    }
+    assert_same(&outs[0], &outs[1]);
+    for f in ["config.toml", "data/m.npy", "data/omega.npy", "data/w0.npy", "figures/fig1.png", "figures/fig1.svg"] {
+        assert!(std::fs::read(outs[0].join(f)).unwrap() == std::fs::read(outs[1].join(f)).unwrap(), "{f} differs");
+    }
+}
+
+#[test]
+fn unwritable_output_is_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "x").unwrap();
+    let o = Command::new(bin()).args(["reproduce", "toy3d", "--out"]).arg(file.join("sub")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("a_file/sub") && err.contains("cannot create output directory"), "{err}");
+    // Resume without a checkpoint says so.
+    let out = dir.path().join("short");
+    Command::new(bin()).args(["reproduce", "toy3d", "--out"]).arg(&out).assert().success();
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    let o = Command::new(bin()).arg("resume").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no checkpoint to resume from"));
+}
