@@ -569,10 +569,10 @@ mod tests {
             let p = pos % b.len();
             b[p] = byte;
             b.truncate(cut.min(b.len()));
-            if let Ok(text) = String::from_utf8(b) {
-                if let Ok(c) = parse(&text, "fuzz") {
-                    let _ = c.validate();
-                }
+            if let Ok(text) = String::from_utf8(b)
+                && let Ok(c) = parse(&text, "fuzz")
+            {
+                let _ = c.validate();
             }
         }
     }
