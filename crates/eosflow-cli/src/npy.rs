@@ -18,21 +18,30 @@ fn check_size(path: &Path, shape: &[u64], elem: u64, file_len: usize) -> Result<
     }
 }
 
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<npyz::NpyFile<&'a [u8]>> {
+    npyz::NpyFile::new(bytes)
+        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))
+}
+
+fn require_float64(path: &Path, npy: &npyz::NpyFile<&[u8]>, fix: &str) -> Result<()> {
+    let ok = matches!(npy.dtype(), npyz::DType::Plain(ref t)
+        if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
+    if !ok {
+        bail!("{}: dtype is {:?}, expected float64; save it with {fix}", path.display(), npy.dtype().descr());
+    }
+    Ok(())
+}
+
 /// Reads a 1-D float64 array. `expected` (if given) is the required length.
 pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
-        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))?;
+    let bytes = read_bytes(path)?;
+    let npy = parse(path, &bytes)?;
     let shape = npy.shape().to_vec();
-    let ok_dtype = matches!(npy.dtype(), npyz::DType::Plain(ref t)
-        if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
-    if !ok_dtype {
-        bail!(
-            "{}: dtype is {:?}, expected float64; save it with np.save(path, w.astype(np.float64).ravel())",
-            path.display(),
-            npy.dtype().descr()
-        );
-    }
+    require_float64(path, &npy, "np.save(path, w.astype(np.float64).ravel())")?;
     if shape.len() != 1 {
         bail!("{}: shape {:?}, expected a 1-D array; save the flat vector with w.ravel()", path.display(), shape);
     }
@@ -52,19 +61,10 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
 /// Reads a 2-D float64 array as (rows, cols, row-major values); Fortran-order
 /// files are transposed into row-major.
 pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
-        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))?;
+    let bytes = read_bytes(path)?;
+    let npy = parse(path, &bytes)?;
     let shape = npy.shape().to_vec();
-    let ok_dtype = matches!(npy.dtype(), npyz::DType::Plain(ref t)
-        if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8);
-    if !ok_dtype {
-        bail!(
-            "{}: dtype is {:?}, expected float64; save it with np.save(path, x.astype(np.float64))",
-            path.display(),
-            npy.dtype().descr()
-        );
-    }
+    require_float64(path, &npy, "np.save(path, x.astype(np.float64))")?;
     if shape.len() != 2 {
         bail!("{}: shape {:?}, expected a 2-D array (rows = data points)", path.display(), shape);
     }
@@ -89,9 +89,8 @@ pub fn read_matrix(path: &Path) -> Result<(usize, usize, Vec<f64>)> {
 /// Reads an N×2 integer array of matrix positions (int64, int32, uint64 or
 /// uint32).
 pub fn read_positions(path: &Path) -> Result<Vec<(usize, usize)>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read .npy file {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
-        .with_context(|| format!("{} is not a valid .npy file (bad magic string or header)", path.display()))?;
+    let bytes = read_bytes(path)?;
+    let npy = parse(path, &bytes)?;
     let shape = npy.shape().to_vec();
     if shape.len() != 2 || shape[1] != 2 {
         bail!("{}: shape {:?}, expected N×2 (row, column) positions", path.display(), shape);

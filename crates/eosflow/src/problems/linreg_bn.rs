@@ -495,11 +495,7 @@ impl Objective for LinregBn {
     }
     fn loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
         let nf = self.n as f64;
-        let a = self.outputs(w);
-        let s = (dot(&a, &a) / nf).sqrt();
-        let u: Vec<f64> = a.iter().map(|x| x / s).collect();
-        let e: Vec<f64> = u.iter().zip(&self.q).map(|(u, q)| u - q).collect();
-        let c = dot(&e, &u) / nf;
+        let LinregHessian { s, u, e, c, .. } = self.hessian_state(w);
         let r: Vec<f64> = e.iter().zip(&u).map(|(e, u)| e - c * u).collect();
         self.xt_times(&r, grad);
         let k = 2.0 * self.sigma_y * self.sigma_y / (nf * s);
@@ -547,6 +543,8 @@ impl LinOp for LinregHessian<'_> {
 }
 
 impl LinregBn {
+    /// The quantities of w that the loss, the gradient and every HVP share:
+    /// s = ‖w‖_Σ, u = X̃w/s, e = u − q, c = eᵀu/n.
     fn hessian_state(&self, w: &[f64]) -> LinregHessian<'_> {
         let nf = self.n as f64;
         let a = self.outputs(w);
