@@ -129,9 +129,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             execute(cfg, out)
         }
         Cmd::Reproduce { list: true, .. } => {
-            println!("{:<8} {:<18} {:<28} what it shows", "preset", "paper", "expected time");
+            println!("{:<7} {:<24} {:<16} what it shows", "preset", "paper", "time here");
             for p in presets::PRESETS {
-                println!("{:<8} {:<18} {:<28} {}", p.name, p.figure, p.expected_time, p.shows);
+                println!("{:<7} {:<24} {:<16} {}", p.name, p.figure, p.expected_time, p.shows);
             }
             Ok(ExitCode::SUCCESS)
         }
