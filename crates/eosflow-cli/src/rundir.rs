@@ -189,10 +189,6 @@ impl CsvObserver {
     }
 }
 
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
-}
-
 fn werr(file: &Path, e: impl std::fmt::Display) -> ObserverError {
     format!("cannot write {}: {e}", file.display()).into()
 }
@@ -235,7 +231,7 @@ impl Observer for CsvObserver {
             if x.is_finite() { wr.write_field(buf.format_finite(x)) } else { wr.write_field(format!("{x}")) }
         };
         let res = (|| -> csv::Result<()> {
-            wr.write_field(itoa_u64(r.step))?;
+            wr.write_field(r.step.to_string())?;
             for x in [r.loss, r.grad_norm, r.w_norm, r.eff_lr, r.two_over_eff_lr] {
                 put(wr, x)?;
             }
