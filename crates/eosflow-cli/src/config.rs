@@ -269,6 +269,13 @@ pub struct RunConfig {
     /// (SIGINT/SIGTERM always write one).
     #[serde(default = "ckpt_default")]
     pub checkpoint_every: u64,
+    /// …but at most one periodic checkpoint per this many seconds.
+    #[serde(default = "ckpt_interval_default")]
+    pub checkpoint_min_interval_s: f64,
+}
+
+fn ckpt_interval_default() -> f64 {
+    10.0
 }
 
 fn ckpt_default() -> u64 {

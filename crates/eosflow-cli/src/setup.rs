@@ -163,6 +163,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         band: RegimeBand { band: s.eos_band },
         dense_window: cfg.run.dense_window.map(|[a, b]| (a, b)),
         checkpoint_every: cfg.run.checkpoint_every,
+        checkpoint_min_interval_s: cfg.run.checkpoint_min_interval_s,
     };
     Ok(Prepared { problem, optimizer, params, derived, data_files })
 }

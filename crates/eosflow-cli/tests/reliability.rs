@@ -23,6 +23,7 @@ wd = 0.01
 steps = 30000
 log_every = 10
 checkpoint_every = 1000
+checkpoint_min_interval_s = 0.0
 [sharpness]
 every = 100
 tol = 1e-8

@@ -32,6 +32,10 @@ pub struct RunParams {
     /// Observers get a [`RunState`] every `checkpoint_every` steps and when
     /// the run is cancelled; 0 turns periodic checkpoints off.
     pub checkpoint_every: u64,
+    /// A periodic checkpoint is skipped when less than this many seconds
+    /// have passed since the previous one (or the start): a run of a few
+    /// seconds is not worth its fsyncs. 0 checkpoints at every multiple.
+    pub checkpoint_min_interval_s: f64,
 }
 
 impl Default for RunParams {
@@ -44,6 +48,7 @@ impl Default for RunParams {
             band: RegimeBand::default(),
             dense_window: None,
             checkpoint_every: 0,
+            checkpoint_min_interval_s: 0.0,
         }
     }
 }
@@ -278,6 +283,7 @@ pub fn run_from(
     let t0 = opt.step();
     let t_end = t0.max(params.steps);
     let mut w_report: Option<Vec<f64>> = None;
+    let mut last_checkpoint = std::time::Instant::now();
 
     let mut t = t0;
     loop {
@@ -373,7 +379,11 @@ pub fn run_from(
         }
         opt.update();
         t += 1;
-        if cancelled || (params.checkpoint_every > 0 && t.is_multiple_of(params.checkpoint_every)) {
+        let periodic = params.checkpoint_every > 0
+            && t.is_multiple_of(params.checkpoint_every)
+            && last_checkpoint.elapsed().as_secs_f64() >= params.checkpoint_min_interval_s;
+        if cancelled || periodic {
+            last_checkpoint = std::time::Instant::now();
             st.next_step = t;
             st.params = opt.params().to_vec();
             st.optimizer_state = opt.state().into_iter().map(|(k, v)| (k.to_string(), v)).collect();

@@ -654,7 +654,10 @@ struct LinregState {
     eos_entry: Option<u64>,
     test_at_entry: Option<f64>,
     test_sample_at_entry: Option<f64>,
-    eos_losses: Vec<f64>,
+    /// Histogram of log10(train loss) over EoS steps, in bins of 0.01 decade
+    /// (key ⌊100·log10 L⌋): a median to within 1.2% without keeping every loss, so
+    /// checkpoints stay small.
+    eos_loss_log_hist: std::collections::BTreeMap<i32, u64>,
     prev_above: Option<bool>,
     switches: u64,
     osc: OscillationTracker,
@@ -693,7 +696,8 @@ impl Tracker for LinregTracker<'_> {
             self.st.stable_run = if stable { self.st.stable_run + 1 } else { 0 };
             let h = self.st.osc.observe(&theta, phi, &p.v1);
             if self.st.eos_entry.is_some() {
-                self.st.eos_losses.push(eval.loss);
+                let bin = if eval.loss > 0.0 { (100.0 * eval.loss.log10()).floor() as i32 } else { i32::MIN };
+                *self.st.eos_loss_log_hist.entry(bin).or_insert(0) += 1;
                 let above = two > lam;
                 if let Some(prev) = self.st.prev_above
                     && prev != above
@@ -720,9 +724,18 @@ impl Tracker for LinregTracker<'_> {
                 "first t with 2/eff_lr_t <= lambda1(phi_t) after >= 10 consecutive steps with 2/eff_lr > lambda1(phi)"
             ),
         );
-        let mut losses = self.st.eos_losses.clone();
-        losses.sort_by(f64::total_cmp);
-        let median = losses.get(losses.len() / 2).copied();
+        // Median of the EoS losses from the log histogram: the centre of the
+        // bin holding the middle count (within a factor 10^0.005 ≈ 1.2%).
+        let total: u64 = self.st.eos_loss_log_hist.values().sum();
+        let mut seen = 0;
+        let mut median = None;
+        for (&bin, &count) in &self.st.eos_loss_log_hist {
+            seen += count;
+            if 2 * seen > total {
+                median = Some(if bin == i32::MIN { 0.0 } else { 10f64.powf((bin as f64 + 0.5) / 100.0) });
+                break;
+            }
+        }
         m.insert("eos_train_loss_median".into(), json!(median));
         m.insert("test_loss_at_eos_entry".into(), json!(self.st.test_at_entry));
         m.insert("test_loss_sample_at_eos_entry".into(), json!(self.st.test_sample_at_entry));
