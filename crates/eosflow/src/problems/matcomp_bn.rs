@@ -63,8 +63,8 @@ pub enum MatcompError {
     NonFinite,
 }
 
-/// L(U, V) = (1/N)·Σ_{(i,j)∈Ω} ((γ/σ)[UVᵀ]_ij − M_ij)² (App. P.1), with
-/// σ² = (1/N)Σ_Ω [UVᵀ]_ij² (BN without mean subtraction) and γ² = (1/N)Σ_Ω M_ij²
+/// L(U, V) = (1/N)·Σ_{(i,j)∈Ω} ((γ/σ)(UVᵀ)_ij − M_ij)² (App. P.1), with
+/// σ² = (1/N)Σ_Ω (UVᵀ)_ij² (BN without mean subtraction) and γ² = (1/N)Σ_Ω M_ij²
 /// fixed, so L is scale-invariant in w = (U, V).
 ///
 /// Layout of w (D = 2d²): U row-major (w[i·d + k] = U_ik), then V row-major
@@ -173,7 +173,7 @@ impl MatcompBn {
         &w[o + j * self.d..o + (j + 1) * self.d]
     }
 
-    /// a_k = [UVᵀ]_ij over Ω into `a`.
+    /// a_k = (UVᵀ)_ij over Ω into `a`.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     fn observed(&self, w: &[f64], a: &mut [f64]) {
@@ -208,7 +208,7 @@ impl MatcompBn {
         out
     }
 
-    /// Test loss (1/d²)·Σ_{all i,j}((γ/σ)[UVᵀ]_ij − M_ij)², with the same γ/σ
+    /// Test loss (1/d²)·Σ_{all i,j}((γ/σ)(UVᵀ)_ij − M_ij)², with the same γ/σ
     /// as on Ω (App. P.1).
     pub fn test_loss(&self, w: &[f64]) -> f64 {
         let r = self.recovered(w);
