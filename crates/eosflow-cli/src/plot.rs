@@ -127,6 +127,22 @@ fn tick(y: f64, log: bool) -> String {
     }
 }
 
+/// A white canvas with a title line and an r×c grid of panels below it.
+fn grid<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    size: u32,
+    shape: (usize, usize),
+) -> Result<Vec<DrawingArea<DB, Shift>>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", size))?;
+    Ok(body.split_evenly(shape))
+}
+
 /// One panel: named series against the step, optionally log-scale.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -220,10 +236,7 @@ fn overview<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, name:
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
-    let (top, body) = root.split_vertically(40);
-    top.titled(name, ("sans-serif", 26))?;
-    let a = body.split_evenly((2, 2));
+    let a = grid(&root, name, 26, (2, 2))?;
     let step = d.m("step");
     panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", series(step, d.m("loss"), true), false)], true, logx)?;
     let mut lines = vec![
@@ -248,10 +261,7 @@ fn toy3d<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DResu
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
-    let (top, body) = root.split_vertically(40);
-    top.titled("toy3d (App. F): GD+WD moves along Γ to the flattest minimiser ζ*", ("sans-serif", 24))?;
-    let cols = body.split_evenly((1, 3));
+    let cols = grid(&root, "toy3d (App. F): GD+WD moves along Γ to the flattest minimiser ζ*", 24, (1, 3))?;
     let step = d.m("step");
     let wn = [("‖w_t‖", series(step, d.m("w_norm"), false), false)];
     panel(&cols[0], "(a) ‖w_t‖ falls while the gradient is small", "‖w_t‖", &wn, false, true)?;
@@ -312,13 +322,8 @@ fn fig4<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, entry: Op
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
-    let (top, body) = root.split_vertically(40);
-    top.titled(
-        "linreg_bn (Fig. 4): EoS oscillation drives φ_t along Γ to the min-norm solution (M)",
-        ("sans-serif", 24),
-    )?;
-    let a = body.split_evenly((2, 3));
+    let a =
+        grid(&root, "linreg_bn (Fig. 4): EoS oscillation drives φ_t along Γ to the min-norm solution (M)", 24, (2, 3))?;
     let step = d.m("step");
     let test = if d.m("test_loss").iter().any(|v| v.is_finite()) { d.m("test_loss") } else { d.m("test_loss_sample") };
     panel(
@@ -348,7 +353,10 @@ where
     let hi = (lo + 4000.0).min(last);
     panel(
         &a[3],
-        &format!("(c) zoom: steps {lo:.0}–{hi:.0} after EoS entry"),
+        &match entry {
+            Some(_) => format!("(c) zoom: steps {lo:.0}–{hi:.0} after EoS entry"),
+            None => format!("(c) zoom: steps {lo:.0}–{hi:.0} (no EoS entry)"),
+        },
         "",
         &[("2/η_eff", window(step, two, lo, hi), false), ("λ1(φ_t)", window(step, lam, lo, hi), false)],
         false,
@@ -376,10 +384,7 @@ fn fig1<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, title: &s
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
-    let (top, body) = root.split_vertically(40);
-    top.titled(title, ("sans-serif", 24))?;
-    let a = body.split_evenly((2, 2));
+    let a = grid(&root, title, 24, (2, 2))?;
     let step = d.m("step");
     panel(
         &a[0],
@@ -427,10 +432,7 @@ fn window_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, lo:
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
-    let (top, body) = root.split_vertically(40);
-    top.titled(&format!("steps {lo:.0}–{hi:.0}, every step (Fig. 11)"), ("sans-serif", 24))?;
-    let a = body.split_evenly((1, 2));
+    let a = grid(&root, &format!("steps {lo:.0}–{hi:.0}, every step (Fig. 11)"), 24, (1, 2))?;
     let step = d.m("step");
     panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", window(step, d.m("loss"), lo, hi), false)], true, false)?;
     panel(
@@ -454,10 +456,7 @@ fn variants_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[(Strin
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
-    let (top, body) = root.split_vertically(40);
-    top.titled(title, ("sans-serif", 24))?;
-    let cells = body.split_evenly((runs.len(), 3));
+    let cells = grid(&root, title, 24, (runs.len(), 3))?;
     for (r, (label, d)) in runs.iter().enumerate() {
         let step = d.m("step");
         panel(
