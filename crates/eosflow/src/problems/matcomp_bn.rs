@@ -211,15 +211,20 @@ impl MatcompBn {
     /// Test loss (1/d²)·Σ_{all i,j}((γ/σ)(UVᵀ)_ij − M_ij)², with the same γ/σ
     /// as on Ω (App. P.1).
     pub fn test_loss(&self, w: &[f64]) -> f64 {
-        let r = self.recovered(w);
-        r.iter().zip(&self.data.m).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / (self.d * self.d) as f64
+        self.test_loss_of(&self.recovered(w))
     }
 
     /// The top `k` singular values of the recovered matrix, descending.
     pub fn singular_values(&self, w: &[f64], k: usize) -> Vec<f64> {
-        let d = self.d;
-        let r = self.recovered(w);
-        let m = faer::MatRef::from_row_major_slice(&r, d, d);
+        self.singular_values_of(&self.recovered(w), k)
+    }
+
+    fn test_loss_of(&self, recovered: &[f64]) -> f64 {
+        recovered.iter().zip(&self.data.m).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / (self.d * self.d) as f64
+    }
+
+    fn singular_values_of(&self, recovered: &[f64], k: usize) -> Vec<f64> {
+        let m = faer::MatRef::from_row_major_slice(recovered, self.d, self.d);
         let mut s = m.singular_values().expect("SVD of a finite matrix");
         s.sort_by(|a, b| b.total_cmp(a));
         s.truncate(k);
@@ -462,9 +467,10 @@ impl Problem for MatcompBn {
     }
 
     fn metrics(&self, w: &[f64], _eval: &Evaluation) -> Vec<f64> {
-        let k = self.n_singular.clamp(3, 8);
-        let sv = self.singular_values(w, k);
-        let mut out = vec![self.test_loss(w), sv[1] / sv[2]];
+        // One d×d product serves both the test loss and the SVD.
+        let r = self.recovered(w);
+        let sv = self.singular_values_of(&r, self.n_singular.clamp(3, 8));
+        let mut out = vec![self.test_loss_of(&r), sv[1] / sv[2]];
         out.extend(sv.iter().take(self.n_singular.min(8)));
         out
     }
@@ -493,8 +499,9 @@ impl Tracker for MatcompTracker<'_> {
     fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation) {
         if self.st.first_fit.is_none() && eval.loss < FIT_LOSS {
             self.st.first_fit = Some(step);
-            self.st.test_at_fit = Some(self.p.test_loss(w));
-            let sv = self.p.singular_values(w, 3);
+            let r = self.p.recovered(w);
+            self.st.test_at_fit = Some(self.p.test_loss_of(&r));
+            let sv = self.p.singular_values_of(&r, 3);
             self.st.sv_ratio_at_fit = Some(sv[1] / sv[2]);
         }
     }
@@ -506,8 +513,9 @@ impl Tracker for MatcompTracker<'_> {
         m.insert("test_loss_at_fit".into(), json!(self.st.test_at_fit));
         m.insert("sv2_over_sv3_at_fit".into(), json!(self.st.sv_ratio_at_fit));
         let ok = w.iter().all(|x| x.is_finite());
-        let sv = if ok { self.p.singular_values(w, 5) } else { vec![f64::NAN; 5] };
-        m.insert("test_loss_final".into(), json!(if ok { Some(self.p.test_loss(w)) } else { None }));
+        let r = if ok { Some(self.p.recovered(w)) } else { None };
+        let sv = r.as_ref().map_or(vec![f64::NAN; 5], |r| self.p.singular_values_of(r, 5));
+        m.insert("test_loss_final".into(), json!(r.as_ref().map(|r| self.p.test_loss_of(r))));
         m.insert("sv2_over_sv3_final".into(), json!(sv[1] / sv[2]));
         m.insert("singular_values_final".into(), json!(sv));
         m
