@@ -127,6 +127,39 @@ fn tick(y: f64, log: bool) -> String {
     }
 }
 
+/// Train and test loss against the step (matcomp_bn).
+fn loss_lines(d: &RunData) -> Vec<Line<'static>> {
+    let step = d.m("step");
+    vec![("train", series(step, d.m("loss"), true), false), ("test", series(step, d.m("test_loss"), true), false)]
+}
+
+/// 2/η̃ against the step and the sharpness at its evaluation steps.
+fn threshold_lines<'a>(d: &RunData, sharpness_label: &'a str) -> Vec<Line<'a>> {
+    vec![
+        ("2/η_eff", series(d.m("step"), d.m("two_over_eff_lr"), false), false),
+        (sharpness_label, series(d.s("step"), d.s("sharpness"), false), false),
+    ]
+}
+
+/// The top `k` singular values of the recovered matrix present in the CSV.
+fn singular_value_lines(d: &RunData, k: usize) -> Vec<Line<'static>> {
+    const COLS: [(&str, &str); 8] = [
+        ("σ1", "sv_1"),
+        ("σ2", "sv_2"),
+        ("σ3", "sv_3"),
+        ("σ4", "sv_4"),
+        ("σ5", "sv_5"),
+        ("σ6", "sv_6"),
+        ("σ7", "sv_7"),
+        ("σ8", "sv_8"),
+    ];
+    COLS.iter()
+        .take(k)
+        .filter(|(_, n)| d.metrics.contains_key(*n))
+        .map(|(l, n)| (*l, series(d.m("step"), d.m(n), true), false))
+        .collect()
+}
+
 /// A white canvas with a title line and an r×c grid of panels below it.
 fn grid<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -386,22 +419,12 @@ where
 {
     let a = grid(&root, title, 24, (2, 2))?;
     let step = d.m("step");
-    panel(
-        &a[0],
-        "(a) train and test loss",
-        "loss",
-        &[("train", series(step, d.m("loss"), true), false), ("test", series(step, d.m("test_loss"), true), false)],
-        true,
-        false,
-    )?;
+    panel(&a[0], "(a) train and test loss", "loss", &loss_lines(d), true, false)?;
     panel(
         &a[1],
         "(b) spherical sharpness against 2/η_eff",
         "",
-        &[
-            ("2/η_eff", series(step, d.m("two_over_eff_lr"), false), false),
-            ("sharpness λ1(∇²L(θ_t))", series(d.s("step"), d.s("sharpness"), false), false),
-        ],
+        &threshold_lines(d, "sharpness λ1(∇²L(θ_t))"),
         true,
         false,
     )?;
@@ -413,15 +436,7 @@ where
         true,
         false,
     )?;
-    let names = ["sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8"];
-    let labels = ["σ1", "σ2", "σ3", "σ4", "σ5", "σ6", "σ7", "σ8"];
-    let svs: Vec<Line> = names
-        .iter()
-        .zip(labels)
-        .filter(|(n, _)| d.metrics.contains_key(**n))
-        .map(|(n, l)| (l, series(step, d.m(n), true), false))
-        .collect();
-    panel(&a[3], "(d) top singular values of the recovered matrix", "", &svs, true, false)?;
+    panel(&a[3], "(d) top singular values of the recovered matrix", "", &singular_value_lines(d, 8), true, false)?;
     root.present()?;
     Ok(())
 }
@@ -458,32 +473,23 @@ where
 {
     let cells = grid(&root, title, 24, (runs.len(), 3))?;
     for (r, (label, d)) in runs.iter().enumerate() {
-        let step = d.m("step");
-        panel(
-            &cells[3 * r],
-            &format!("{label}: train and test loss"),
-            "loss",
-            &[("train", series(step, d.m("loss"), true), false), ("test", series(step, d.m("test_loss"), true), false)],
-            true,
-            false,
-        )?;
+        panel(&cells[3 * r], &format!("{label}: train and test loss"), "loss", &loss_lines(d), true, false)?;
         panel(
             &cells[3 * r + 1],
             &format!("{label}: sharpness and 2/η_eff"),
             "",
-            &[
-                ("2/η_eff", series(step, d.m("two_over_eff_lr"), false), false),
-                ("sharpness", series(d.s("step"), d.s("sharpness"), false), false),
-            ],
+            &threshold_lines(d, "sharpness"),
             false,
             false,
         )?;
-        let svs: Vec<Line> = [("σ1", "sv_1"), ("σ2", "sv_2"), ("σ3", "sv_3")]
-            .iter()
-            .filter(|(_, n)| d.metrics.contains_key(*n))
-            .map(|(l, n)| (*l, series(step, d.m(n), true), false))
-            .collect();
-        panel(&cells[3 * r + 2], &format!("{label}: top singular values"), "", &svs, true, false)?;
+        panel(
+            &cells[3 * r + 2],
+            &format!("{label}: top singular values"),
+            "",
+            &singular_value_lines(d, 3),
+            true,
+            false,
+        )?;
     }
     root.present()?;
     Ok(())
