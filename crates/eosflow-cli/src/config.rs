@@ -324,6 +324,20 @@ impl Default for SharpnessConfig {
     }
 }
 
+impl SharpnessConfig {
+    /// The Lanczos settings these keys stand for (the inverse of `Default`).
+    pub fn lanczos(&self) -> eosflow::spectrum::LanczosParams {
+        eosflow::spectrum::LanczosParams {
+            k: self.k,
+            tol: self.tol,
+            max_basis: self.max_basis,
+            max_restarts: self.max_restarts,
+            seed: self.seed,
+            warm_mix: self.warm_mix,
+        }
+    }
+}
+
 /// What goes into the run directory besides the CSVs.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -10,7 +10,6 @@ use eosflow::optim::{
 };
 use eosflow::problems::{LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
 use eosflow::run::RunParams;
-use eosflow::spectrum::LanczosParams;
 
 /// Everything a run needs.
 pub struct Prepared {
@@ -152,14 +151,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         steps: cfg.run.steps,
         log_every: cfg.run.log_every,
         sharpness_every: s.every,
-        lanczos: LanczosParams {
-            k: s.k,
-            tol: s.tol,
-            max_basis: s.max_basis,
-            max_restarts: s.max_restarts,
-            seed: s.seed,
-            warm_mix: s.warm_mix,
-        },
+        lanczos: s.lanczos(),
         band: RegimeBand { band: s.eos_band },
         dense_window: cfg.run.dense_window.map(|[a, b]| (a, b)),
         checkpoint_every: cfg.run.checkpoint_every,
