@@ -1,4 +1,4 @@
-use super::{Evaluation, Optimizer};
+use super::{Evaluation, Optimizer, theta_grad_norm};
 use crate::Objective;
 use crate::eos::effective_lr;
 
@@ -60,12 +60,12 @@ impl Optimizer for GdWd {
         let si = obj.scale_invariance();
         let w_norm = crate::linalg::norm(&self.w);
         let g_norm = crate::linalg::norm(&self.grad);
-        let (grad_norm, eff_lr) = match &si {
-            crate::ScaleInvariance::All => (g_norm * w_norm, effective_lr(self.lr, self.wd, w_norm)),
-            crate::ScaleInvariance::Block(_) => (g_norm, effective_lr(self.lr, self.wd, si.block_norm(&self.w))),
-            crate::ScaleInvariance::None => (g_norm, self.lr),
+        let eff_lr = match &si {
+            crate::ScaleInvariance::All => effective_lr(self.lr, self.wd, w_norm),
+            crate::ScaleInvariance::Block(_) => effective_lr(self.lr, self.wd, si.block_norm(&self.w)),
+            crate::ScaleInvariance::None => self.lr,
         };
-        Evaluation { loss, grad_norm, w_norm, eff_lr }
+        Evaluation { loss, grad_norm: theta_grad_norm(&si, w_norm, g_norm), w_norm, eff_lr }
     }
     fn update(&mut self) {
         assert!(self.fresh, "GdWd::update called without a fresh evaluate");

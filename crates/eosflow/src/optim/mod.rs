@@ -66,11 +66,12 @@ pub(crate) fn saved(state: &[(String, f64)], name: &str) -> Result<f64, String> 
         .ok_or_else(|| format!("checkpoint lacks optimizer state `{name}`"))
 }
 
-/// ‖∇L(θ)‖ from ‖∇L(w)‖ for the declared scale invariance.
-pub(crate) fn theta_grad_norm(si: &crate::ScaleInvariance, w: &[f64], g: &[f64]) -> f64 {
-    let gn = crate::linalg::norm(g);
+/// ‖∇L(θ)‖ from ‖w‖ and ‖∇L(w)‖ for the declared scale invariance: the
+/// gradient is (−1)-homogeneous, so ‖∇L(θ)‖ = ‖w‖·‖∇L(w)‖ when L is fully
+/// scale-invariant; otherwise ‖∇L(w)‖ itself.
+pub(crate) fn theta_grad_norm(si: &crate::ScaleInvariance, w_norm: f64, g_norm: f64) -> f64 {
     match si {
-        crate::ScaleInvariance::All => gn * crate::linalg::norm(w),
-        _ => gn,
+        crate::ScaleInvariance::All => g_norm * w_norm,
+        _ => g_norm,
     }
 }

@@ -43,10 +43,11 @@ impl Optimizer for ScalarRmsprop {
     fn evaluate(&mut self, obj: &dyn Objective) -> Evaluation {
         let loss = obj.loss_grad(&self.w, &mut self.grad);
         self.fresh = true;
+        let w_norm = norm(&self.w);
         Evaluation {
             loss,
-            grad_norm: theta_grad_norm(&obj.scale_invariance(), &self.w, &self.grad),
-            w_norm: norm(&self.w),
+            grad_norm: theta_grad_norm(&obj.scale_invariance(), w_norm, norm(&self.grad)),
+            w_norm,
             eff_lr: self.eta / self.v.sqrt(),
         }
     }
