@@ -1,0 +1,176 @@
+//! Datasets held in memory as f64 examples with class labels.
+//!
+//! The 8×8 handwritten digits ship inside the crate (see
+//! `data/DIGITS_LICENSE.md`: UCI Optical Recognition of Handwritten Digits,
+//! CC BY 4.0, the copy scikit-learn distributes), so the network experiments
+//! run on real data with nothing downloaded.
+
+use std::io::Read;
+
+use crate::NnError;
+
+/// Examples x (row-major, `n × prod(shape)`) with labels in `0..classes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// Flattened examples, one after another.
+    pub x: Vec<f64>,
+    /// Class of each example.
+    pub labels: Vec<u32>,
+    /// Shape of one example, e.g. `[1, 8, 8]` (channels, height, width).
+    pub shape: Vec<usize>,
+    /// Number of classes C.
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// Number of examples n.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the set has no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per example, prod(shape).
+    pub fn example_size(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Examples per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes];
+        for &y in &self.labels {
+            c[y as usize] += 1;
+        }
+        c
+    }
+
+    /// The first `n` examples (ghost batches and the Hessian subset are
+    /// prefixes of the fixed example order).
+    pub fn prefix(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            x: self.x[..n * self.example_size()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            shape: self.shape.clone(),
+            classes: self.classes,
+        }
+    }
+
+    /// Per-channel mean and standard deviation (population, over examples and
+    /// pixels) of this set; channel = `shape[0]` for images, one channel for
+    /// flat vectors.
+    pub fn channel_stats(&self) -> Vec<(f64, f64)> {
+        let (ch, per) = self.channels();
+        let mut out = Vec::with_capacity(ch);
+        for c in 0..ch {
+            let vals = || self.x.chunks(self.example_size()).flat_map(move |e| e[c * per..(c + 1) * per].iter());
+            let count = (self.len() * per) as f64;
+            let mean = vals().sum::<f64>() / count;
+            let var = vals().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
+            out.push((mean, var.sqrt()));
+        }
+        out
+    }
+
+    /// x ← (x − mean_c)/std_c per channel, with statistics of another set
+    /// (the training set: test data never leaks into preprocessing).
+    pub fn standardize(&mut self, stats: &[(f64, f64)]) {
+        let (ch, per) = self.channels();
+        assert_eq!(stats.len(), ch, "one (mean, std) pair per channel");
+        let size = self.example_size();
+        for e in self.x.chunks_mut(size) {
+            for (c, &(m, s)) in stats.iter().enumerate() {
+                let s = if s > 0.0 { s } else { 1.0 };
+                for v in &mut e[c * per..(c + 1) * per] {
+                    *v = (*v - m) / s;
+                }
+            }
+        }
+    }
+
+    fn channels(&self) -> (usize, usize) {
+        if self.shape.len() == 3 { (self.shape[0], self.shape[1] * self.shape[2]) } else { (1, self.example_size()) }
+    }
+}
+
+/// A training set and a test set.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// Training examples.
+    pub train: Dataset,
+    /// Held-out examples.
+    pub test: Dataset,
+}
+
+const DIGITS_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
+
+/// The 1,797 8×8 digits (pixels 0..16, 10 classes) in file order, as
+/// `[1, 8, 8]` images, unstandardised.
+pub fn digits_raw() -> Result<Dataset, NnError> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(DIGITS_GZ)
+        .read_to_string(&mut text)
+        .map_err(|e| NnError::Data(format!("embedded digits.csv.gz: {e}")))?;
+    let mut x = Vec::with_capacity(1797 * 64);
+    let mut labels = Vec::with_capacity(1797);
+    for (i, line) in text.lines().enumerate() {
+        let vals: Vec<f64> = line
+            .split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| NnError::Data(format!("digits.csv.gz line {}: {e}", i + 1)))?;
+        if vals.len() != 65 {
+            return Err(NnError::Data(format!("digits.csv.gz line {}: {} fields, expected 65", i + 1, vals.len())));
+        }
+        x.extend_from_slice(&vals[..64]);
+        labels.push(vals[64] as u32);
+    }
+    Ok(Dataset { x, labels, shape: vec![1, 8, 8], classes: 10 })
+}
+
+/// The digits split as the paper builds CIFAR-10-2k (App. Q.1): scanning the
+/// file in order, the first `train_per_class` examples of each class form the
+/// training set (so classes are balanced, as eq. (53)'s L_min assumes) and all
+/// others the test set, both in file order. Both are standardised with the
+/// training set's pixel mean and standard deviation.
+///
+/// ```
+/// let s = eosflow_nn::data::digits(100).unwrap();
+/// assert_eq!(s.train.len(), 1000);
+/// assert_eq!(s.test.len(), 797);
+/// assert!(s.train.class_counts().iter().all(|&c| c == 100));
+/// ```
+pub fn digits(train_per_class: usize) -> Result<Split, NnError> {
+    let all = digits_raw()?;
+    let min_class = *all.class_counts().iter().min().unwrap();
+    if train_per_class == 0 || train_per_class >= min_class {
+        return Err(NnError::Data(format!(
+            "digits: train_per_class = {train_per_class}, but the smallest class has {min_class} examples; \
+             choose 1..{min_class} so every class keeps test examples"
+        )));
+    }
+    let size = all.example_size();
+    let mut taken = vec![0usize; all.classes];
+    let (mut train, mut test) = (empty_like(&all), empty_like(&all));
+    for (i, &y) in all.labels.iter().enumerate() {
+        let dst = if taken[y as usize] < train_per_class {
+            taken[y as usize] += 1;
+            &mut train
+        } else {
+            &mut test
+        };
+        dst.x.extend_from_slice(&all.x[i * size..(i + 1) * size]);
+        dst.labels.push(y);
+    }
+    let stats = train.channel_stats();
+    train.standardize(&stats);
+    test.standardize(&stats);
+    Ok(Split { train, test })
+}
+
+fn empty_like(d: &Dataset) -> Dataset {
+    Dataset { x: Vec::new(), labels: Vec::new(), shape: d.shape.clone(), classes: d.classes }
+}

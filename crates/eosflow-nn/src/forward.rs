@@ -1,0 +1,250 @@
+//! The forward pass with an optional tangent (JVP) pass, written in candle
+//! ops so that candle's first-order backward differentiates both.
+//!
+//! Each layer maps (x, ẋ) ↦ (f(x), ∂f(x)[ẋ] + ∂_w f(x)[ẇ]), where ẇ is the
+//! slice of the direction v for that layer's parameters. The loss's
+//! directional derivative ⟨∇L(w), v⟩ is then a scalar built from candle ops
+//! on w (a `Var`) and v (a constant); one backward pass of it gives
+//! ∇_w⟨∇L(w), v⟩ = ∇²L(w)·v exactly (reverse-over-forward).
+
+use std::cell::{Cell, RefCell};
+
+use candle_core::{D, DType, Result, Tensor};
+
+use crate::net::{Activation, Affine, Module};
+
+/// A value and its tangent.
+pub(crate) struct Dual {
+    pub x: Tensor,
+    pub t: Option<Tensor>,
+}
+
+/// Where BN takes its statistics from.
+pub(crate) enum BnSource<'a> {
+    /// The current (ghost) batch; optionally records (μ, σ²) per BN layer in
+    /// call order.
+    Batch(Option<&'a RefCell<Vec<(Tensor, Tensor)>>>),
+    /// Given per-layer (μ, σ²), used in call order (test-time evaluation).
+    Fixed(&'a [(Tensor, Tensor)]),
+}
+
+/// Per-pass context: parameter tensors, their tangents, the BN mode.
+pub(crate) struct Pass<'a> {
+    pub params: &'a [Tensor],
+    pub tangents: Option<&'a [Tensor]>,
+    pub bn: BnSource<'a>,
+    pub eps: f64,
+    next_param: Cell<usize>,
+    next_bn: Cell<usize>,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(params: &'a [Tensor], tangents: Option<&'a [Tensor]>, bn: BnSource<'a>, eps: f64) -> Self {
+        Pass { params, tangents, bn, eps, next_param: Cell::new(0), next_bn: Cell::new(0) }
+    }
+
+    /// The next parameter tensor and its tangent.
+    fn take(&self) -> (&'a Tensor, Option<&'a Tensor>) {
+        let i = self.next_param.get();
+        self.next_param.set(i + 1);
+        (&self.params[i], self.tangents.map(|t| &t[i]))
+    }
+
+    pub fn run(&self, modules: &[Module], mut h: Dual) -> Result<Dual> {
+        for m in modules {
+            h = self.module(m, h)?;
+        }
+        Ok(h)
+    }
+
+    fn module(&self, m: &Module, h: Dual) -> Result<Dual> {
+        match *m {
+            Module::Linear { bias, .. } => {
+                let (w, dw) = self.take();
+                let wt = w.t()?;
+                let mut y = h.x.matmul(&wt)?;
+                let mut t = match (&h.t, dw) {
+                    (Some(t), Some(dw)) => Some((t.matmul(&wt)? + h.x.matmul(&dw.t()?)?)?),
+                    (None, Some(dw)) => Some(h.x.matmul(&dw.t()?)?),
+                    (Some(t), None) => Some(t.matmul(&wt)?),
+                    (None, None) => None,
+                };
+                if bias {
+                    let (b, db) = self.take();
+                    y = y.broadcast_add(b)?;
+                    if let (Some(tt), Some(db)) = (t.as_ref(), db) {
+                        t = Some(tt.broadcast_add(db)?);
+                    }
+                }
+                Ok(Dual { x: y, t })
+            }
+            Module::Conv { stride, pad, .. } => {
+                let (w, dw) = self.take();
+                let conv = |x: &Tensor, k: &Tensor| x.conv2d(k, pad, stride, 1, 1);
+                let y = conv(&h.x, w)?;
+                let t = match (&h.t, dw) {
+                    (Some(t), Some(dw)) => Some((conv(t, w)? + conv(&h.x, dw)?)?),
+                    (None, Some(dw)) => Some(conv(&h.x, dw)?),
+                    (Some(t), None) => Some(conv(t, w)?),
+                    (None, None) => None,
+                };
+                Ok(Dual { x: y, t })
+            }
+            Module::BatchNorm { affine, .. } => self.batch_norm(h, affine),
+            Module::Act(Activation::Relu) => {
+                let y = h.x.relu()?;
+                // ReLU' = 1[x > 0], piecewise constant: candle does not
+                // differentiate through the comparison, which is the exact
+                // derivative away from the kinks.
+                let t = match h.t {
+                    Some(t) => Some(t.mul(&h.x.gt(0.0)?.to_dtype(h.x.dtype())?)?),
+                    None => None,
+                };
+                Ok(Dual { x: y, t })
+            }
+            Module::Act(Activation::Swish) => {
+                // σ(x) = (1 + tanh(x/2))/2 has no overflow for large |x|.
+                let sig = ((h.x.affine(0.5, 0.0)?.tanh()? + 1.0)? * 0.5)?;
+                let y = h.x.mul(&sig)?;
+                let t = match h.t {
+                    // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
+                    Some(t) => {
+                        let one_minus = sig.affine(-1.0, 1.0)?;
+                        let d = sig.mul(&(h.x.mul(&one_minus)? + 1.0)?)?;
+                        Some(t.mul(&d)?)
+                    }
+                    None => None,
+                };
+                Ok(Dual { x: y, t })
+            }
+            Module::MeanPool2 => Ok(Dual { x: h.x.avg_pool2d(2)?, t: h.t.map(|t| t.avg_pool2d(2)).transpose()? }),
+            Module::GlobalAvgPool => Ok(Dual { x: h.x.mean((2, 3))?, t: h.t.map(|t| t.mean((2, 3))).transpose()? }),
+            Module::Flatten => Ok(Dual { x: h.x.flatten_from(1)?, t: h.t.map(|t| t.flatten_from(1)).transpose()? }),
+            Module::Residual { ref body, ref shortcut } => {
+                let input = Dual { x: h.x.clone(), t: h.t.clone() };
+                let b = self.run(body, h)?;
+                let s = self.run(shortcut, input)?;
+                let t = match (b.t, s.t) {
+                    (Some(a), Some(c)) => Some((a + c)?),
+                    (a, c) => a.or(c),
+                };
+                Ok(Dual { x: (b.x + s.x)?, t })
+            }
+        }
+    }
+
+    fn batch_norm(&self, h: Dual, affine: Affine) -> Result<Dual> {
+        let rank = h.x.rank();
+        let dims: Vec<usize> = if rank == 4 { vec![0, 2, 3] } else { vec![0] };
+        let (y, t) = match &self.bn {
+            BnSource::Batch(record) => {
+                // x̂ = (x − μ)·s, s = (σ² + ε)^{-1/2}, μ and σ² over the batch.
+                // Tangent: ẋc = ẋ − mean(ẋ), (σ²)˙ = 2·mean(xc·ẋc),
+                // ṡ = −s³·(σ²)˙/2, x̂˙ = ẋc·s + xc·ṡ.
+                let mu = h.x.mean_keepdim(dims.as_slice())?;
+                let xc = h.x.broadcast_sub(&mu)?;
+                let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
+                let s = (var.clone() + self.eps)?.sqrt()?.recip()?;
+                if let Some(rec) = record {
+                    rec.borrow_mut().push((mu.detach(), var.detach()));
+                }
+                let y = xc.broadcast_mul(&s)?;
+                let t = match h.t {
+                    Some(t) => {
+                        let tc = t.broadcast_sub(&t.mean_keepdim(dims.as_slice())?)?;
+                        let dvar = (xc.mul(&tc)?.mean_keepdim(dims.as_slice())? * 2.0)?;
+                        let ds = (s.powf(3.0)?.mul(&dvar)? * -0.5)?;
+                        Some((tc.broadcast_mul(&s)? + xc.broadcast_mul(&ds)?)?)
+                    }
+                    None => None,
+                };
+                (y, t)
+            }
+            BnSource::Fixed(stats) => {
+                let i = self.next_bn.get();
+                self.next_bn.set(i + 1);
+                let (mu, var) = &stats[i];
+                let s = (var.clone() + self.eps)?.sqrt()?.recip()?;
+                let y = h.x.broadcast_sub(mu)?.broadcast_mul(&s)?;
+                let t = h.t.map(|t| t.broadcast_mul(&s)).transpose()?;
+                (y, t)
+            }
+        };
+        match affine {
+            Affine::None => Ok(Dual { x: y, t }),
+            Affine::Fixed { gamma, beta } => {
+                Ok(Dual { x: y.affine(gamma, beta)?, t: t.map(|t| t * gamma).transpose()? })
+            }
+            Affine::Trainable => {
+                let (g, dg) = self.take();
+                let (b, db) = self.take();
+                let shape: Vec<usize> = if rank == 4 { vec![1, g.dim(0)?, 1, 1] } else { vec![1, g.dim(0)?] };
+                let g4 = g.reshape(shape.as_slice())?;
+                let b4 = b.reshape(shape.as_slice())?;
+                let out = y.broadcast_mul(&g4)?.broadcast_add(&b4)?;
+                let t = match (t, dg, db) {
+                    (t, Some(dg), Some(db)) => {
+                        let dg4 = dg.reshape(shape.as_slice())?;
+                        let db4 = db.reshape(shape.as_slice())?;
+                        let from_w = y.broadcast_mul(&dg4)?.broadcast_add(&db4)?;
+                        Some(match t {
+                            Some(t) => (t.broadcast_mul(&g4)? + from_w)?,
+                            None => from_w,
+                        })
+                    }
+                    (Some(t), _, _) => Some(t.broadcast_mul(&g4)?),
+                    (None, _, _) => None,
+                };
+                Ok(Dual { x: out, t })
+            }
+        }
+    }
+}
+
+/// Loss on the logits z (n×C).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Mean cross-entropy, (1/n)·Σᵢ [logsumexp(zᵢ) − z_{i,yᵢ}].
+    Ce,
+    /// Squared loss against one-hot targets, (1/n)·Σᵢ ½‖zᵢ − e_{yᵢ}‖²
+    /// (Cohen et al.'s convention).
+    Mse,
+}
+
+/// Mean loss over the batch and, with a tangent, its directional derivative.
+/// `labels` is (n, 1) u32; `onehot` is (n, C) f64.
+pub(crate) fn loss(kind: LossKind, z: &Dual, labels: &Tensor, onehot: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    match kind {
+        LossKind::Ce => {
+            let lse = z.x.log_sum_exp(D::Minus1)?;
+            let zy = z.x.gather(labels, 1)?.squeeze(1)?;
+            let l = (lse.clone() - zy)?.mean_all()?;
+            let dl = match &z.t {
+                Some(t) => {
+                    // d/dz CE = softmax(z) − e_y.
+                    let p = z.x.broadcast_sub(&lse.unsqueeze(1)?)?.exp()?;
+                    Some((p.mul(t)?.sum(1)? - t.gather(labels, 1)?.squeeze(1)?)?.mean_all()?)
+                }
+                None => None,
+            };
+            Ok((l, dl))
+        }
+        LossKind::Mse => {
+            let r = (&z.x - onehot)?;
+            let l = (r.sqr()?.sum(1)?.mean_all()? * 0.5)?;
+            let dl = match &z.t {
+                Some(t) => Some(r.mul(t)?.sum(1)?.mean_all()?),
+                None => None,
+            };
+            Ok((l, dl))
+        }
+    }
+}
+
+/// Number of rows whose argmax equals the label.
+pub(crate) fn correct(z: &Tensor, labels: &Tensor) -> Result<usize> {
+    let pred = z.argmax(1)?.to_dtype(DType::U32)?;
+    let eq = pred.eq(&labels.squeeze(1)?)?.to_dtype(DType::U32)?;
+    Ok(eq.sum_all()?.to_scalar::<u32>()? as usize)
+}

@@ -1,0 +1,555 @@
+//! A network on a dataset as an eosflow [`Problem`]: full-batch loss over
+//! ghost batches, exact gradient and HVP, accuracy and L_min metrics.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor, Var};
+use eosflow::optim::Evaluation;
+use eosflow::problems::{Problem, Tracker};
+use eosflow::spectrum::LinOp;
+use eosflow::{Hessian, Objective, ScaleInvariance};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::NnError;
+use crate::data::Dataset;
+use crate::forward::{self, BnSource, Dual, LossKind, Pass};
+use crate::net::{Affine, Module, Net};
+
+/// Which BN statistics test-set predictions use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestBn {
+    /// Per BN layer, the mean over the training ghost batches of their μ and
+    /// σ² (weighted by batch size) from the training forward pass at the same
+    /// w — the statistics the network was trained with. With one ghost batch
+    /// these are the full-training-set statistics.
+    Train,
+    /// Each test ghost batch uses its own statistics (transductive).
+    Batch,
+}
+
+/// Settings of [`NetProblem`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetParams {
+    /// Ghost batch size B: the training set is cut, in its fixed order, into
+    /// consecutive batches of B (the last may be smaller), each normalised
+    /// with its own BN statistics. Paper: 1000.
+    pub ghost_batch: usize,
+    /// The Hessian (sharpness) uses the first `hessian_examples` training
+    /// examples with the same ghost batching (paper: 5000, after Cohen et
+    /// al.); 0 or ≥ n means all.
+    pub hessian_examples: usize,
+    /// Loss on the logits.
+    pub loss: LossKind,
+    /// ε in √(σ² + ε). 0 keeps the loss exactly scale-invariant (ε > 0, as in
+    /// PyTorch's 1e-5, breaks L(cw) = L(w) for small ‖w‖).
+    pub bn_eps: f64,
+    /// BN statistics for the test set.
+    pub test_bn: TestBn,
+    /// Seed of the initial weights (ChaCha8 stream 1).
+    pub init_seed: u64,
+    /// Accuracy and test metrics are computed every this many steps (the
+    /// run's log interval) by the tracker.
+    pub eval_every: u64,
+}
+
+impl Default for NetParams {
+    fn default() -> Self {
+        NetParams {
+            ghost_batch: 1000,
+            hessian_examples: 5000,
+            loss: LossKind::Ce,
+            bn_eps: 0.0,
+            test_bn: TestBn::Train,
+            init_seed: 0,
+            eval_every: 1,
+        }
+    }
+}
+
+/// Train and test loss and accuracy at one w.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetEval {
+    /// Training loss (ghost-batch BN), as the optimizer sees it.
+    pub train_loss: f64,
+    /// Fraction of training examples classified correctly.
+    pub train_acc: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Fraction of test examples classified correctly.
+    pub test_acc: f64,
+}
+
+struct Batch {
+    x: Tensor,
+    labels: Tensor,
+    onehot: Tensor,
+    n: usize,
+}
+
+fn batches(d: &Dataset, size: usize) -> Result<Vec<Batch>, NnError> {
+    let dev = Device::Cpu;
+    let per = d.example_size();
+    let mut out = Vec::new();
+    for start in (0..d.len()).step_by(size.max(1)) {
+        let n = size.min(d.len() - start);
+        let mut shape = vec![n];
+        shape.extend_from_slice(&d.shape);
+        let x = Tensor::from_slice(&d.x[start * per..(start + n) * per], shape.as_slice(), &dev)?;
+        let lab = &d.labels[start..start + n];
+        let labels = Tensor::from_slice(lab, (n, 1), &dev)?;
+        let mut oh = vec![0.0; n * d.classes];
+        for (i, &y) in lab.iter().enumerate() {
+            oh[i * d.classes + y as usize] = 1.0;
+        }
+        let onehot = Tensor::from_vec(oh, (n, d.classes), &dev)?;
+        out.push(Batch { x, labels, onehot, n });
+    }
+    Ok(out)
+}
+
+/// A network trained full-batch on a dataset with ghost BN.
+///
+/// L(w) = Σ_g (n_g/n)·L_g(w), L_g the mean loss over ghost batch g with BN
+/// statistics of g. Gradients and HVPs are sums over ghost batches in a fixed
+/// order, so memory is one ghost batch's graph (per thread) and the result
+/// does not depend on the number of threads.
+pub struct NetProblem {
+    net: Net,
+    params: NetParams,
+    train: Vec<Batch>,
+    hess: Vec<Batch>,
+    test: Vec<Batch>,
+    n_train: usize,
+    n_hess: usize,
+    n_test: usize,
+    w0: Vec<f64>,
+    lmin: f64,
+    cache: Mutex<Option<(Vec<f64>, NetEval)>>,
+}
+
+impl NetProblem {
+    /// Checks that the data fit the network and cuts the ghost batches.
+    pub fn new(net: Net, train: &Dataset, test: &Dataset, params: NetParams) -> Result<NetProblem, NnError> {
+        for (what, d) in [("training", train), ("test", test)] {
+            if d.shape != net.input_shape {
+                return Err(NnError::Data(format!(
+                    "{what} examples have shape {:?}, but the network {} takes {:?}",
+                    d.shape, net.name, net.input_shape
+                )));
+            }
+            if d.classes != net.classes {
+                return Err(NnError::Data(format!(
+                    "{what} set has {} classes, the network outputs {}",
+                    d.classes, net.classes
+                )));
+            }
+        }
+        if train.is_empty() {
+            return Err(NnError::Data("the training set is empty".into()));
+        }
+        if params.ghost_batch < 2 {
+            return Err(NnError::Data(format!(
+                "ghost_batch = {}: BN needs at least 2 examples per batch",
+                params.ghost_batch
+            )));
+        }
+        let n_hess = if params.hessian_examples == 0 { train.len() } else { params.hessian_examples.min(train.len()) };
+        let mut sets = vec![("training set", train.len()), ("Hessian subset", n_hess)];
+        if params.test_bn == TestBn::Batch {
+            sets.push(("test set", test.len()));
+        }
+        for (what, n) in sets {
+            if n % params.ghost_batch == 1 {
+                return Err(NnError::Data(format!(
+                    "ghost_batch = {} cuts the {what} of {n} examples into batches whose last one has a single \
+                     example, where BN's variance is 0; choose a ghost_batch that leaves 0 or ≥ 2 examples over",
+                    params.ghost_batch
+                )));
+            }
+        }
+        let lmin = l_min(&net, params.loss);
+        let w0 = net.init(params.init_seed);
+        Ok(NetProblem {
+            train: batches(train, params.ghost_batch)?,
+            hess: batches(&train.prefix(n_hess), params.ghost_batch)?,
+            test: batches(test, params.ghost_batch)?,
+            n_train: train.len(),
+            n_hess,
+            n_test: test.len(),
+            net,
+            params,
+            w0,
+            lmin,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// The network.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The settings.
+    pub fn params(&self) -> &NetParams {
+        &self.params
+    }
+
+    /// Training examples n, Hessian examples, test examples.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.n_train, self.n_hess, self.n_test)
+    }
+
+    /// The loss's minimum value L_min: eq. (53) for cross-entropy on a
+    /// network ending in BN with fixed γ and β = 0, 0 otherwise.
+    pub fn l_min(&self) -> f64 {
+        self.lmin
+    }
+
+    fn tensors(&self, w: &[f64]) -> Vec<Tensor> {
+        assert_eq!(w.len(), self.net.dim(), "parameter vector length");
+        self.net
+            .params
+            .iter()
+            .map(|p| {
+                Tensor::from_slice(&w[p.offset..p.offset + p.len()], p.shape.as_slice(), &Device::Cpu).expect("shape")
+            })
+            .collect()
+    }
+
+    fn vars(&self, w: &[f64]) -> Vec<Var> {
+        self.tensors(w).into_iter().map(|t| Var::from_tensor(&t).expect("f64 var")).collect()
+    }
+
+    /// The gradients of `vars` from one backward pass, as a flat vector (a
+    /// parameter the loss does not reach gets zeros).
+    fn flatten_grads(&self, grads: &candle_core::backprop::GradStore, vars: &[Var]) -> Vec<f64> {
+        let mut out = vec![0.0; self.net.dim()];
+        for (p, v) in self.net.params.iter().zip(vars) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = g.flatten_all().and_then(|g| g.to_vec1::<f64>()).expect("gradient to host");
+                out[p.offset..p.offset + p.len()].copy_from_slice(&g);
+            }
+        }
+        out
+    }
+
+    /// Σ_g (n_g/n)·(L_g, ∇L_g) over `batches`.
+    fn loss_grad_over(&self, batches: &[Batch], n: usize, w: &[f64], grad: &mut [f64]) -> f64 {
+        let vars = self.vars(w);
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let parts: Vec<(f64, Vec<f64>)> = batches
+            .par_iter()
+            .map(|b| {
+                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps);
+                let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
+                let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
+                let grads = l.backward().expect("backward");
+                (l.to_scalar::<f64>().expect("scalar"), self.flatten_grads(&grads, &vars))
+            })
+            .collect();
+        grad.fill(0.0);
+        // The same weights, in the same order, as `loss` and `evaluate`, so
+        // the three agree bit for bit.
+        let mut loss = 0.0;
+        for ((l, g), b) in parts.iter().zip(batches) {
+            let wgt = b.n as f64 / n as f64;
+            loss += wgt * l;
+            for (d, s) in grad.iter_mut().zip(g) {
+                *d += wgt * s;
+            }
+        }
+        loss
+    }
+
+    /// Σ_g (n_g/n)·∇²L_g(w)·v over `batches`, by reverse-over-forward.
+    fn hvp_over(&self, batches: &[Batch], n: usize, vars: &[Var], v: &[f64], out: &mut [f64]) {
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let dirs = self.tensors(v);
+        let parts: Vec<Vec<f64>> = batches
+            .par_iter()
+            .map(|b| {
+                let pass = Pass::new(&ts, Some(&dirs), BnSource::Batch(None), self.params.bn_eps);
+                let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
+                let (_, dl) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
+                let grads = dl.expect("tangent").backward().expect("backward");
+                self.flatten_grads(&grads, vars)
+            })
+            .collect();
+        out.fill(0.0);
+        for (g, b) in parts.iter().zip(batches) {
+            let wgt = b.n as f64 / n as f64;
+            for (d, s) in out.iter_mut().zip(g) {
+                *d += wgt * s;
+            }
+        }
+    }
+
+    /// Loss and accuracy on the training and test sets at w (cached: the
+    /// tracker and the metrics ask for the same w).
+    pub fn evaluate(&self, w: &[f64]) -> NetEval {
+        if let Some((cw, e)) = self.cache.lock().unwrap().as_ref()
+            && cw.as_slice() == w
+        {
+            return *e;
+        }
+        let e = self.evaluate_uncached(w).expect("evaluation");
+        *self.cache.lock().unwrap() = Some((w.to_vec(), e));
+        e
+    }
+
+    fn evaluate_uncached(&self, w: &[f64]) -> candle_core::Result<NetEval> {
+        let ts = self.tensors(w);
+        let run = |b: &Batch, bn: BnSource| -> candle_core::Result<(f64, usize)> {
+            let pass = Pass::new(&ts, None, bn, self.params.bn_eps);
+            let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
+            let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
+            Ok((l.to_scalar::<f64>()?, forward::correct(&z.x, &b.labels)?))
+        };
+        let mut stats: Vec<(Tensor, Tensor)> = Vec::new();
+        let (mut train_loss, mut train_ok) = (0.0, 0);
+        for b in &self.train {
+            let rec = RefCell::new(Vec::new());
+            let (l, c) = run(b, BnSource::Batch(Some(&rec)))?;
+            train_loss += (b.n as f64 / self.n_train as f64) * l;
+            train_ok += c;
+            let wgt = b.n as f64 / self.n_train as f64;
+            let rec = rec.into_inner();
+            if stats.is_empty() {
+                stats =
+                    rec.into_iter().map(|(m, v)| Ok(((m * wgt)?, (v * wgt)?))).collect::<candle_core::Result<_>>()?;
+            } else {
+                for (s, (m, v)) in stats.iter_mut().zip(rec) {
+                    *s = ((&s.0 + (m * wgt)?)?, (&s.1 + (v * wgt)?)?);
+                }
+            }
+        }
+        let (mut test_loss, mut test_ok) = (0.0, 0);
+        for b in &self.test {
+            let bn = match self.params.test_bn {
+                TestBn::Train => BnSource::Fixed(&stats),
+                TestBn::Batch => BnSource::Batch(None),
+            };
+            let (l, c) = run(b, bn)?;
+            test_loss += l * b.n as f64 / self.n_test.max(1) as f64;
+            test_ok += c;
+        }
+        Ok(NetEval {
+            train_loss,
+            train_acc: train_ok as f64 / self.n_train as f64,
+            test_loss,
+            test_acc: test_ok as f64 / self.n_test.max(1) as f64,
+        })
+    }
+
+    /// L(w) over the training set as one candle scalar built from `params`
+    /// (one tensor per [`crate::net::ParamSpec`], in layout order) — for
+    /// oracles and extensions that differentiate with candle directly. The
+    /// graph spans every ghost batch, so memory grows with n.
+    pub fn graph_loss(&self, params: &[Tensor]) -> candle_core::Result<Tensor> {
+        let mut total: Option<Tensor> = None;
+        for b in &self.train {
+            let pass = Pass::new(params, None, BnSource::Batch(None), self.params.bn_eps);
+            let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
+            let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
+            let l = (l * (b.n as f64 / self.n_train as f64))?; // same weight as loss_grad
+            total = Some(match total {
+                Some(t) => (t + l)?,
+                None => l,
+            });
+        }
+        Ok(total.expect("non-empty training set"))
+    }
+
+    /// Parameter tensors of w in layout order (constants, not `Var`s).
+    pub fn param_tensors(&self, w: &[f64]) -> Vec<Tensor> {
+        self.tensors(w)
+    }
+
+    /// The loss on the Hessian subset (the first `hessian_examples`).
+    pub fn hessian_subset_loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
+        self.loss_grad_over(&self.hess, self.n_hess, w, grad)
+    }
+}
+
+/// L_min of eq. (53): ln(1 + (C−1)·exp(−γ·(√(C−1) + 1/√(C−1)))) for
+/// cross-entropy after a final BN with fixed γ, β = 0 (App. R; balanced
+/// classes); 0 for other heads and for MSE.
+///
+/// ```
+/// use eosflow_nn::net::{si_mlp, Activation, default_final_gamma};
+/// use eosflow_nn::forward_loss::LossKind;
+/// let net = si_mlp(&[4], &[3], 10, Activation::Swish, default_final_gamma()).unwrap();
+/// let l = eosflow_nn::problem::l_min(&net, LossKind::Ce);
+/// assert!((l - (100.0f64 / 91.0).ln()).abs() < 1e-15);
+/// ```
+pub fn l_min(net: &Net, loss: LossKind) -> f64 {
+    match (loss, net.modules.last()) {
+        (LossKind::Ce, Some(Module::BatchNorm { affine: Affine::Fixed { gamma, beta }, .. })) if *beta == 0.0 => {
+            let c1 = (net.classes - 1) as f64;
+            (1.0 + c1 * (-gamma * (c1.sqrt() + 1.0 / c1.sqrt())).exp()).ln()
+        }
+        _ => 0.0,
+    }
+}
+
+impl Objective for NetProblem {
+    fn dim(&self) -> usize {
+        self.net.dim()
+    }
+
+    fn loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
+        self.loss_grad_over(&self.train, self.n_train, w, grad)
+    }
+
+    fn loss(&self, w: &[f64]) -> f64 {
+        let ts = self.tensors(w);
+        self.train
+            .par_iter()
+            .map(|b| {
+                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps);
+                let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
+                let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
+                l.to_scalar::<f64>().expect("scalar")
+            })
+            .collect::<Vec<f64>>()
+            .into_iter()
+            .zip(&self.train)
+            .fold(0.0, |acc, (l, b)| acc + (b.n as f64 / self.n_train as f64) * l)
+    }
+
+    fn scale_invariance(&self) -> ScaleInvariance {
+        self.net.scale_invariance()
+    }
+}
+
+/// ∇²L(w) on the Hessian subset with the parameter tensors built once.
+struct SubsetHessian<'a> {
+    p: &'a NetProblem,
+    vars: Vec<Var>,
+}
+
+impl LinOp for SubsetHessian<'_> {
+    fn dim(&self) -> usize {
+        self.p.net.dim()
+    }
+
+    fn apply(&self, x: &[f64], y: &mut [f64]) {
+        self.p.hvp_over(&self.p.hess, self.p.n_hess, &self.vars, x, y);
+    }
+}
+
+impl Hessian for NetProblem {
+    /// ∇²L(w)·v of the full training loss.
+    fn hvp(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        let vars = self.vars(w);
+        self.hvp_over(&self.train, self.n_train, &vars, v, out);
+    }
+
+    /// The Hessian of the loss on the first `hessian_examples` training
+    /// examples (the sharpness oracle of App. Q.3); equal to [`Hessian::hvp`]
+    /// when that covers the training set.
+    fn hessian_at<'a>(&'a self, w: &[f64]) -> Box<dyn LinOp + 'a> {
+        Box::new(SubsetHessian { p: self, vars: self.vars(w) })
+    }
+}
+
+impl Problem for NetProblem {
+    fn name(&self) -> &'static str {
+        "nn"
+    }
+
+    fn initial_point(&self) -> Vec<f64> {
+        self.w0.clone()
+    }
+
+    fn metric_names(&self) -> Vec<&'static str> {
+        vec!["train_acc", "test_loss", "test_acc", "loss_minus_lmin", "test_loss_minus_lmin"]
+    }
+
+    fn metrics(&self, w: &[f64], eval: &Evaluation) -> Vec<f64> {
+        let e = self.evaluate(w);
+        vec![e.train_acc, e.test_loss, e.test_acc, eval.loss - self.lmin, e.test_loss - self.lmin]
+    }
+
+    fn tracker(&self) -> Box<dyn Tracker + '_> {
+        Box::new(NetTracker { p: self, s: TrackerState::default() })
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct TrackerState {
+    /// First evaluated step with 100% training accuracy.
+    fit_step: Option<u64>,
+    /// Test accuracy and training loss there.
+    test_acc_at_fit: Option<f64>,
+    train_loss_at_fit: Option<f64>,
+    /// Best test accuracy seen and its step.
+    best_test_acc: Option<(f64, u64)>,
+    first: Option<(u64, NetEval)>,
+}
+
+struct NetTracker<'a> {
+    p: &'a NetProblem,
+    s: TrackerState,
+}
+
+impl Tracker for NetTracker<'_> {
+    fn observe(&mut self, step: u64, w: &[f64], _eval: &Evaluation) {
+        if !step.is_multiple_of(self.p.params.eval_every.max(1)) {
+            return;
+        }
+        let e = self.p.evaluate(w);
+        if self.s.first.is_none() {
+            self.s.first = Some((step, e));
+        }
+        if self.s.fit_step.is_none() && e.train_acc == 1.0 {
+            self.s.fit_step = Some(step);
+            self.s.test_acc_at_fit = Some(e.test_acc);
+            self.s.train_loss_at_fit = Some(e.train_loss);
+        }
+        if self.s.best_test_acc.is_none_or(|(b, _)| e.test_acc > b) {
+            self.s.best_test_acc = Some((e.test_acc, step));
+        }
+    }
+
+    fn summary(&self, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let e = self.p.evaluate(w_final);
+        let mut m = serde_json::Map::new();
+        let (n, nh, nt) = self.p.sizes();
+        m.insert("network".into(), json!(self.p.net.name));
+        m.insert("parameters".into(), json!(self.p.net.dim()));
+        m.insert("train_examples".into(), json!(n));
+        m.insert("hessian_examples".into(), json!(nh));
+        m.insert("test_examples".into(), json!(nt));
+        m.insert("l_min".into(), json!(self.p.lmin));
+        if let Some((s, e0)) = self.s.first {
+            m.insert(
+                "first_eval".into(),
+                json!({"step": s, "train_acc": e0.train_acc, "test_acc": e0.test_acc, "train_loss": e0.train_loss}),
+            );
+        }
+        m.insert("fit_step".into(), json!(self.s.fit_step));
+        m.insert("test_acc_at_fit".into(), json!(self.s.test_acc_at_fit));
+        m.insert("train_loss_at_fit".into(), json!(self.s.train_loss_at_fit));
+        m.insert("best_test_acc".into(), json!(self.s.best_test_acc.map(|b| b.0)));
+        m.insert("best_test_acc_step".into(), json!(self.s.best_test_acc.map(|b| b.1)));
+        m.insert("final_train_acc".into(), json!(e.train_acc));
+        m.insert("final_test_acc".into(), json!(e.test_acc));
+        m.insert("final_train_loss".into(), json!(e.train_loss));
+        m.insert("final_test_loss".into(), json!(e.test_loss));
+        m
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(&self.s).expect("tracker state")
+    }
+
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.s = serde_json::from_value(state.clone()).map_err(|e| format!("nn tracker state: {e}"))?;
+        Ok(())
+    }
+}
