@@ -91,6 +91,95 @@ pub enum ProblemConfig {
         #[serde(default)]
         init_seed: u64,
     },
+    /// A network (eosflow-nn) trained full-batch with ghost BN (App. P.2, Q.1).
+    Nn {
+        /// Dataset: "digits" (embedded 8×8 digits).
+        #[serde(default = "digits")]
+        dataset: String,
+        /// digits: training examples per class (first in file order; the rest are the test set).
+        #[serde(default = "n100")]
+        train_per_class: usize,
+        /// si-mlp | si-vgg | si-resnet20 | resnet20.
+        arch: String,
+        /// si-mlp: hidden widths.
+        #[serde(default = "mlp_hidden")]
+        hidden: Vec<usize>,
+        /// si-mlp: swish | relu (si-vgg always uses Swish, the ResNets ReLU).
+        #[serde(default = "swish")]
+        activation: eosflow_nn::Activation,
+        /// si-vgg: conv channels and pools ("M"), e.g. "64 M 128 M" [default: VGG-11, config A].
+        #[serde(default = "vgg11")]
+        vgg: String,
+        /// Channel multiplier of si-vgg and the ResNets.
+        #[serde(default = "one_f")]
+        width: f64,
+        /// γ of the final fixed BN [default: (3/10)·ln 91 ≈ 1.353, App. R].
+        #[serde(default = "final_gamma")]
+        final_gamma: f64,
+        /// ce | mse.
+        #[serde(default = "ce")]
+        loss: eosflow_nn::LossKind,
+        /// Ghost batch size B.
+        #[serde(default = "n1000")]
+        ghost_batch: usize,
+        /// The Hessian (sharpness) uses the first this many training examples (0 = all).
+        #[serde(default = "n5000")]
+        hessian_examples: usize,
+        /// ε of BN; 0 keeps the loss exactly scale-invariant.
+        #[serde(default)]
+        bn_eps: f64,
+        /// BN statistics for test predictions: "train" (mean ghost-batch statistics) or "batch".
+        #[serde(default = "test_bn_train")]
+        test_bn: eosflow_nn::TestBn,
+        /// Seed of the initial weights.
+        #[serde(default)]
+        init_seed: u64,
+    },
+}
+
+fn digits() -> String {
+    "digits".into()
+}
+fn n100() -> usize {
+    100
+}
+fn n5000() -> usize {
+    5000
+}
+fn mlp_hidden() -> Vec<usize> {
+    vec![256, 256]
+}
+fn swish() -> eosflow_nn::Activation {
+    eosflow_nn::Activation::Swish
+}
+fn vgg11() -> String {
+    "64 M 128 M 256 256 M 512 512 M 512 512 M".into()
+}
+fn final_gamma() -> f64 {
+    eosflow_nn::net::default_final_gamma()
+}
+fn ce() -> eosflow_nn::LossKind {
+    eosflow_nn::LossKind::Ce
+}
+fn test_bn_train() -> eosflow_nn::TestBn {
+    eosflow_nn::TestBn::Train
+}
+
+/// Parses a VGG configuration: channel counts and "M" for 2×2 mean pooling.
+pub fn parse_vgg(s: &str) -> Result<Vec<eosflow_nn::net::VggItem>> {
+    use eosflow_nn::net::VggItem;
+    let items: Vec<VggItem> = s
+        .split_whitespace()
+        .map(|t| match t {
+            "M" | "m" => Ok(VggItem::Pool),
+            _ => match t.parse::<usize>() {
+                Ok(c) if c > 0 => Ok(VggItem::Conv(c)),
+                _ => bail!("problem.vgg: `{t}` is neither a channel count nor M (mean pool); e.g. \"64 M 128 M\""),
+            },
+        })
+        .collect::<Result<_>>()?;
+    check(items.iter().any(|i| matches!(i, VggItem::Conv(_))), || "problem.vgg has no conv layer".into())?;
+    Ok(items)
 }
 
 impl ProblemConfig {
@@ -100,6 +189,7 @@ impl ProblemConfig {
             ProblemConfig::Toy3d { .. } => "toy3d",
             ProblemConfig::LinregBn { .. } => "linreg_bn",
             ProblemConfig::MatcompBn { .. } => "matcomp_bn",
+            ProblemConfig::Nn { .. } => "nn",
         }
     }
 
@@ -109,6 +199,7 @@ impl ProblemConfig {
             ProblemConfig::Toy3d { seed, .. }
             | ProblemConfig::LinregBn { seed, .. }
             | ProblemConfig::MatcompBn { seed, .. } => *seed,
+            ProblemConfig::Nn { init_seed, .. } => *init_seed,
         }
     }
 
@@ -120,6 +211,8 @@ impl ProblemConfig {
                 *seed = s;
                 *init_seed = s;
             }
+            // The dataset is fixed (embedded or user-supplied); seeds vary the init.
+            ProblemConfig::Nn { init_seed, .. } => *init_seed = s,
         }
     }
 }
@@ -516,6 +609,39 @@ impl Config {
                 check(dc.x_npy.is_some() || dc.x_test_npy.is_none(), || {
                     "[data]: a test set needs the training set (x_npy, y_npy) too".into()
                 })?;
+            }
+            ProblemConfig::Nn {
+                dataset,
+                train_per_class,
+                arch,
+                hidden,
+                vgg,
+                width,
+                final_gamma,
+                ghost_batch,
+                bn_eps,
+                ..
+            } => {
+                check(self.data.is_empty(), || "[data] is not used by problem.kind = \"nn\"; remove it".into())?;
+                check(dataset == "digits", || {
+                    format!("problem.dataset = {dataset:?}: the available dataset is \"digits\" (CIFAR-10 is planned)")
+                })?;
+                check(*train_per_class >= 1, || "problem.train_per_class must be at least 1".into())?;
+                const ARCHS: [&str; 4] = ["si-mlp", "si-vgg", "si-resnet20", "resnet20"];
+                if !ARCHS.contains(&arch.as_str()) {
+                    let best = ARCHS.iter().min_by_key(|a| strsim::levenshtein(a, arch)).unwrap();
+                    bail!("problem.arch = {arch:?} is unknown: did you mean \"{best}\"? (one of {})", ARCHS.join(", "));
+                }
+                check(!hidden.is_empty() && hidden.iter().all(|&h| h >= 1), || {
+                    "problem.hidden must list at least one positive width".into()
+                })?;
+                parse_vgg(vgg)?;
+                positive("problem.width", *width)?;
+                positive("problem.final_gamma", *final_gamma)?;
+                check(*ghost_batch >= 2, || {
+                    format!("problem.ghost_batch = {ghost_batch}: BN needs at least 2 examples")
+                })?;
+                check(*bn_eps >= 0.0 && bn_eps.is_finite(), || "problem.bn_eps must be ≥ 0".into())?;
             }
         }
         check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || "init: give w0 or w0_npy, not both".into())?;

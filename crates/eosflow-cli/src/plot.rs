@@ -441,6 +441,54 @@ where
     Ok(())
 }
 
+/// Figs. 2/8/9/13 of the paper for a network: (a) train and test accuracy,
+/// (b) the spherical sharpness against 2/η̃_t, (c) train and test loss
+/// minus L_min of eq. (53), (d) ‖w_t‖ and η̃_t. `fit` is the first step
+/// with 100% training accuracy, drawn as a dotted line in (a) and (b).
+fn net_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, title: &str, fit: Option<f64>) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let a = grid(&root, title, 24, (2, 2))?;
+    let step = d.m("step");
+    let vline = |lo: f64, hi: f64| -> Vec<(f64, f64)> { fit.map_or(Vec::new(), |f| vec![(f, lo), (f, hi)]) };
+    let acc = [
+        ("train accuracy", series(step, d.m("train_acc"), false), false),
+        ("test accuracy", series(step, d.m("test_acc"), false), false),
+        ("100% train accuracy", vline(0.0, 1.0), true),
+    ];
+    let acc: Vec<Line> = acc.into_iter().filter(|l| !l.1.is_empty()).collect();
+    panel(&a[0], "(a) accuracy", "accuracy", &acc, false, false)?;
+    let mut thr = threshold_lines(d, "spherical sharpness");
+    let top =
+        d.s("sharpness").iter().chain(d.m("two_over_eff_lr")).filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(*v));
+    let bottom = d
+        .s("sharpness")
+        .iter()
+        .chain(d.m("two_over_eff_lr"))
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .fold(f64::INFINITY, |m, v| m.min(*v));
+    if fit.is_some() && top > 0.0 {
+        thr.push(("100% train accuracy", vline(bottom, top), true));
+    }
+    panel(&a[1], "(b) spherical sharpness against 2/η_eff", "", &thr, true, false)?;
+    let loss = [
+        ("train L − L_min", series(step, d.m("loss_minus_lmin"), true), false),
+        ("test L − L_min", series(step, d.m("test_loss_minus_lmin"), true), false),
+    ];
+    panel(&a[2], "(c) loss minus L_min (eq. 53)", "L − L_min", &loss, true, false)?;
+    panel(
+        &a[3],
+        "(d) ‖w_t‖ and η_eff",
+        "",
+        &[("‖w_t‖", series(step, d.m("w_norm"), true), false), ("η_eff", series(step, d.m("eff_lr"), true), false)],
+        true,
+        false,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
 /// A close look at the dense window (Fig. 11): the training loss and
 /// 2/η̃_t against the sharpness at every step.
 fn window_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, lo: f64, hi: f64) -> DResult
@@ -542,9 +590,15 @@ pub fn plot_run(
         "toy3d" => figures.push(("toy3d", (1800, 600))),
         "linreg_bn" => figures.push(("fig4", (1800, 1000))),
         "matcomp_bn" => figures.push(("fig1", (1400, 1000))),
+        "nn" => figures.push(("network", (1400, 1000))),
         _ => {}
     }
     let entry = problem_summary.and_then(|m| m.get("eos_entry_step")).and_then(|v| v.as_f64());
+    let fit = problem_summary.and_then(|m| m.get("fit_step")).and_then(|v| v.as_f64());
+    let net_title = match problem_summary.and_then(|m| m.get("network")).and_then(|v| v.as_str()) {
+        Some(n) => format!("{name}: {n}, full-batch GD+WD with ghost BN"),
+        None => format!("{name}: network, full-batch GD+WD"),
+    };
     let fig1_title = format!("{name}: matrix completion with BN (Fig. 1)");
     let (lo, hi) = dense_window.map_or((0.0, 0.0), |(a, b)| (a as f64, b as f64));
     if dense_window.is_some() {
@@ -560,6 +614,10 @@ pub fn plot_run(
                 ("fig1", _) => fig1(SVGBackend::new(&path, size).into_drawing_area(), &data, &fig1_title),
                 ("window", "png") => window_fig(BitMapBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
                 ("window", _) => window_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
+                ("network", "png") => {
+                    net_fig(BitMapBackend::new(&path, size).into_drawing_area(), &data, &net_title, fit)
+                }
+                ("network", _) => net_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, &net_title, fit),
                 ("toy3d", "png") => toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data),
                 ("toy3d", _) => toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data),
                 (_, "png") => fig4(BitMapBackend::new(&path, size).into_drawing_area(), &data, entry),

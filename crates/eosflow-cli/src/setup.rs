@@ -94,7 +94,53 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
             let p = LinregBn::new(data, init, *init_seed)?;
             Ok((Box::new(p), files))
         }
+        ProblemConfig::Nn { .. } => Ok((Box::new(build_net_problem(cfg)?), Vec::new())),
     }
+}
+
+/// The network problem of an `nn` config; `eval_every` is the log interval so
+/// accuracies are computed on logged steps only.
+pub fn build_net_problem(cfg: &Config) -> Result<eosflow_nn::NetProblem> {
+    use eosflow_nn::net;
+    let ProblemConfig::Nn {
+        train_per_class,
+        arch,
+        hidden,
+        activation,
+        vgg,
+        width,
+        final_gamma,
+        loss,
+        ghost_batch,
+        hessian_examples,
+        bn_eps,
+        test_bn,
+        init_seed,
+        ..
+    } = &cfg.problem
+    else {
+        bail!("not an nn problem");
+    };
+    let split = eosflow_nn::data::digits(*train_per_class)?;
+    let shape = &split.train.shape;
+    let input = [shape[0], shape[1], shape[2]];
+    let classes = split.train.classes;
+    let network = match arch.as_str() {
+        "si-mlp" => net::si_mlp(shape, hidden, classes, *activation, *final_gamma)?,
+        "si-vgg" => net::si_vgg(&crate::config::parse_vgg(vgg)?, *width, input, classes, *final_gamma)?,
+        "si-resnet20" => net::resnet20(true, *width, input, classes, *final_gamma)?,
+        _ => net::resnet20(false, *width, input, classes, *final_gamma)?,
+    };
+    let params = eosflow_nn::NetParams {
+        ghost_batch: *ghost_batch,
+        hessian_examples: *hessian_examples,
+        loss: *loss,
+        bn_eps: *bn_eps,
+        test_bn: *test_bn,
+        init_seed: *init_seed,
+        eval_every: cfg.run.log_every.max(1),
+    };
+    Ok(eosflow_nn::NetProblem::new(network, &split.train, &split.test, params)?)
 }
 
 pub fn prepare(cfg: &Config) -> Result<Prepared> {
