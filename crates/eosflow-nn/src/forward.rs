@@ -134,25 +134,31 @@ impl<'a> Pass<'a> {
     }
 
     fn batch_norm(&self, h: Dual, affine: Affine) -> Result<Dual> {
-        let rank = h.x.rank();
-        let dims: Vec<usize> = if rank == 4 { vec![0, 2, 3] } else { vec![0] };
+        // Work on channel-major 2-D views (c, m), m = n·h·w: statistics are
+        // then reductions over the last, contiguous dimension, which candle
+        // does fast, and so are the reductions its backward pass makes for
+        // the broadcasts of μ and s. Reducing (n, c, h, w) over [0, 2, 3]
+        // directly is a strided reduction, and was a quarter of a CNN step.
+        let dims = h.x.dims().to_vec();
+        let x = to_channel_major(&h.x)?;
+        let t = h.t.as_ref().map(to_channel_major).transpose()?;
         let (y, t) = match &self.bn {
             BnSource::Batch(record) => {
                 // x̂ = (x − μ)·s, s = (σ² + ε)^{-1/2}, μ and σ² over the batch.
                 // Tangent: ẋc = ẋ − mean(ẋ), (σ²)˙ = 2·mean(xc·ẋc),
                 // ṡ = −s³·(σ²)˙/2, x̂˙ = ẋc·s + xc·ṡ.
-                let mu = h.x.mean_keepdim(dims.as_slice())?;
-                let xc = h.x.broadcast_sub(&mu)?;
-                let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
+                let mu = x.mean_keepdim(1)?;
+                let xc = x.broadcast_sub(&mu)?;
+                let var = xc.sqr()?.mean_keepdim(1)?;
                 let s = (var.clone() + self.eps)?.sqrt()?.recip()?;
                 if let Some(rec) = record {
                     rec.borrow_mut().push((mu.detach(), var.detach()));
                 }
                 let y = xc.broadcast_mul(&s)?;
-                let t = match h.t {
+                let t = match t {
                     Some(t) => {
-                        let tc = t.broadcast_sub(&t.mean_keepdim(dims.as_slice())?)?;
-                        let dvar = (xc.mul(&tc)?.mean_keepdim(dims.as_slice())? * 2.0)?;
+                        let tc = t.broadcast_sub(&t.mean_keepdim(1)?)?;
+                        let dvar = (xc.mul(&tc)?.mean_keepdim(1)? * 2.0)?;
                         let ds = (s.powf(3.0)?.mul(&dvar)? * -0.5)?;
                         Some((tc.broadcast_mul(&s)? + xc.broadcast_mul(&ds)?)?)
                     }
@@ -165,40 +171,51 @@ impl<'a> Pass<'a> {
                 self.next_bn.set(i + 1);
                 let (mu, var) = &stats[i];
                 let s = (var.clone() + self.eps)?.sqrt()?.recip()?;
-                let y = h.x.broadcast_sub(mu)?.broadcast_mul(&s)?;
-                let t = h.t.map(|t| t.broadcast_mul(&s)).transpose()?;
+                let y = x.broadcast_sub(mu)?.broadcast_mul(&s)?;
+                let t = t.map(|t| t.broadcast_mul(&s)).transpose()?;
                 (y, t)
             }
         };
-        match affine {
-            Affine::None => Ok(Dual { x: y, t }),
-            Affine::Fixed { gamma, beta } => {
-                Ok(Dual { x: y.affine(gamma, beta)?, t: t.map(|t| t * gamma).transpose()? })
-            }
+        let (y, t) = match affine {
+            Affine::None => (y, t),
+            Affine::Fixed { gamma, beta } => (y.affine(gamma, beta)?, t.map(|t| t * gamma).transpose()?),
             Affine::Trainable => {
                 let (g, dg) = self.take();
                 let (b, db) = self.take();
-                let shape: Vec<usize> = if rank == 4 { vec![1, g.dim(0)?, 1, 1] } else { vec![1, g.dim(0)?] };
-                let g4 = g.reshape(shape.as_slice())?;
-                let b4 = b.reshape(shape.as_slice())?;
-                let out = y.broadcast_mul(&g4)?.broadcast_add(&b4)?;
+                let c = g.dim(0)?;
+                let g2 = g.reshape((c, 1))?;
+                let out = y.broadcast_mul(&g2)?.broadcast_add(&b.reshape((c, 1))?)?;
                 let t = match (t, dg, db) {
                     (t, Some(dg), Some(db)) => {
-                        let dg4 = dg.reshape(shape.as_slice())?;
-                        let db4 = db.reshape(shape.as_slice())?;
-                        let from_w = y.broadcast_mul(&dg4)?.broadcast_add(&db4)?;
+                        let from_w = y.broadcast_mul(&dg.reshape((c, 1))?)?.broadcast_add(&db.reshape((c, 1))?)?;
                         Some(match t {
-                            Some(t) => (t.broadcast_mul(&g4)? + from_w)?,
+                            Some(t) => (t.broadcast_mul(&g2)? + from_w)?,
                             None => from_w,
                         })
                     }
-                    (Some(t), _, _) => Some(t.broadcast_mul(&g4)?),
+                    (Some(t), _, _) => Some(t.broadcast_mul(&g2)?),
                     (None, _, _) => None,
                 };
-                Ok(Dual { x: out, t })
+                (out, t)
             }
-        }
+        };
+        Ok(Dual { x: from_channel_major(&y, &dims)?, t: t.map(|t| from_channel_major(&t, &dims)).transpose()? })
     }
+}
+
+/// (n, c, h, w) or (n, c) → contiguous (c, n·h·w).
+fn to_channel_major(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let c = dims[1];
+    let m = x.elem_count() / c;
+    x.transpose(0, 1)?.contiguous()?.reshape((c, m))
+}
+
+/// The inverse of [`to_channel_major`] for the original shape `dims`.
+fn from_channel_major(y: &Tensor, dims: &[usize]) -> Result<Tensor> {
+    let mut cm = dims.to_vec();
+    cm.swap(0, 1);
+    y.reshape(cm.as_slice())?.transpose(0, 1)?.contiguous()
 }
 
 /// Loss on the logits z (n×C).
