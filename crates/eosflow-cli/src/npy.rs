@@ -136,6 +136,17 @@ pub fn encode_positions(p: &[(usize, usize)]) -> Result<Vec<u8>> {
     Ok(cur.into_inner())
 }
 
+/// Encodes class labels as a 1-D int64 `.npy`.
+pub fn encode_labels(y: &[u32]) -> Result<Vec<u8>> {
+    let mut cur = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[y.len() as u64]).writer(&mut cur).begin_nd()?;
+        w.extend(y.iter().map(|&v| v as i64))?;
+        w.finish()?;
+    }
+    Ok(cur.into_inner())
+}
+
 /// Encodes a row-major rows×cols float64 matrix as `.npy` bytes.
 pub fn encode_matrix(rows: usize, cols: usize, v: &[f64]) -> Result<Vec<u8>> {
     assert_eq!(v.len(), rows * cols);

@@ -452,13 +452,17 @@ where
     let a = grid(&root, title, 24, (2, 2))?;
     let step = d.m("step");
     let vline = |lo: f64, hi: f64| -> Vec<(f64, f64)> { fit.map_or(Vec::new(), |f| vec![(f, lo), (f, hi)]) };
-    let acc = [
-        ("train accuracy", series(step, d.m("train_acc"), false), false),
-        ("test accuracy", series(step, d.m("test_acc"), false), false),
-        ("100% train accuracy", vline(0.0, 1.0), true),
-    ];
-    let acc: Vec<Line> = acc.into_iter().filter(|l| !l.1.is_empty()).collect();
-    panel(&a[0], "(a) accuracy", "accuracy", &acc, false, false)?;
+    // After the fit the accuracies move by a few points: draw them from the
+    // fit step on, so the rise is visible.
+    let from = fit.unwrap_or(f64::NEG_INFINITY);
+    let after =
+        |col: &str| -> Vec<(f64, f64)> { series(step, d.m(col), false).into_iter().filter(|p| p.0 >= from).collect() };
+    let acc = [("train accuracy", after("train_acc"), false), ("test accuracy", after("test_acc"), false)];
+    let title = match fit {
+        Some(f) => format!("(a) accuracy from 100% training accuracy (step {f:.0}) on"),
+        None => "(a) accuracy (training accuracy never reached 100%)".to_string(),
+    };
+    panel(&a[0], &title, "accuracy", &acc, false, false)?;
     let mut thr = threshold_lines(d, "spherical sharpness");
     let top =
         d.s("sharpness").iter().chain(d.m("two_over_eff_lr")).filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(*v));

@@ -70,6 +70,38 @@ pub const PRESETS: &[Preset] = &[
         toml: include_str!("../../../configs/fig11.toml"),
         variants: &[],
     },
+    Preset {
+        name: "digits-mlp",
+        figure: "Figs. 2, 13 on digits",
+        shows: "SI MLP on the embedded 8×8 digits: after 100% train accuracy, sharpness falls and test accuracy rises",
+        expected_time: "44 s",
+        toml: include_str!("../../../configs/digits-mlp.toml"),
+        variants: &[],
+    },
+    Preset {
+        name: "digits-mlp-wd0",
+        figure: "Fig. 13 (λ̂ = 0) on digits",
+        shows: "digits-mlp without weight decay: η_eff only falls, no EoS, no sharpness reduction",
+        expected_time: "40 s",
+        toml: include_str!("../../../configs/digits-mlp-wd0.toml"),
+        variants: &[],
+    },
+    Preset {
+        name: "digits-cnn",
+        figure: "Fig. 2 on digits",
+        shows: "small SI VGG-style CNN (Swish, mean pooling) on the digits: sharpness reduction, test accuracy rises",
+        expected_time: "2.2 min",
+        toml: include_str!("../../../configs/digits-cnn.toml"),
+        variants: &[],
+    },
+    Preset {
+        name: "digits-cnn-wd0",
+        figure: "Fig. 13 (λ̂ = 0) on digits",
+        shows: "digits-cnn without weight decay: no EoS, no sharpness reduction",
+        expected_time: "2.2 min",
+        toml: include_str!("../../../configs/digits-cnn-wd0.toml"),
+        variants: &[],
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Preset> {

@@ -94,13 +94,18 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
             let p = LinregBn::new(data, init, *init_seed)?;
             Ok((Box::new(p), files))
         }
-        ProblemConfig::Nn { .. } => Ok((Box::new(build_net_problem(cfg)?), Vec::new())),
+        ProblemConfig::Nn { .. } => {
+            let (p, files) = build_net_problem(cfg)?;
+            Ok((Box::new(p), files))
+        }
     }
 }
 
-/// The network problem of an `nn` config; `eval_every` is the log interval so
-/// accuracies are computed on logged steps only.
-pub fn build_net_problem(cfg: &Config) -> Result<eosflow_nn::NetProblem> {
+/// The network problem of an `nn` config (`eval_every` is the log interval so
+/// accuracies are computed on logged steps only) and its data as `.npy`
+/// files: standardised examples flattened row-major (n × c·h·w) and int64
+/// labels, for the training and the test set.
+pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<DataFile>)> {
     use eosflow_nn::net;
     let ProblemConfig::Nn {
         train_per_class,
@@ -140,7 +145,12 @@ pub fn build_net_problem(cfg: &Config) -> Result<eosflow_nn::NetProblem> {
         init_seed: *init_seed,
         eval_every: cfg.run.log_every.max(1),
     };
-    Ok(eosflow_nn::NetProblem::new(network, &split.train, &split.test, params)?)
+    let mut files = Vec::new();
+    for (tag, d) in [("train", &split.train), ("test", &split.test)] {
+        files.push((format!("x_{tag}.npy"), crate::npy::encode_matrix(d.len(), d.example_size(), &d.x)?));
+        files.push((format!("y_{tag}.npy"), crate::npy::encode_labels(&d.labels)?));
+    }
+    Ok((eosflow_nn::NetProblem::new(network, &split.train, &split.test, params)?, files))
 }
 
 pub fn prepare(cfg: &Config) -> Result<Prepared> {

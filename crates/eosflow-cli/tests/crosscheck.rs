@@ -70,3 +70,27 @@ fn matcomp_bn_matches_numpy_and_jax_over_1000_steps() {
     assert!(o.status.success(), "numpy/JAX reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn si_mlp_with_ghost_bn_matches_jax_over_100_steps() {
+    if !require("numpy, scipy, jax, tomllib", "pip install numpy scipy jax[cpu]") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    // 200 digits in two ghost batches of 100; Swish MLP 64-16-16-10.
+    std::fs::write(
+        &cfg,
+        "name = \"cc\"\n[problem]\nkind = \"nn\"\narch = \"si-mlp\"\nhidden = [16, 16]\ntrain_per_class = 20\n\
+         ghost_batch = 100\nhessian_examples = 0\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.01\nwd = 0.05\n\
+         [run]\nsteps = 100\nlog_every = 1\n[sharpness]\nevery = 100\ntol = 1e-12\n[output]\nfigures = false\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    Command::cargo_bin("eosflow").unwrap().arg("run").arg(&cfg).arg("--out").arg(&out).assert().success();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck/nn_mlp.py");
+    let o = std::process::Command::new("python3").arg(script).arg(&out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "JAX reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+}

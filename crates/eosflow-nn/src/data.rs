@@ -149,7 +149,8 @@ pub fn digits(train_per_class: usize) -> Result<Split, NnError> {
     if train_per_class == 0 || train_per_class >= min_class {
         return Err(NnError::Data(format!(
             "digits: train_per_class = {train_per_class}, but the smallest class has {min_class} examples; \
-             choose 1..{min_class} so every class keeps test examples"
+             choose 1 to {} so every class keeps test examples",
+            min_class - 1
         )));
     }
     let size = all.example_size();

@@ -15,11 +15,6 @@ mod forward;
 pub mod net;
 pub mod problem;
 
-/// Losses on the logits.
-pub mod forward_loss {
-    pub use crate::forward::LossKind;
-}
-
 pub use data::{Dataset, Split};
 pub use forward::LossKind;
 pub use net::{Activation, Affine, Module, Net};

@@ -380,7 +380,7 @@ impl NetProblem {
 ///
 /// ```
 /// use eosflow_nn::net::{si_mlp, Activation, default_final_gamma};
-/// use eosflow_nn::forward_loss::LossKind;
+/// use eosflow_nn::LossKind;
 /// let net = si_mlp(&[4], &[3], 10, Activation::Swish, default_final_gamma()).unwrap();
 /// let l = eosflow_nn::problem::l_min(&net, LossKind::Ce);
 /// assert!((l - (100.0f64 / 91.0).ln()).abs() < 1e-15);
@@ -489,6 +489,12 @@ struct TrackerState {
     /// Best test accuracy seen and its step.
     best_test_acc: Option<(f64, u64)>,
     first: Option<(u64, NetEval)>,
+    /// (step, test accuracy) at every evaluated step.
+    #[serde(default)]
+    test_acc: Vec<(u64, f64)>,
+    /// (step, spherical sharpness) at every sharpness evaluation.
+    #[serde(default)]
+    sharpness: Vec<(u64, f64)>,
 }
 
 struct NetTracker<'a> {
@@ -497,6 +503,10 @@ struct NetTracker<'a> {
 }
 
 impl Tracker for NetTracker<'_> {
+    fn observe_sharpness(&mut self, step: u64, sharpness: f64) {
+        self.s.sharpness.push((step, sharpness));
+    }
+
     fn observe(&mut self, step: u64, w: &[f64], _eval: &Evaluation) {
         if !step.is_multiple_of(self.p.params.eval_every.max(1)) {
             return;
@@ -510,6 +520,7 @@ impl Tracker for NetTracker<'_> {
             self.s.test_acc_at_fit = Some(e.test_acc);
             self.s.train_loss_at_fit = Some(e.train_loss);
         }
+        self.s.test_acc.push((step, e.test_acc));
         if self.s.best_test_acc.is_none_or(|(b, _)| e.test_acc > b) {
             self.s.best_test_acc = Some((e.test_acc, step));
         }
@@ -537,6 +548,27 @@ impl Tracker for NetTracker<'_> {
         m.insert("train_loss_at_fit".into(), json!(self.s.train_loss_at_fit));
         m.insert("best_test_acc".into(), json!(self.s.best_test_acc.map(|b| b.0)));
         m.insert("best_test_acc_step".into(), json!(self.s.best_test_acc.map(|b| b.1)));
+        // Test accuracy fluctuates by ±1% from step to step at EoS: the
+        // median over the last tenth of the evaluated steps is the robust
+        // end-of-run number.
+        if let Some(&(last, _)) = self.s.test_acc.last() {
+            let from = last - last / 10;
+            let mut tail: Vec<f64> = self.s.test_acc.iter().filter(|(s, _)| *s >= from).map(|(_, a)| *a).collect();
+            tail.sort_by(f64::total_cmp);
+            m.insert("test_acc_median_last_tenth".into(), json!(tail[tail.len() / 2]));
+        }
+        // The paper's claim is about what happens after fitting: the largest
+        // sharpness from the fit step on, and where it ends.
+        if let Some(fit) = self.s.fit_step {
+            let after: Vec<&(u64, f64)> = self.s.sharpness.iter().filter(|(s, _)| *s >= fit).collect();
+            if let Some(&&(step, max)) = after.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+                m.insert("sharpness_max_after_fit".into(), json!(max));
+                m.insert("sharpness_max_after_fit_step".into(), json!(step));
+            }
+        }
+        if let Some(&(_, last)) = self.s.sharpness.last() {
+            m.insert("sharpness_final".into(), json!(last));
+        }
         m.insert("final_train_acc".into(), json!(e.train_acc));
         m.insert("final_test_acc".into(), json!(e.test_acc));
         m.insert("final_train_loss".into(), json!(e.train_loss));

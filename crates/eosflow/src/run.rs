@@ -351,6 +351,9 @@ pub fn run_from(
             st.first_eos = Some(t);
             st.sharpness_at_first_eos = sharp;
         }
+        if let Some(s) = sharp {
+            tracker.observe_sharpness(t, s);
+        }
         tracker.observe(t, w, &e);
         let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
         let rec = StepRecord {

@@ -32,6 +32,9 @@ pub trait Problem: Hessian {
 pub trait Tracker {
     /// Called once per step t with w_t and its evaluation, before the update.
     fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation);
+    /// Called with the spherical sharpness at step t when the runner computed
+    /// one, before [`Tracker::observe`] of that step. The default ignores it.
+    fn observe_sharpness(&mut self, _step: u64, _sharpness: f64) {}
     /// Key results, as JSON, given the last evaluated parameters w_T.
     fn summary(&self, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value>;
     /// The tracker's state, for checkpoints.

@@ -1,0 +1,151 @@
+//! Network runs end to end: the digits presets' run directories, bit-identical
+//! results under any thread settings, resume, and the config errors of
+//! `[problem] kind = "nn"`.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn eosflow() -> Command {
+    Command::cargo_bin("eosflow").unwrap()
+}
+
+fn header(path: &Path) -> Vec<String> {
+    let mut rd = csv::Reader::from_path(path).unwrap();
+    rd.headers().unwrap().iter().map(String::from).collect()
+}
+
+/// A small CNN on 200 digits in two ghost batches of 100.
+const SMALL: &str = r#"name = "small"
+[problem]
+kind = "nn"
+arch = "si-vgg"
+vgg = "4 M 6"
+train_per_class = 20
+ghost_batch = 100
+hessian_examples = 100
+[optimizer]
+kind = "gd_wd"
+lr = 0.05
+wd = 0.01
+[run]
+steps = 12
+checkpoint_every = 6
+checkpoint_min_interval_s = 0.0
+[sharpness]
+every = 6
+[output]
+figures = false
+"#;
+
+#[test]
+fn digits_presets_write_their_run_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    for (preset, steps, n_train) in [("digits-mlp", "30", 500), ("digits-mlp-wd0", "5", 500), ("digits-cnn", "5", 200)]
+    {
+        let out = dir.path().join(preset);
+        let o = eosflow().args(["reproduce", preset, "--steps", steps, "--out"]).arg(&out).output().unwrap();
+        assert!(o.status.success(), "{preset}: {}", String::from_utf8_lossy(&o.stderr));
+        let cols = header(&out.join("metrics.csv"));
+        for c in [
+            "step",
+            "loss",
+            "sharpness",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "loss_minus_lmin",
+            "test_loss_minus_lmin",
+        ] {
+            assert!(cols.iter().any(|h| h == c), "{preset}: metrics.csv lacks {c}: {cols:?}");
+        }
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        let p = &s["problem"];
+        assert_eq!(p["train_examples"], n_train, "{preset}");
+        let lmin = p["l_min"].as_f64().unwrap();
+        assert!((lmin - (100.0f64 / 91.0).ln()).abs() < 1e-15);
+        let acc = p["final_test_acc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{preset}: {acc}");
+        for f in ["figures/network.png", "figures/network.svg", "w_final.npy"] {
+            assert!(out.join(f).exists(), "{preset}: no {f}");
+        }
+        // loss_minus_lmin is the loss column minus L_min, row by row (the
+        // CSV writes shortest round-trip decimals, so equality is exact).
+        let mut rd = csv::Reader::from_path(out.join("metrics.csv")).unwrap();
+        let (il, id) =
+            (cols.iter().position(|c| c == "loss").unwrap(), cols.iter().position(|c| c == "loss_minus_lmin").unwrap());
+        for r in rd.records() {
+            let r = r.unwrap();
+            let (l, d): (f64, f64) = (r[il].parse().unwrap(), r[id].parse().unwrap());
+            assert_eq!(d, l - lmin);
+        }
+    }
+    // digits-mlp fits the training set within its first 30 steps.
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("digits-mlp/summary.json")).unwrap()).unwrap();
+    assert!(s["problem"]["final_train_acc"].as_f64().unwrap() > 0.5, "{s}");
+}
+
+#[test]
+fn network_runs_are_identical_under_any_thread_settings_and_after_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("small.toml");
+    std::fs::write(&cfg, SMALL).unwrap();
+    let mut outs = Vec::new();
+    for (rayon, candle) in [("1", "1"), ("2", "2"), ("2", "1")] {
+        let out = dir.path().join(format!("r{rayon}c{candle}"));
+        eosflow()
+            .env("RAYON_NUM_THREADS", rayon)
+            .env("EOSFLOW_CANDLE_THREADS", candle)
+            .arg("run")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        outs.push(out);
+    }
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    for o in &outs[1..] {
+        for f in ["metrics.csv", "sharpness.csv", "w_final.npy"] {
+            assert!(read(&outs[0], f) == read(o, f), "{f} differs between thread settings ({})", o.display());
+        }
+    }
+    // Half the steps, then resume to the full count: the same files.
+    let half = dir.path().join("half");
+    let text = SMALL.replace("steps = 12", "steps = 6");
+    let half_cfg = dir.path().join("half.toml");
+    std::fs::write(&half_cfg, text).unwrap();
+    eosflow().arg("run").arg(&half_cfg).arg("--out").arg(&half).assert().success();
+    eosflow().arg("resume").arg(&half).args(["--steps", "12"]).assert().success();
+    for f in ["metrics.csv", "sharpness.csv", "w_final.npy"] {
+        assert!(read(&outs[0], f) == read(&half, f), "{f} differs after resume");
+    }
+    let a: serde_json::Value = serde_json::from_slice(&read(&outs[0], "summary.json")).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&read(&half, "summary.json")).unwrap();
+    assert_eq!(a["problem"], b["problem"], "the tracker's summary survives the checkpoint");
+}
+
+#[test]
+fn bad_network_configs_are_explained() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("arch = \"si-vgg\"", "arch = \"si-vg\"", &["si-vg", "did you mean \"si-vgg\""]),
+        ("vgg = \"4 M 6\"", "vgg = \"4 X 6\"", &["`X`", "mean pool"]),
+        ("ghost_batch = 100", "ghost_batch = 1", &["ghost_batch = 1"]),
+        ("ghost_batch = 100", "ghost_batch = 199", &["single", "ghost_batch"]),
+        ("train_per_class = 20", "train_per_class = 200", &["train_per_class = 200", "174"]),
+        ("vgg = \"4 M 6\"", "vgg = \"4 M M M M\"", &["pooling"]),
+        ("kind = \"nn\"", "kind = \"nn\"\ndataset = \"cifar\"", &["dataset", "digits"]),
+    ];
+    for (from, to, needles) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, SMALL.replace(from, to)).unwrap();
+        let o = eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("o")).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{to}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{to}: `{n}` not in: {err}");
+        }
+    }
+}
