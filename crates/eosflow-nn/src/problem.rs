@@ -495,6 +495,13 @@ struct TrackerState {
     /// (step, spherical sharpness) at every sharpness evaluation.
     #[serde(default)]
     sharpness: Vec<(u64, f64)>,
+    /// First sharpness evaluation after the fit with 2/η̃ ≤ the sharpness
+    /// (the dynamics reach the Edge of Stability), and the test accuracy at
+    /// the first evaluated step from there on.
+    #[serde(default)]
+    eos_entry_step: Option<u64>,
+    #[serde(default)]
+    test_acc_at_eos_entry: Option<f64>,
 }
 
 struct NetTracker<'a> {
@@ -507,11 +514,22 @@ impl Tracker for NetTracker<'_> {
         self.s.sharpness.push((step, sharpness));
     }
 
-    fn observe(&mut self, step: u64, w: &[f64], _eval: &Evaluation) {
+    fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation) {
+        if self.s.fit_step.is_some()
+            && self.s.eos_entry_step.is_none()
+            && let Some(&(s_step, sharp)) = self.s.sharpness.last()
+            && s_step == step
+            && 2.0 / eval.eff_lr <= sharp
+        {
+            self.s.eos_entry_step = Some(step);
+        }
         if !step.is_multiple_of(self.p.params.eval_every.max(1)) {
             return;
         }
         let e = self.p.evaluate(w);
+        if self.s.eos_entry_step.is_some() && self.s.test_acc_at_eos_entry.is_none() {
+            self.s.test_acc_at_eos_entry = Some(e.test_acc);
+        }
         if self.s.first.is_none() {
             self.s.first = Some((step, e));
         }
@@ -546,6 +564,8 @@ impl Tracker for NetTracker<'_> {
         m.insert("fit_step".into(), json!(self.s.fit_step));
         m.insert("test_acc_at_fit".into(), json!(self.s.test_acc_at_fit));
         m.insert("train_loss_at_fit".into(), json!(self.s.train_loss_at_fit));
+        m.insert("eos_entry_step".into(), json!(self.s.eos_entry_step));
+        m.insert("test_acc_at_eos_entry".into(), json!(self.s.test_acc_at_eos_entry));
         m.insert("best_test_acc".into(), json!(self.s.best_test_acc.map(|b| b.0)));
         m.insert("best_test_acc_step".into(), json!(self.s.best_test_acc.map(|b| b.1)));
         // Test accuracy fluctuates by ±1% from step to step at EoS: the
