@@ -157,9 +157,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             execute(cfg, out)
         }
         Cmd::Reproduce { list: true, .. } => {
-            println!("{:<14} {:<26} {:<16} what it shows", "preset", "paper", "time here");
+            println!("{:<14} {:<26} {:<18} what it shows", "preset", "paper", "time here");
             for p in presets::PRESETS {
-                println!("{:<14} {:<26} {:<16} {}", p.name, p.figure, p.expected_time, p.shows);
+                println!("{:<14} {:<26} {:<18} {}", p.name, p.figure, p.expected_time, p.shows);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -176,12 +176,31 @@ where
     Ok(body.split_evenly(shape))
 }
 
-/// One panel: named series against the step, optionally log-scale.
+/// One panel: named series against the step, optionally log-scale; line i
+/// gets colour i.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     ylabel: &str,
     lines: &[Line],
+    log: bool,
+    logx: bool,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let colors: Vec<usize> = (0..lines.len()).collect();
+    panel_colored(area, title, ylabel, lines, &colors, log, logx)
+}
+
+/// [`panel`] with line i drawn in colour `colors[i]` (so one run's curves
+/// can share a colour).
+fn panel_colored<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    lines: &[Line],
+    colors: &[usize],
     log: bool,
     logx: bool,
 ) -> DResult
@@ -215,7 +234,7 @@ where
                 .label_style(("sans-serif", 15))
                 .draw()?;
             for (i, (label, pts, dashed)) in lines.iter().enumerate() {
-                let c = COLORS[i % COLORS.len()];
+                let c = COLORS[colors[i] % COLORS.len()];
                 if *dashed {
                     $chart
                         .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, c.stroke_width(2)))?
@@ -547,23 +566,89 @@ where
     Ok(())
 }
 
+/// Fig. 13 for networks: the runs of a multi-run preset overlaid — test
+/// accuracy, spherical sharpness (solid) with 2/η̃ (dashed), and the
+/// training loss minus L_min.
+fn net_variants_fig<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[(String, RunData)],
+    title: &str,
+    fit: Option<f64>,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let a = grid(&root, title, 24, (1, 3))?;
+    let from = fit.unwrap_or(f64::NEG_INFINITY);
+    let acc: Vec<Line> = runs
+        .iter()
+        .map(|(l, d)| {
+            let pts = series(d.m("step"), d.m("test_acc"), false).into_iter().filter(|p| p.0 >= from).collect();
+            (l.as_str(), pts, false)
+        })
+        .collect();
+    let acc_title = match fit {
+        Some(f) => format!("(a) test accuracy from step {f:.0} (all runs fit)"),
+        None => "(a) test accuracy".to_string(),
+    };
+    panel(&a[0], &acc_title, "accuracy", &acc, false, false)?;
+    let labels: Vec<(String, String)> =
+        runs.iter().map(|(l, _)| (format!("{l}: sharpness"), format!("{l}: 2/η_eff"))).collect();
+    let mut sharp: Vec<Line> = Vec::new();
+    for ((_, d), (ls, lt)) in runs.iter().zip(&labels) {
+        sharp.push((ls.as_str(), series(d.s("step"), d.s("sharpness"), true), false));
+        sharp.push((lt.as_str(), series(d.m("step"), d.m("two_over_eff_lr"), true), true));
+    }
+    let colors: Vec<usize> = (0..sharp.len()).map(|i| i / 2).collect();
+    panel_colored(&a[1], "(b) spherical sharpness (solid) and 2/η_eff (dashed)", "", &sharp, &colors, true, false)?;
+    let loss: Vec<Line> =
+        runs.iter().map(|(l, d)| (l.as_str(), series(d.m("step"), d.m("loss_minus_lmin"), true), false)).collect();
+    panel(&a[2], "(c) training loss minus L_min", "L − L_min", &loss, true, false)?;
+    root.present()?;
+    Ok(())
+}
+
 /// The combined figure of a multi-run preset from its run directories
-/// `dir/<label>/`, into `dir/figures/<name>.<fmt>`.
-pub fn plot_variants(dir: &Path, name: &str, labels: &[String], formats: &[String]) -> Result<Vec<PathBuf>> {
+/// `dir/<label>/`, into `dir/figures/<name>.<fmt>`: one row per run for
+/// matrix completion (Figs. 6, 7), the runs overlaid for networks (Fig. 13).
+pub fn plot_variants(
+    dir: &Path,
+    name: &str,
+    problem_kind: &str,
+    labels: &[String],
+    formats: &[String],
+) -> Result<Vec<PathBuf>> {
     register_font();
     let runs: Vec<(String, RunData)> =
         labels.iter().map(|l| Ok((l.clone(), RunData::load(&dir.join(l))?))).collect::<Result<_>>()?;
     let fig_dir = dir.join("figures");
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
-    let size = (1800, 60 + 330 * runs.len() as u32);
-    let title = format!("{name}: matrix completion with BN, one row per number of observations");
+    let net = problem_kind == "nn";
+    // Networks: accuracies are drawn from the step by which every run fits.
+    let fit = labels
+        .iter()
+        .map(|l| {
+            std::fs::read_to_string(dir.join(l).join("summary.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["problem"]["fit_step"].as_f64())
+        })
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|v| v.into_iter().reduce(f64::max));
+    let size = if net { (1800, 560) } else { (1800, 60 + 330 * runs.len() as u32) };
+    let title = if net {
+        format!("{name}: the same network and data, one curve per run")
+    } else {
+        format!("{name}: matrix completion with BN, one row per number of observations")
+    };
     let mut out = Vec::new();
     for fmt in formats {
         let path = fig_dir.join(format!("{name}.{fmt}"));
-        let res = if fmt == "png" {
-            variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title)
-        } else {
-            variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title)
+        let res = match (net, fmt == "png") {
+            (true, true) => net_variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title, fit),
+            (true, false) => net_variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title, fit),
+            (false, true) => variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title),
+            (false, false) => variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title),
         };
         res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
         out.push(path);

@@ -80,7 +80,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "digits-mlp-wd0",
-        figure: "Fig. 13 (λ̂ = 0) on digits",
+        figure: "Fig. 13 (no WD) on digits",
         shows: "digits-mlp without weight decay: η_eff only falls, no EoS, no sharpness reduction",
         expected_time: "38 s",
         toml: include_str!("../../../configs/digits-mlp-wd0.toml"),
@@ -96,11 +96,27 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "digits-cnn-wd0",
-        figure: "Fig. 13 (λ̂ = 0) on digits",
+        figure: "Fig. 13 (no WD) on digits",
         shows: "digits-cnn without weight decay: no EoS, no sharpness reduction",
         expected_time: "2.0 min",
         toml: include_str!("../../../configs/digits-cnn-wd0.toml"),
         variants: &[],
+    },
+    Preset {
+        name: "digits-mlp-wd",
+        figure: "Fig. 13 on digits (MLP)",
+        shows: "digits-mlp with λ̂ = 0.05 and λ̂ = 0 side by side, overlaid in one figure (2 runs in parallel)",
+        expected_time: "45 s (2 cores)",
+        toml: include_str!("../../../configs/digits-mlp.toml"),
+        variants: &[("wd0.05", "[optimizer]\nwd = 0.05\n"), ("wd0", "[optimizer]\nwd = 0.0\n")],
+    },
+    Preset {
+        name: "digits-cnn-wd",
+        figure: "Fig. 13 on digits (CNN)",
+        shows: "digits-cnn with λ̂ = 0.05 and λ̂ = 0 side by side, overlaid in one figure (2 runs in parallel)",
+        expected_time: "2.5 min (2 cores)",
+        toml: include_str!("../../../configs/digits-cnn.toml"),
+        variants: &[("wd0.05", "[optimizer]\nwd = 0.05\n"), ("wd0", "[optimizer]\nwd = 0.0\n")],
     },
 ];
 

@@ -173,8 +173,20 @@ pub fn run_variants(
     let results = run_jobs(&jobs, &dir, force, token);
     let path = dir.join("runs.csv");
     let failed = write_table(&path, "run", &results)?;
+    let kind = jobs[0].1.problem.kind();
     for (label, r) in &results {
         match r {
+            Ok(s) if kind == "nn" => {
+                let f = |k: &str| s.problem.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4}"));
+                println!(
+                    "{label}: test acc {} at fit -> {} (median of the last tenth; best {}); sharpness {} max after fit -> {} final",
+                    f("test_acc_at_fit"),
+                    f("test_acc_median_last_tenth"),
+                    f("best_test_acc"),
+                    f("sharpness_max_after_fit"),
+                    f("sharpness_final"),
+                );
+            }
             Ok(s) => {
                 let f = |k: &str| s.problem.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4e}"));
                 println!(
@@ -193,7 +205,7 @@ pub fn run_variants(
     let labels: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(l, _)| l.clone()).collect();
     if !labels.is_empty() {
         let formats = &jobs[0].1.output.formats;
-        for f in crate::plot::plot_variants(&dir, name, &labels, formats)? {
+        for f in crate::plot::plot_variants(&dir, name, kind, &labels, formats)? {
             println!("  figure: {}", f.display());
         }
     }

@@ -87,6 +87,24 @@ fn digits_presets_write_their_run_directories() {
 }
 
 #[test]
+fn the_weight_decay_comparison_preset_overlays_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wd");
+    let o = eosflow().args(["reproduce", "digits-mlp-wd", "--steps", "20", "--out"]).arg(&out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for label in ["wd0.05", "wd0"] {
+        assert!(out.join(label).join("metrics.csv").exists(), "no run {label}");
+        assert!(stdout.contains(&format!("{label}: test acc")), "{stdout}");
+    }
+    let cfg = std::fs::read_to_string(out.join("wd0/config.toml")).unwrap();
+    assert!(cfg.contains("wd = 0.0"), "{cfg}");
+    for f in ["runs.csv", "figures/digits-mlp-wd.png", "figures/digits-mlp-wd.svg"] {
+        assert!(out.join(f).exists(), "no {f}");
+    }
+}
+
+#[test]
 fn network_runs_are_identical_under_any_thread_settings_and_after_resume() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("small.toml");
