@@ -93,12 +93,14 @@ pub enum ProblemConfig {
     },
     /// A network (eosflow-nn) trained full-batch with ghost BN (App. P.2, Q.1).
     Nn {
-        /// Dataset: "digits" (embedded 8×8 digits).
+        /// Dataset: "digits" (embedded 8×8 digits) or "cifar10" (binary files in `[data] cifar_dir`).
         #[serde(default = "digits")]
         dataset: String,
-        /// digits: training examples per class (first in file order; the rest are the test set).
-        #[serde(default = "n100")]
-        train_per_class: usize,
+        /// Training examples per class, the first in file order. digits
+        /// [default 100]: the rest are the test set. cifar10 [default: all
+        /// 50,000]: 200 gives CIFAR-10-2k (App. Q.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        train_per_class: Option<usize>,
         /// si-mlp | si-vgg | si-resnet20 | resnet20.
         arch: String,
         /// si-mlp: hidden widths.
@@ -139,9 +141,6 @@ pub enum ProblemConfig {
 
 fn digits() -> String {
     "digits".into()
-}
-fn n100() -> usize {
-    100
 }
 fn n5000() -> usize {
     5000
@@ -236,14 +235,26 @@ pub struct DataConfig {
     /// matcomp_bn: observed positions, N×2 integer array of (row, column).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub omega_npy: Option<PathBuf>,
+    /// nn with dataset = "cifar10": the folder holding data_batch_1.bin …
+    /// data_batch_5.bin and test_batch.bin (CIFAR-10 binary version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cifar_dir: Option<PathBuf>,
 }
 
 impl DataConfig {
     fn is_empty(&self) -> bool {
         self == &DataConfig::default()
     }
-    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 4] {
-        [&mut self.x_npy, &mut self.y_npy, &mut self.x_test_npy, &mut self.y_test_npy]
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 7] {
+        [
+            &mut self.x_npy,
+            &mut self.y_npy,
+            &mut self.x_test_npy,
+            &mut self.y_test_npy,
+            &mut self.m_npy,
+            &mut self.omega_npy,
+            &mut self.cifar_dir,
+        ]
     }
 }
 
@@ -622,11 +633,24 @@ impl Config {
                 bn_eps,
                 ..
             } => {
-                check(self.data.is_empty(), || "[data] is not used by problem.kind = \"nn\"; remove it".into())?;
-                check(dataset == "digits", || {
-                    format!("problem.dataset = {dataset:?}: the available dataset is \"digits\" (CIFAR-10 is planned)")
-                })?;
-                check(*train_per_class >= 1, || "problem.train_per_class must be at least 1".into())?;
+                let only_cifar = DataConfig { cifar_dir: self.data.cifar_dir.clone(), ..Default::default() };
+                match dataset.as_str() {
+                    "digits" => check(self.data.is_empty(), || {
+                        "[data] is not used with problem.dataset = \"digits\" (embedded); remove it".into()
+                    })?,
+                    "cifar10" => {
+                        check(self.data == only_cifar, || {
+                            "[data]: with dataset = \"cifar10\" only cifar_dir is read".into()
+                        })?;
+                        check(self.data.cifar_dir.is_some(), || {
+                            "problem.dataset = \"cifar10\" needs the folder of the CIFAR-10 binary files: \
+                             `--data DIR` or `[data] cifar_dir = \"DIR\"` (nothing is downloaded)"
+                                .into()
+                        })?;
+                    }
+                    _ => bail!("problem.dataset = {dataset:?}: use \"digits\" (built in) or \"cifar10\""),
+                }
+                check(train_per_class.is_none_or(|k| k >= 1), || "problem.train_per_class must be at least 1".into())?;
                 const ARCHS: [&str; 4] = ["si-mlp", "si-vgg", "si-resnet20", "resnet20"];
                 if !ARCHS.contains(&arch.as_str()) {
                     let best = ARCHS.iter().min_by_key(|a| strsim::levenshtein(a, arch)).unwrap();

@@ -50,6 +50,24 @@ struct OutArgs {
     /// goes to DIR/seed-<s>/, and DIR/seeds.csv tabulates the results.
     #[arg(long, value_name = "SPEC")]
     seeds: Option<String>,
+    /// Folder of the CIFAR-10 binary files (data_batch_1.bin … test_batch.bin)
+    /// for dataset = "cifar10" (sets [data] cifar_dir)
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+impl OutArgs {
+    /// Applies --steps and --data to a config.
+    fn apply(&self, cfg: &mut Config) -> Result<()> {
+        if let Some(s) = self.steps {
+            cfg.run.steps = s;
+        }
+        if let Some(d) = &self.data {
+            cfg.data.cifar_dir =
+                Some(std::path::absolute(d).with_context(|| format!("bad --data path {}", d.display()))?);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,9 +195,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     presets::merge(&mut base, &toml::from_str(patch)?);
                     let text = toml::to_string(&base)?;
                     let mut cfg = config::parse(&text, &format!("preset {} ({label})", p.name))?;
-                    if let Some(s) = out.steps {
-                        cfg.run.steps = s;
-                    }
+                    out.apply(&mut cfg)?;
                     cfg.name = format!("{}-{label}", p.name);
                     jobs.push((label.to_string(), cfg));
                 }
@@ -247,9 +263,7 @@ pub(crate) fn default_dir(name: &str) -> PathBuf {
 }
 
 fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
-    if let Some(s) = out.steps {
-        cfg.run.steps = s;
-    }
+    out.apply(&mut cfg)?;
     let token = CancelToken::new();
     install_signal_handler(token.clone());
     if let Some(spec) = &out.seeds {

@@ -108,6 +108,7 @@ pub fn build_problem(cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)> 
 pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<DataFile>)> {
     use eosflow_nn::net;
     let ProblemConfig::Nn {
+        dataset,
         train_per_class,
         arch,
         hidden,
@@ -126,7 +127,10 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
     else {
         bail!("not an nn problem");
     };
-    let split = eosflow_nn::data::digits(*train_per_class)?;
+    let split = match (dataset.as_str(), &cfg.data.cifar_dir) {
+        ("cifar10", Some(dir)) => eosflow_nn::data::cifar10(dir, *train_per_class)?,
+        _ => eosflow_nn::data::digits(train_per_class.unwrap_or(100))?,
+    };
     let shape = &split.train.shape;
     let input = [shape[0], shape[1], shape[2]];
     let classes = split.train.classes;

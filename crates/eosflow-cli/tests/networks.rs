@@ -167,3 +167,95 @@ fn bad_network_configs_are_explained() {
         }
     }
 }
+
+/// Five training files of `n` records and a test file of `n`, CIFAR-10
+/// binary format, random pixels, labels cycling through the classes.
+fn write_cifar(dir: &Path, n: usize) {
+    let mut state = 12345u64;
+    let mut byte = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 56) as u8
+    };
+    for name in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
+        let mut b = Vec::new();
+        for i in 0..n {
+            b.push((i % 10) as u8);
+            b.extend((0..3072).map(|_| byte()));
+        }
+        std::fs::write(dir.join(name), b).unwrap();
+    }
+}
+
+#[test]
+fn a_cifar_format_sample_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cifar");
+    std::fs::create_dir(&data).unwrap();
+    write_cifar(&data, 10);
+    // CIFAR-10-2k's recipe at toy size: the first 4 images per class of a
+    // 50-image training set, a small SI VGG, one ghost batch.
+    let cfg = r#"name = "c"
+[problem]
+kind = "nn"
+dataset = "cifar10"
+train_per_class = 4
+arch = "si-vgg"
+vgg = "4 M 8 M"
+ghost_batch = 40
+hessian_examples = 0
+[optimizer]
+kind = "gd_wd"
+lr = 0.1
+wd = 5e-4
+[run]
+steps = 3
+[sharpness]
+every = 3
+[output]
+figures = false
+"#;
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = dir.path().join("out");
+    let o = eosflow().arg("run").arg(&path).arg("--data").arg(&data).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["problem"]["train_examples"], 40);
+    assert_eq!(s["problem"]["test_examples"], 10);
+    let cols = header(&out.join("metrics.csv"));
+    assert!(cols.iter().any(|c| c == "test_acc"), "{cols:?}");
+    // The resolved config records the folder, so it reruns as it is.
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(resolved.contains("cifar_dir"), "{resolved}");
+    let shape = std::fs::read(out.join("data/x_train.npy")).unwrap();
+    let head = String::from_utf8_lossy(&shape[..128]).replace(' ', "");
+    assert!(head.contains("(40,3072"), "{head}");
+    // Without --data or [data] cifar_dir: a clear error.
+    let o = eosflow().arg("run").arg(&path).arg("--out").arg(dir.path().join("o2")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("--data DIR") && err.contains("nothing is downloaded"), "{err}");
+    // A truncated file names itself.
+    let f = data.join("data_batch_2.bin");
+    let b = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &b[..b.len() - 5]).unwrap();
+    let o = eosflow()
+        .arg("run")
+        .arg(&path)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("o3"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("data_batch_2.bin") && err.contains("truncated"), "{err}");
+}

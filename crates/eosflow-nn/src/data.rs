@@ -61,7 +61,8 @@ impl Dataset {
 
     /// Per-channel mean and standard deviation (population, over examples and
     /// pixels) of this set; channel = `shape[0]` for images, one channel for
-    /// flat vectors.
+    /// flat vectors. A spread within the mean's rounding (count·ε·|mean|) is
+    /// reported as 0: the channel is constant.
     pub fn channel_stats(&self) -> Vec<(f64, f64)> {
         let (ch, per) = self.channels();
         let mut out = Vec::with_capacity(ch);
@@ -70,19 +71,24 @@ impl Dataset {
             let count = (self.len() * per) as f64;
             let mean = vals().sum::<f64>() / count;
             let var = vals().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
-            out.push((mean, var.sqrt()));
+            // The summed mean is off by up to count·ε·|mean|; a spread no
+            // larger than that is a constant channel seen through rounding.
+            let std = var.sqrt();
+            out.push((mean, if std <= count * f64::EPSILON * mean.abs() { 0.0 } else { std }));
         }
         out
     }
 
     /// x ← (x − mean_c)/std_c per channel, with statistics of another set
-    /// (the training set: test data never leaks into preprocessing).
+    /// (the training set: test data never leaks into preprocessing). A
+    /// channel with std 0 is only centred.
     pub fn standardize(&mut self, stats: &[(f64, f64)]) {
         let (ch, per) = self.channels();
         assert_eq!(stats.len(), ch, "one (mean, std) pair per channel");
         let size = self.example_size();
         for e in self.x.chunks_mut(size) {
             for (c, &(m, s)) in stats.iter().enumerate() {
+                // A constant channel (std 0) is only centred.
                 let s = if s > 0.0 { s } else { 1.0 };
                 for v in &mut e[c * per..(c + 1) * per] {
                     *v = (*v - m) / s;
@@ -174,4 +180,106 @@ pub fn digits(train_per_class: usize) -> Result<Split, NnError> {
 
 fn empty_like(d: &Dataset) -> Dataset {
     Dataset { x: Vec::new(), labels: Vec::new(), shape: d.shape.clone(), classes: d.classes }
+}
+
+/// The files of the CIFAR-10 binary version, training batches first.
+pub const CIFAR10_TRAIN_FILES: [&str; 5] =
+    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+/// The CIFAR-10 test file.
+pub const CIFAR10_TEST_FILE: &str = "test_batch.bin";
+/// Bytes per record: one label byte, then 3×32×32 pixel bytes (the red
+/// plane, the green plane, the blue plane, each row-major).
+pub const CIFAR10_RECORD: usize = 1 + 3 * 32 * 32;
+
+/// Reads one CIFAR-10 binary file, pixels scaled to [0, 1].
+fn read_cifar_file(path: &std::path::Path) -> Result<Dataset, NnError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        NnError::Data(format!(
+            "{}: {e}. eosflow reads the CIFAR-10 binary version (data_batch_1.bin … data_batch_5.bin, \
+             test_batch.bin, from cifar-10-binary.tar.gz) from a folder you supply; nothing is downloaded",
+            path.display()
+        ))
+    })?;
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR10_RECORD) {
+        return Err(NnError::Data(format!(
+            "{}: {} bytes is not a whole number of {CIFAR10_RECORD}-byte records (a label byte and 3×32×32 \
+             pixels); the file is truncated or not the CIFAR-10 binary version (a full batch has 30,730,000 bytes)",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    let n = bytes.len() / CIFAR10_RECORD;
+    let mut x = Vec::with_capacity(n * 3072);
+    let mut labels = Vec::with_capacity(n);
+    for (i, rec) in bytes.chunks_exact(CIFAR10_RECORD).enumerate() {
+        if rec[0] > 9 {
+            return Err(NnError::Data(format!(
+                "{}: record {i} has label {}, expected 0..9 (is this CIFAR-100 or another format?)",
+                path.display(),
+                rec[0]
+            )));
+        }
+        labels.push(rec[0] as u32);
+        x.extend(rec[1..].iter().map(|&b| b as f64 / 255.0));
+    }
+    Ok(Dataset { x, labels, shape: vec![3, 32, 32], classes: 10 })
+}
+
+fn concat(parts: Vec<Dataset>) -> Dataset {
+    let mut out = empty_like(&parts[0]);
+    for p in parts {
+        out.x.extend(p.x);
+        out.labels.extend(p.labels);
+    }
+    out
+}
+
+/// The first `per_class` examples of each class, scanning `d` in order
+/// (App. Q.1's CIFAR-10-2k is `per_class = 200`).
+pub fn first_per_class(d: &Dataset, per_class: usize) -> Result<Dataset, NnError> {
+    let size = d.example_size();
+    let mut taken = vec![0usize; d.classes];
+    let mut out = empty_like(d);
+    for (i, &y) in d.labels.iter().enumerate() {
+        if taken[y as usize] < per_class {
+            taken[y as usize] += 1;
+            out.x.extend_from_slice(&d.x[i * size..(i + 1) * size]);
+            out.labels.push(y);
+        }
+    }
+    if let Some((c, &k)) = taken.iter().enumerate().find(|(_, k)| **k < per_class) {
+        return Err(NnError::Data(format!(
+            "the training set has only {k} examples of class {c}, fewer than the {per_class} per class asked for"
+        )));
+    }
+    Ok(out)
+}
+
+/// CIFAR-10 from the binary files in `dir`: the five training batches in
+/// order, then the test batch, as `[3, 32, 32]` images with pixels in
+/// [0, 1] standardised per channel with the mean and standard deviation of
+/// the full training set (no augmentation). With `per_class = Some(k)` the
+/// training set is the first k images of each class in that order
+/// (CIFAR-10-2k: k = 200, App. Q.1); the test set is always all of
+/// `test_batch.bin`. Files may hold any whole number of records, so small
+/// CIFAR-format samples work too.
+pub fn cifar10(dir: &std::path::Path, per_class: Option<usize>) -> Result<Split, NnError> {
+    if !dir.is_dir() {
+        return Err(NnError::Data(format!(
+            "CIFAR-10 folder {} does not exist; pass the folder holding data_batch_1.bin … test_batch.bin \
+             (`--data DIR` or `[data] cifar_dir`)",
+            dir.display()
+        )));
+    }
+    let train = concat(CIFAR10_TRAIN_FILES.iter().map(|f| read_cifar_file(&dir.join(f))).collect::<Result<_, _>>()?);
+    let mut test = read_cifar_file(&dir.join(CIFAR10_TEST_FILE))?;
+    let stats = train.channel_stats();
+    let mut train = match per_class {
+        Some(0) => return Err(NnError::Data("per_class = 0 leaves no training examples".into())),
+        Some(k) => first_per_class(&train, k)?,
+        None => train,
+    };
+    train.standardize(&stats);
+    test.standardize(&stats);
+    Ok(Split { train, test })
 }
