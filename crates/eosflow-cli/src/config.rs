@@ -136,6 +136,9 @@ pub enum ProblemConfig {
         /// Seed of the initial weights.
         #[serde(default)]
         init_seed: u64,
+        /// Convolutions: "candle" (candle's conv2d) or "im2col" (im2col + matrix product, experimental).
+        #[serde(default)]
+        conv: eosflow_nn::ConvImpl,
     },
 }
 

@@ -122,6 +122,7 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
         bn_eps,
         test_bn,
         init_seed,
+        conv,
         ..
     } = &cfg.problem
     else {
@@ -148,6 +149,7 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
         test_bn: *test_bn,
         init_seed: *init_seed,
         eval_every: cfg.run.log_every.max(1),
+        conv: *conv,
     };
     let mut files = Vec::new();
     for (tag, d) in [("train", &split.train), ("test", &split.test)] {

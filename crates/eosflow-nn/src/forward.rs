@@ -28,19 +28,40 @@ pub(crate) enum BnSource<'a> {
     Fixed(&'a [(Tensor, Tensor)]),
 }
 
+/// How convolutions are computed (the same function up to summation order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvImpl {
+    /// candle's `conv2d` (backward through a transposed convolution).
+    #[default]
+    Candle,
+    /// im2col + matrix product ([`crate::conv`]); the tangent pass shares
+    /// the input's patches between conv(ẋ, W) and conv(x, Ẇ). Not yet
+    /// faster: its whole-batch patch matrices (tens of MB at CIFAR size) are
+    /// freed and page-faulted in again at every op (see BENCHMARKS.md).
+    Im2col,
+}
+
 /// Per-pass context: parameter tensors, their tangents, the BN mode.
 pub(crate) struct Pass<'a> {
     pub params: &'a [Tensor],
     pub tangents: Option<&'a [Tensor]>,
     pub bn: BnSource<'a>,
     pub eps: f64,
+    pub conv: ConvImpl,
     next_param: Cell<usize>,
     next_bn: Cell<usize>,
 }
 
 impl<'a> Pass<'a> {
     pub fn new(params: &'a [Tensor], tangents: Option<&'a [Tensor]>, bn: BnSource<'a>, eps: f64) -> Self {
-        Pass { params, tangents, bn, eps, next_param: Cell::new(0), next_bn: Cell::new(0) }
+        Pass { params, tangents, bn, eps, conv: ConvImpl::default(), next_param: Cell::new(0), next_bn: Cell::new(0) }
+    }
+
+    /// The same pass with convolutions computed by `conv`.
+    pub fn with_conv(mut self, conv: ConvImpl) -> Self {
+        self.conv = conv;
+        self
     }
 
     /// The next parameter tensor and its tangent.
@@ -76,6 +97,23 @@ impl<'a> Pass<'a> {
                         t = Some(tt.broadcast_add(db)?);
                     }
                 }
+                Ok(Dual { x: y, t })
+            }
+            Module::Conv { stride, pad, k, .. } if self.conv == ConvImpl::Im2col => {
+                let (w, dw) = self.take();
+                let (_, _, hh, ww) = h.x.dims4()?;
+                let (oh, ow) = ((hh + 2 * pad - k) / stride + 1, (ww + 2 * pad - k) / stride + 1);
+                let cols = crate::conv::patches(&h.x, k, stride, pad)?;
+                let y = crate::conv::conv_from_patches(&cols, w, oh, ow)?;
+                let from_t = |t: &Tensor| -> Result<Tensor> {
+                    crate::conv::conv_from_patches(&crate::conv::patches(t, k, stride, pad)?, w, oh, ow)
+                };
+                let t = match (&h.t, dw) {
+                    (Some(t), Some(dw)) => Some((from_t(t)? + crate::conv::conv_from_patches(&cols, dw, oh, ow)?)?),
+                    (None, Some(dw)) => Some(crate::conv::conv_from_patches(&cols, dw, oh, ow)?),
+                    (Some(t), None) => Some(from_t(t)?),
+                    (None, None) => None,
+                };
                 Ok(Dual { x: y, t })
             }
             Module::Conv { stride, pad, .. } => {

@@ -10,13 +10,14 @@
 //!   backward pass of the directional derivative), accuracies, L_min (eq. 53).
 //! - [`data`]: in-memory datasets; the 8×8 digits ship with the crate.
 
+pub mod conv;
 pub mod data;
 mod forward;
 pub mod net;
 pub mod problem;
 
 pub use data::{Dataset, Split};
-pub use forward::LossKind;
+pub use forward::{ConvImpl, LossKind};
 pub use net::{Activation, Affine, Module, Net};
 pub use problem::{NetEval, NetParams, NetProblem, TestBn};
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NnError;
 use crate::data::Dataset;
-use crate::forward::{self, BnSource, Dual, LossKind, Pass};
+use crate::forward::{self, BnSource, ConvImpl, Dual, LossKind, Pass};
 use crate::net::{Affine, Module, Net};
 
 /// Which BN statistics test-set predictions use.
@@ -53,6 +53,9 @@ pub struct NetParams {
     /// Accuracy and test metrics are computed every this many steps (the
     /// run's log interval) by the tracker.
     pub eval_every: u64,
+    /// How convolutions are computed (same function, different summation
+    /// order and speed).
+    pub conv: ConvImpl,
 }
 
 impl Default for NetParams {
@@ -65,6 +68,7 @@ impl Default for NetParams {
             test_bn: TestBn::Train,
             init_seed: 0,
             eval_every: 1,
+            conv: ConvImpl::default(),
         }
     }
 }
@@ -243,7 +247,7 @@ impl NetProblem {
         let parts: Vec<(f64, Vec<f64>)> = batches
             .par_iter()
             .map(|b| {
-                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps);
+                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
                 let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
                 let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
                 let grads = l.backward().expect("backward");
@@ -271,7 +275,8 @@ impl NetProblem {
         let parts: Vec<Vec<f64>> = batches
             .par_iter()
             .map(|b| {
-                let pass = Pass::new(&ts, Some(&dirs), BnSource::Batch(None), self.params.bn_eps);
+                let pass =
+                    Pass::new(&ts, Some(&dirs), BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
                 let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
                 let (_, dl) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
                 let grads = dl.expect("tangent").backward().expect("backward");
@@ -303,7 +308,7 @@ impl NetProblem {
     fn evaluate_uncached(&self, w: &[f64]) -> candle_core::Result<NetEval> {
         let ts = self.tensors(w);
         let run = |b: &Batch, bn: BnSource| -> candle_core::Result<(f64, usize)> {
-            let pass = Pass::new(&ts, None, bn, self.params.bn_eps);
+            let pass = Pass::new(&ts, None, bn, self.params.bn_eps).with_conv(self.params.conv);
             let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
             let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
             Ok((l.to_scalar::<f64>()?, forward::correct(&z.x, &b.labels)?))
@@ -351,7 +356,7 @@ impl NetProblem {
     pub fn graph_loss(&self, params: &[Tensor]) -> candle_core::Result<Tensor> {
         let mut total: Option<Tensor> = None;
         for b in &self.train {
-            let pass = Pass::new(params, None, BnSource::Batch(None), self.params.bn_eps);
+            let pass = Pass::new(params, None, BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
             let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
             let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
             let l = (l * (b.n as f64 / self.n_train as f64))?; // same weight as loss_grad
@@ -409,7 +414,7 @@ impl Objective for NetProblem {
         self.train
             .par_iter()
             .map(|b| {
-                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps);
+                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
                 let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
                 let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
                 l.to_scalar::<f64>().expect("scalar")

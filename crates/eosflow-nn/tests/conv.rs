@@ -1,0 +1,124 @@
+//! The im2col convolution against candle's conv2d: forward, both gradients,
+//! and whole networks (loss, gradient, HVP) computed either way.
+
+mod common;
+use candle_core::{Device, Tensor, Var};
+use common::*;
+use eosflow::problems::Problem;
+use eosflow::{Hessian, Objective};
+use eosflow_nn::net::{self, VggItem};
+use eosflow_nn::{ConvImpl, NetParams, NetProblem};
+
+fn t(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(random_vec(n, seed), shape, &Device::Cpu).unwrap()
+}
+
+fn flat(x: &Tensor) -> Vec<f64> {
+    x.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+#[test]
+fn forward_and_gradients_match_candle_conv2d() {
+    // Odd sizes, both strides, with and without padding, 1×1 and 3×3.
+    for (k, stride, pad) in [(3, 1, 1), (3, 2, 1), (3, 1, 0), (1, 2, 0), (3, 2, 0)] {
+        // Square inputs: candle's own conv2d backward assumes h = w when it
+        // sizes the transposed convolution (7×6 with stride 2 fails in
+        // candle 0.11); non-square inputs are checked below without it.
+        let x = Var::from_tensor(&t(&[2, 3, 7, 7], 1)).unwrap();
+        let w = Var::from_tensor(&t(&[4, 3, k, k], 2)).unwrap();
+        let ours = eosflow_nn::conv::conv2d(&x, &w, stride, pad).unwrap();
+        let theirs = x.conv2d(&w, pad, stride, 1, 1).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        // Sums of c·k² ≤ 27 products of O(1) numbers in another order:
+        // differences ≲ 27ε relative to the output's scale.
+        let tol = 64.0 * f64::EPSILON;
+        assert!(rel_err(&flat(&ours), &flat(&theirs)) < tol, "forward k={k} s={stride} p={pad}");
+        // ⟨R, conv(x, W)⟩ for a random R: gradients in x and W.
+        let r = t(ours.dims(), 3);
+        let go = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("W", &w)] {
+            let (a, b) = (flat(go.get(v).unwrap()), flat(gt.get(v).unwrap()));
+            let e = rel_err(&a, &b);
+            // Gradient entries sum up to n·oh·ow ≈ 84 products.
+            assert!(e < 256.0 * f64::EPSILON, "∂/∂{name} k={k} s={stride} p={pad}: {e:e}");
+        }
+    }
+}
+
+#[test]
+fn non_square_inputs_have_exact_adjoint_gradients() {
+    // f(x, W) = ⟨R, conv(x, W)⟩ is linear in x and in W, so a central
+    // difference with a unit step is exact up to rounding: ⟨∇f, u⟩ must
+    // equal (f(x + u) − f(x − u))/2.
+    for (k, stride, pad) in [(3, 2, 0), (3, 2, 1), (1, 2, 0), (3, 1, 1)] {
+        let x = Var::from_tensor(&t(&[2, 3, 7, 6], 11)).unwrap();
+        let w = Var::from_tensor(&t(&[4, 3, k, k], 12)).unwrap();
+        let y = eosflow_nn::conv::conv2d(&x, &w, stride, pad).unwrap();
+        let (_, _, oh, ow) = y.dims4().unwrap();
+        let o = |s: usize| (s + 2 * pad - k) / stride + 1;
+        assert_eq!((oh, ow), (o(7), o(6)));
+        let r = t(y.dims(), 13);
+        let f = |x: &Tensor, w: &Tensor| {
+            eosflow_nn::conv::conv2d(x, w, stride, pad)
+                .unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ux, uw) = (t(&[2, 3, 7, 6], 14), t(&[4, 3, k, k], 15));
+        let dx = dot(&flat(g.get(&x).unwrap()), &flat(&ux));
+        let fdx = (f(&(x.as_tensor() + &ux).unwrap(), &w) - f(&(x.as_tensor() - &ux).unwrap(), &w)) / 2.0;
+        let dw = dot(&flat(g.get(&w).unwrap()), &flat(&uw));
+        let fdw = (f(&x, &(w.as_tensor() + &uw).unwrap()) - f(&x, &(w.as_tensor() - &uw).unwrap())) / 2.0;
+        // |f| is a sum of ~10³ products: rounding ≲ 1e3·ε·Σ|terms|; scale by
+        // the norms involved.
+        let scale = norm(&flat(&r)) * norm(&flat(&ux)).max(norm(&flat(&uw))) * norm(&flat(&w)).max(norm(&flat(&x)));
+        assert!((dx - fdx).abs() < 1e3 * f64::EPSILON * scale, "x: {dx} vs {fdx} (k={k} s={stride} p={pad})");
+        assert!((dw - fdw).abs() < 1e3 * f64::EPSILON * scale, "W: {dw} vs {fdw} (k={k} s={stride} p={pad})");
+    }
+}
+
+#[test]
+fn networks_agree_whichever_convolution_computes_them() {
+    let train = random_data(10, &[1, 8, 8], 3, 7);
+    let test = random_data(4, &[1, 8, 8], 3, 8);
+    let nets = [
+        net::si_vgg(&[VggItem::Conv(4), VggItem::Pool, VggItem::Conv(6), VggItem::Pool], 1.0, [1, 8, 8], 3, 1.353)
+            .unwrap(),
+        net::resnet20(true, 0.25, [1, 8, 8], 3, 1.353).unwrap(),
+        net::resnet20(false, 0.25, [1, 8, 8], 3, 1.353).unwrap(),
+    ];
+    for n in nets {
+        let name = n.name.clone();
+        let make = |conv| {
+            NetProblem::new(n.clone(), &train, &test, NetParams { ghost_batch: 5, conv, ..Default::default() }).unwrap()
+        };
+        let (a, b) = (make(ConvImpl::Im2col), make(ConvImpl::Candle));
+        let w = a.initial_point();
+        let v = random_vec(w.len(), 9);
+        let (la, ga) = grad(&a, &w);
+        let (lb, gb) = grad(&b, &w);
+        let (mut ha, mut hb) = (vec![0.0; w.len()], vec![0.0; w.len()]);
+        a.hvp(&w, &v, &mut ha);
+        b.hvp(&w, &v, &mut hb);
+        // Same function, different summation order, through ~20 layers
+        // (the same 1e3·ε budget as the scale-invariance tests).
+        let tol = 1e3 * f64::EPSILON;
+        assert!((la - lb).abs() < tol * la, "{name}: loss {la} vs {lb}");
+        assert!(rel_err(&ga, &gb) < tol, "{name}: gradient {:e}", rel_err(&ga, &gb));
+        assert!(rel_err(&ha, &hb) < tol, "{name}: HVP {:e}", rel_err(&ha, &hb));
+        assert_eq!(a.loss(&w), la);
+        println!(
+            "{name}: loss {:.1e}, gradient {:.1e}, HVP {:.1e}",
+            (la - lb).abs() / la,
+            rel_err(&ga, &gb),
+            rel_err(&ha, &hb)
+        );
+    }
+}
