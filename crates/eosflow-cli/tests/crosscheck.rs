@@ -25,6 +25,25 @@ fn require(modules: &str, install: &str) -> bool {
     false
 }
 
+/// Runs `crosscheck/<script>` on a run directory (extra arguments after it)
+/// and asserts that it passed.
+fn check_reference(script: &str, run: &Path, args: &[&str], what: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck").join(script);
+    let o = std::process::Command::new("python3").arg(path).arg(run).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{what} reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+}
+
+/// `eosflow run` on a config given as text, into `dir/run`.
+fn run_config(dir: &Path, toml: &str) -> std::path::PathBuf {
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = dir.join("run");
+    Command::cargo_bin("eosflow").unwrap().arg("run").arg(&cfg).arg("--out").arg(&out).assert().success();
+    out
+}
+
 fn require_numpy() -> bool {
     require("numpy, tomllib", "pip install numpy")
 }
@@ -42,11 +61,7 @@ fn linreg_bn_matches_the_numpy_reference_over_1000_steps() {
         .arg(&out)
         .assert()
         .success();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck/linreg_bn.py");
-    let o = std::process::Command::new("python3").arg(script).arg(&out).arg("1000").output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "numpy reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    check_reference("linreg_bn.py", &out, &["1000"], "numpy");
 }
 
 #[test]
@@ -55,20 +70,12 @@ fn matcomp_bn_matches_numpy_and_jax_over_1000_steps() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    let out = run_config(
+        dir.path(),
         "name = \"cc\"\n[problem]\nkind = \"matcomp_bn\"\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.1\nwd = 0.01\n\
          [run]\nsteps = 1000\nlog_every = 1\n[sharpness]\nevery = 500\ntol = 1e-12\n[output]\nfigures = false\n",
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    Command::cargo_bin("eosflow").unwrap().arg("run").arg(&cfg).arg("--out").arg(&out).assert().success();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck/matcomp_bn.py");
-    let o = std::process::Command::new("python3").arg(script).arg(&out).arg("1000").output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "numpy/JAX reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    );
+    check_reference("matcomp_bn.py", &out, &["1000"], "numpy/JAX");
 }
 
 #[test]
@@ -77,20 +84,12 @@ fn si_mlp_with_ghost_bn_matches_jax_over_100_steps() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
     // 200 digits in two ghost batches of 100; Swish MLP 64-16-16-10.
-    std::fs::write(
-        &cfg,
+    let out = run_config(
+        dir.path(),
         "name = \"cc\"\n[problem]\nkind = \"nn\"\narch = \"si-mlp\"\nhidden = [16, 16]\ntrain_per_class = 20\n\
          ghost_batch = 100\nhessian_examples = 0\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.01\nwd = 0.05\n\
          [run]\nsteps = 100\nlog_every = 1\n[sharpness]\nevery = 100\ntol = 1e-12\n[output]\nfigures = false\n",
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    Command::cargo_bin("eosflow").unwrap().arg("run").arg(&cfg).arg("--out").arg(&out).assert().success();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crosscheck/nn_mlp.py");
-    let o = std::process::Command::new("python3").arg(script).arg(&out).output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "JAX reference disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    );
+    check_reference("nn_mlp.py", &out, &[], "JAX");
 }
