@@ -8,7 +8,26 @@
 //! - [`problem::NetProblem`]: full-batch loss with ghost BN (App. Q.1),
 //!   H·v by reverse-over-forward (a forward pass carrying a tangent, then one
 //!   backward pass of the directional derivative), accuracies, L_min (eq. 53).
-//! - [`data`]: in-memory datasets; the 8×8 digits ship with the crate.
+//! - [`data`]: in-memory datasets; the 8×8 digits ship with the crate,
+//!   CIFAR-10 is read from the user's binary files.
+//!
+//! ```
+//! use eosflow::{Objective, optim::{GdWd, Optimizer}, problems::Problem, sharpness::spherical_sharpness};
+//! use eosflow_nn::{data, net, NetParams, NetProblem};
+//! let split = data::digits(20).unwrap();
+//! let net = net::si_vgg(&[net::VggItem::Conv(4), net::VggItem::Pool], 1.0, [1, 8, 8], 10,
+//!                       net::default_final_gamma()).unwrap();
+//! let p = NetProblem::new(net, &split.train, &split.test,
+//!                         NetParams { ghost_batch: 200, ..Default::default() }).unwrap();
+//! let w = p.initial_point();
+//! // ‖w‖²·λ1(∇²L(w)) from exact Hessian-vector products.
+//! let s = spherical_sharpness(&p, &w, &Default::default(), None).unwrap();
+//! assert!(s.converged && s.spherical > 0.0);
+//! let mut opt = GdWd::new(0.01, 0.05, w);
+//! let e = opt.evaluate(&p);
+//! opt.update();
+//! assert!(p.loss(opt.params()) < e.loss);
+//! ```
 
 pub mod conv;
 pub mod data;
