@@ -154,6 +154,23 @@ impl NetProblem {
         if train.is_empty() {
             return Err(NnError::Data("the training set is empty".into()));
         }
+        for (what, d) in [("training", train), ("test", test)] {
+            if let Some((i, y)) = d.labels.iter().enumerate().find(|(_, y)| **y as usize >= d.classes) {
+                return Err(NnError::Data(format!(
+                    "{what} example {i} has label {y}, but the set has {} classes (labels 0..{})",
+                    d.classes,
+                    d.classes - 1
+                )));
+            }
+            if d.x.len() != d.len() * d.example_size() {
+                return Err(NnError::Data(format!(
+                    "{what} set: {} values for {} examples of shape {:?}",
+                    d.x.len(),
+                    d.len(),
+                    d.shape
+                )));
+            }
+        }
         if params.ghost_batch < 2 {
             return Err(NnError::Data(format!(
                 "ghost_batch = {}: BN needs at least 2 examples per batch",

@@ -109,6 +109,11 @@ fn shapes_that_do_not_compose_are_explained() {
     let train = random_data(6, &[3, 8, 8], 3, 1);
     let e = NetProblem::new(net.clone(), &train, &train, NetParams::default()).err().unwrap().to_string();
     assert!(e.contains("[3, 8, 8]") && e.contains("[1, 8, 8]"), "{e}");
+    // A label outside 0..C.
+    let mut bad = random_data(6, &[1, 8, 8], 3, 1);
+    bad.labels[4] = 7;
+    let e = NetProblem::new(net.clone(), &bad, &bad, NetParams::default()).err().unwrap().to_string();
+    assert!(e.contains("example 4 has label 7"), "{e}");
     // Classes that do not match the output width.
     let train = random_data(6, &[1, 8, 8], 4, 1);
     let e = NetProblem::new(net, &train, &train, NetParams::default()).err().unwrap().to_string();
