@@ -14,7 +14,7 @@ fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
     serde_json::json!({ "median": q(0.5), "p10": q(0.1), "p90": q(0.9), "n": v.len() })
 }
 
-pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize) -> Result<serde_json::Value> {
+pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> Result<serde_json::Value> {
     let mut prep = crate::setup::prepare(cfg)?;
     let p = prep.problem.as_ref();
     let opt = prep.optimizer.as_mut();
@@ -34,7 +34,7 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize) -> Result<serde_
     let v: Vec<f64> = (0..w.len()).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
     let mut out = vec![0.0; w.len()];
     let mut hvp_us = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..hvps.max(1) {
         let t = Instant::now();
         h.apply(&v, &mut out);
         hvp_us.push(t.elapsed().as_secs_f64() * 1e6);

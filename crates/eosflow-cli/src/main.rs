@@ -113,6 +113,9 @@ enum Cmd {
         /// Sharpness evaluations timed (cold and warm start each)
         #[arg(long, default_value_t = 20)]
         evals: usize,
+        /// Hessian-vector products timed
+        #[arg(long, default_value_t = 200)]
+        hvps: usize,
     },
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
@@ -207,12 +210,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             execute(cfg, out)
         }
         Cmd::Resume { run_dir, steps } => resume(&run_dir, steps),
-        Cmd::Bench { target, warmup, timed, evals } => {
+        Cmd::Bench { target, warmup, timed, evals, hvps } => {
             let cfg = match presets::find(&target) {
                 Some(p) => config::parse(p.toml, &format!("preset {}", p.name))?,
                 None => config::load(Path::new(&target))?,
             };
-            let json = bench::run(&cfg, warmup, timed, evals)?;
+            let json = bench::run(&cfg, warmup, timed, evals, hvps)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
