@@ -136,7 +136,7 @@ pub enum ProblemConfig {
         /// Seed of the initial weights.
         #[serde(default)]
         init_seed: u64,
-        /// Convolutions: "candle" (candle's conv2d) or "im2col" (im2col + matrix product, experimental).
+        /// Convolutions: "im2col" (im2col + matrix product) or "candle" (candle's conv2d).
         #[serde(default)]
         conv: eosflow_nn::ConvImpl,
     },
