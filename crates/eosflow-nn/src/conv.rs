@@ -130,11 +130,16 @@ impl CustomOp1 for Col2Im {
     }
 }
 
+/// Output size of a convolution along one axis of size s.
+pub(crate) fn out_size(s: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (s + 2 * pad - k) / stride + 1
+}
+
 /// The im2col matrix of x for a k×k kernel: (n, oh·ow, c·k·k).
 pub(crate) fn patches(x: &Tensor, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    let o = |s: usize| (s + 2 * pad - k) / stride + 1;
-    let g = Geometry { n, c, h, w, k, stride, pad, oh: o(h), ow: o(w) };
+    let (oh, ow) = (out_size(h, k, stride, pad), out_size(w, k, stride, pad));
+    let g = Geometry { n, c, h, w, k, stride, pad, oh, ow };
     x.contiguous()?.apply_op1(Im2Col(g))
 }
 
@@ -152,6 +157,5 @@ pub(crate) fn conv_from_patches(cols: &Tensor, kernel: &Tensor, oh: usize, ow: u
 pub fn conv2d(x: &Tensor, kernel: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let k = kernel.dim(2)?;
-    let o = |s: usize| (s + 2 * pad - k) / stride + 1;
-    conv_from_patches(&patches(x, k, stride, pad)?, kernel, o(h), o(w))
+    conv_from_patches(&patches(x, k, stride, pad)?, kernel, out_size(h, k, stride, pad), out_size(w, k, stride, pad))
 }

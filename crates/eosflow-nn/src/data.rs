@@ -159,19 +159,9 @@ pub fn digits(train_per_class: usize) -> Result<Split, NnError> {
             min_class - 1
         )));
     }
-    let size = all.example_size();
-    let mut taken = vec![0usize; all.classes];
-    let (mut train, mut test) = (empty_like(&all), empty_like(&all));
-    for (i, &y) in all.labels.iter().enumerate() {
-        let dst = if taken[y as usize] < train_per_class {
-            taken[y as usize] += 1;
-            &mut train
-        } else {
-            &mut test
-        };
-        dst.x.extend_from_slice(&all.x[i * size..(i + 1) * size]);
-        dst.labels.push(y);
-    }
+    let first = first_per_class_mask(&all, train_per_class);
+    let mut train = subset(&all, |i| first[i]);
+    let mut test = subset(&all, |i| !first[i]);
     let stats = train.channel_stats();
     train.standardize(&stats);
     test.standardize(&stats);
@@ -180,6 +170,31 @@ pub fn digits(train_per_class: usize) -> Result<Split, NnError> {
 
 fn empty_like(d: &Dataset) -> Dataset {
     Dataset { x: Vec::new(), labels: Vec::new(), shape: d.shape.clone(), classes: d.classes }
+}
+
+/// For each example of `d` in order: is it among the first `per_class` of
+/// its class?
+fn first_per_class_mask(d: &Dataset, per_class: usize) -> Vec<bool> {
+    let mut taken = vec![0usize; d.classes];
+    d.labels
+        .iter()
+        .map(|&y| {
+            let t = &mut taken[y as usize];
+            *t += 1;
+            *t <= per_class
+        })
+        .collect()
+}
+
+/// The examples i of `d` with `keep(i)`, in order.
+fn subset(d: &Dataset, keep: impl Fn(usize) -> bool) -> Dataset {
+    let size = d.example_size();
+    let mut out = empty_like(d);
+    for (i, &y) in d.labels.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        out.x.extend_from_slice(&d.x[i * size..(i + 1) * size]);
+        out.labels.push(y);
+    }
+    out
 }
 
 /// The files of the CIFAR-10 binary version, training batches first.
@@ -237,17 +252,9 @@ fn concat(parts: Vec<Dataset>) -> Dataset {
 /// The first `per_class` examples of each class, scanning `d` in order
 /// (App. Q.1's CIFAR-10-2k is `per_class = 200`).
 pub fn first_per_class(d: &Dataset, per_class: usize) -> Result<Dataset, NnError> {
-    let size = d.example_size();
-    let mut taken = vec![0usize; d.classes];
-    let mut out = empty_like(d);
-    for (i, &y) in d.labels.iter().enumerate() {
-        if taken[y as usize] < per_class {
-            taken[y as usize] += 1;
-            out.x.extend_from_slice(&d.x[i * size..(i + 1) * size]);
-            out.labels.push(y);
-        }
-    }
-    if let Some((c, &k)) = taken.iter().enumerate().find(|(_, k)| **k < per_class) {
+    let first = first_per_class_mask(d, per_class);
+    let out = subset(d, |i| first[i]);
+    if let Some((c, &k)) = out.class_counts().iter().enumerate().find(|(_, k)| **k < per_class) {
         return Err(NnError::Data(format!(
             "the training set has only {k} examples of class {c}, fewer than the {per_class} per class asked for"
         )));

@@ -85,12 +85,7 @@ impl<'a> Pass<'a> {
                 let (w, dw) = self.take();
                 let wt = w.t()?;
                 let mut y = h.x.matmul(&wt)?;
-                let mut t = match (&h.t, dw) {
-                    (Some(t), Some(dw)) => Some((t.matmul(&wt)? + h.x.matmul(&dw.t()?)?)?),
-                    (None, Some(dw)) => Some(h.x.matmul(&dw.t()?)?),
-                    (Some(t), None) => Some(t.matmul(&wt)?),
-                    (None, None) => None,
-                };
+                let mut t = bilinear_tangent(h.t.as_ref(), dw, |t| t.matmul(&wt), |dw| h.x.matmul(&dw.t()?))?;
                 if bias {
                     let (b, db) = self.take();
                     y = y.broadcast_add(b)?;
@@ -102,31 +97,25 @@ impl<'a> Pass<'a> {
             }
             Module::Conv { stride, pad, k, .. } if self.conv == ConvImpl::Im2col => {
                 let (w, dw) = self.take();
+                use crate::conv::{conv_from_patches, out_size, patches};
                 let (_, _, hh, ww) = h.x.dims4()?;
-                let (oh, ow) = ((hh + 2 * pad - k) / stride + 1, (ww + 2 * pad - k) / stride + 1);
-                let cols = crate::conv::patches(&h.x, k, stride, pad)?;
-                let y = crate::conv::conv_from_patches(&cols, w, oh, ow)?;
-                let from_t = |t: &Tensor| -> Result<Tensor> {
-                    crate::conv::conv_from_patches(&crate::conv::patches(t, k, stride, pad)?, w, oh, ow)
-                };
-                let t = match (&h.t, dw) {
-                    (Some(t), Some(dw)) => Some((from_t(t)? + crate::conv::conv_from_patches(&cols, dw, oh, ow)?)?),
-                    (None, Some(dw)) => Some(crate::conv::conv_from_patches(&cols, dw, oh, ow)?),
-                    (Some(t), None) => Some(from_t(t)?),
-                    (None, None) => None,
-                };
+                let (oh, ow) = (out_size(hh, k, stride, pad), out_size(ww, k, stride, pad));
+                // x's patches serve both conv(x, W) and conv(x, Ẇ).
+                let cols = patches(&h.x, k, stride, pad)?;
+                let y = conv_from_patches(&cols, w, oh, ow)?;
+                let t = bilinear_tangent(
+                    h.t.as_ref(),
+                    dw,
+                    |t| conv_from_patches(&patches(t, k, stride, pad)?, w, oh, ow),
+                    |dw| conv_from_patches(&cols, dw, oh, ow),
+                )?;
                 Ok(Dual { x: y, t })
             }
             Module::Conv { stride, pad, .. } => {
                 let (w, dw) = self.take();
                 let conv = |x: &Tensor, k: &Tensor| x.conv2d(k, pad, stride, 1, 1);
                 let y = conv(&h.x, w)?;
-                let t = match (&h.t, dw) {
-                    (Some(t), Some(dw)) => Some((conv(t, w)? + conv(&h.x, dw)?)?),
-                    (None, Some(dw)) => Some(conv(&h.x, dw)?),
-                    (Some(t), None) => Some(conv(t, w)?),
-                    (None, None) => None,
-                };
+                let t = bilinear_tangent(h.t.as_ref(), dw, |t| conv(t, w), |dw| conv(&h.x, dw))?;
                 Ok(Dual { x: y, t })
             }
             Module::BatchNorm { affine, .. } => self.batch_norm(h, affine),
@@ -163,11 +152,7 @@ impl<'a> Pass<'a> {
                 let input = Dual { x: h.x.clone(), t: h.t.clone() };
                 let b = self.run(body, h)?;
                 let s = self.run(shortcut, input)?;
-                let t = match (b.t, s.t) {
-                    (Some(a), Some(c)) => Some((a + c)?),
-                    (a, c) => a.or(c),
-                };
-                Ok(Dual { x: (b.x + s.x)?, t })
+                Ok(Dual { x: (b.x + s.x)?, t: add_opt(b.t, s.t)? })
             }
         }
     }
@@ -255,6 +240,26 @@ fn from_channel_major(y: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let mut cm = dims.to_vec();
     cm.swap(0, 1);
     y.reshape(cm.as_slice())?.transpose(0, 1)?.contiguous()
+}
+
+/// a + b where both are present, else whichever is.
+fn add_opt(a: Option<Tensor>, b: Option<Tensor>) -> Result<Option<Tensor>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a + b)?)),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// The tangent of a bilinear y = f(x, W) (linear layer, convolution):
+/// ẏ = f(ẋ, W) + f(x, Ẇ), `with_dx` computing the first term from ẋ and
+/// `with_dw` the second from Ẇ; absent tangents drop their term.
+fn bilinear_tangent(
+    dx: Option<&Tensor>,
+    dw: Option<&Tensor>,
+    with_dx: impl Fn(&Tensor) -> Result<Tensor>,
+    with_dw: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    add_opt(dx.map(with_dx).transpose()?, dw.map(with_dw).transpose()?)
 }
 
 /// Loss on the logits z (n×C).

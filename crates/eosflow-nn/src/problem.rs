@@ -229,7 +229,8 @@ impl NetProblem {
         self.lmin
     }
 
-    fn tensors(&self, w: &[f64]) -> Vec<Tensor> {
+    /// Parameter tensors of w in layout order (constants, not `Var`s).
+    pub fn param_tensors(&self, w: &[f64]) -> Vec<Tensor> {
         assert_eq!(w.len(), self.net.dim(), "parameter vector length");
         self.net
             .params
@@ -241,7 +242,34 @@ impl NetProblem {
     }
 
     fn vars(&self, w: &[f64]) -> Vec<Var> {
-        self.tensors(w).into_iter().map(|t| Var::from_tensor(&t).expect("f64 var")).collect()
+        self.param_tensors(w).into_iter().map(|t| Var::from_tensor(&t).expect("f64 var")).collect()
+    }
+
+    /// The network on one batch: the logits (with their tangent along
+    /// `dirs`), the mean loss and its directional derivative.
+    fn batch_loss(
+        &self,
+        params: &[Tensor],
+        dirs: Option<&[Tensor]>,
+        b: &Batch,
+        bn: BnSource,
+    ) -> candle_core::Result<(Dual, Tensor, Option<Tensor>)> {
+        let pass = Pass::new(params, dirs, bn, self.params.bn_eps).with_conv(self.params.conv);
+        let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
+        let (l, dl) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
+        Ok((z, l, dl))
+    }
+
+    /// Σ_g (n_g/n)·parts_g into `out`: the ghost-batch weights, in batch
+    /// order, that every sum over batches uses (so they agree bit for bit).
+    fn weighted_sum(batches: &[Batch], n: usize, parts: &[Vec<f64>], out: &mut [f64]) {
+        out.fill(0.0);
+        for (g, b) in parts.iter().zip(batches) {
+            let wgt = b.n as f64 / n as f64;
+            for (d, s) in out.iter_mut().zip(g) {
+                *d += wgt * s;
+            }
+        }
     }
 
     /// The gradients of `vars` from one backward pass, as a flat vector (a
@@ -261,52 +289,31 @@ impl NetProblem {
     fn loss_grad_over(&self, batches: &[Batch], n: usize, w: &[f64], grad: &mut [f64]) -> f64 {
         let vars = self.vars(w);
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let parts: Vec<(f64, Vec<f64>)> = batches
+        let (losses, grads): (Vec<f64>, Vec<Vec<f64>>) = batches
             .par_iter()
             .map(|b| {
-                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
-                let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
-                let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
-                let grads = l.backward().expect("backward");
-                (l.to_scalar::<f64>().expect("scalar"), self.flatten_grads(&grads, &vars))
+                let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
+                let g = l.backward().expect("backward");
+                (l.to_scalar::<f64>().expect("scalar"), self.flatten_grads(&g, &vars))
             })
-            .collect();
-        grad.fill(0.0);
-        // The same weights, in the same order, as `loss` and `evaluate`, so
-        // the three agree bit for bit.
-        let mut loss = 0.0;
-        for ((l, g), b) in parts.iter().zip(batches) {
-            let wgt = b.n as f64 / n as f64;
-            loss += wgt * l;
-            for (d, s) in grad.iter_mut().zip(g) {
-                *d += wgt * s;
-            }
-        }
-        loss
+            .unzip();
+        Self::weighted_sum(batches, n, &grads, grad);
+        weighted_loss(batches, n, &losses)
     }
 
     /// Σ_g (n_g/n)·∇²L_g(w)·v over `batches`, by reverse-over-forward.
     fn hvp_over(&self, batches: &[Batch], n: usize, vars: &[Var], v: &[f64], out: &mut [f64]) {
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let dirs = self.tensors(v);
+        let dirs = self.param_tensors(v);
         let parts: Vec<Vec<f64>> = batches
             .par_iter()
             .map(|b| {
-                let pass =
-                    Pass::new(&ts, Some(&dirs), BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
-                let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
-                let (_, dl) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
+                let (_, _, dl) = self.batch_loss(&ts, Some(&dirs), b, BnSource::Batch(None)).expect("forward");
                 let grads = dl.expect("tangent").backward().expect("backward");
                 self.flatten_grads(&grads, vars)
             })
             .collect();
-        out.fill(0.0);
-        for (g, b) in parts.iter().zip(batches) {
-            let wgt = b.n as f64 / n as f64;
-            for (d, s) in out.iter_mut().zip(g) {
-                *d += wgt * s;
-            }
-        }
+        Self::weighted_sum(batches, n, &parts, out);
     }
 
     /// Loss and accuracy on the training and test sets at w (cached: the
@@ -323,19 +330,17 @@ impl NetProblem {
     }
 
     fn evaluate_uncached(&self, w: &[f64]) -> candle_core::Result<NetEval> {
-        let ts = self.tensors(w);
+        let ts = self.param_tensors(w);
         let run = |b: &Batch, bn: BnSource| -> candle_core::Result<(f64, usize)> {
-            let pass = Pass::new(&ts, None, bn, self.params.bn_eps).with_conv(self.params.conv);
-            let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
-            let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
+            let (z, l, _) = self.batch_loss(&ts, None, b, bn)?;
             Ok((l.to_scalar::<f64>()?, forward::correct(&z.x, &b.labels)?))
         };
         let mut stats: Vec<(Tensor, Tensor)> = Vec::new();
-        let (mut train_loss, mut train_ok) = (0.0, 0);
+        let (mut train_losses, mut train_ok) = (Vec::with_capacity(self.train.len()), 0);
         for b in &self.train {
             let rec = RefCell::new(Vec::new());
             let (l, c) = run(b, BnSource::Batch(Some(&rec)))?;
-            train_loss += (b.n as f64 / self.n_train as f64) * l;
+            train_losses.push(l);
             train_ok += c;
             let wgt = b.n as f64 / self.n_train as f64;
             let rec = rec.into_inner();
@@ -359,7 +364,7 @@ impl NetProblem {
             test_ok += c;
         }
         Ok(NetEval {
-            train_loss,
+            train_loss: weighted_loss(&self.train, self.n_train, &train_losses),
             train_acc: train_ok as f64 / self.n_train as f64,
             test_loss,
             test_acc: test_ok as f64 / self.n_test.max(1) as f64,
@@ -373,9 +378,7 @@ impl NetProblem {
     pub fn graph_loss(&self, params: &[Tensor]) -> candle_core::Result<Tensor> {
         let mut total: Option<Tensor> = None;
         for b in &self.train {
-            let pass = Pass::new(params, None, BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
-            let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None })?;
-            let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot)?;
+            let (_, l, _) = self.batch_loss(params, None, b, BnSource::Batch(None))?;
             let l = (l * (b.n as f64 / self.n_train as f64))?; // same weight as loss_grad
             total = Some(match total {
                 Some(t) => (t + l)?,
@@ -384,16 +387,12 @@ impl NetProblem {
         }
         Ok(total.expect("non-empty training set"))
     }
+}
 
-    /// Parameter tensors of w in layout order (constants, not `Var`s).
-    pub fn param_tensors(&self, w: &[f64]) -> Vec<Tensor> {
-        self.tensors(w)
-    }
-
-    /// The loss on the Hessian subset (the first `hessian_examples`).
-    pub fn hessian_subset_loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
-        self.loss_grad_over(&self.hess, self.n_hess, w, grad)
-    }
+/// Σ_g (n_g/n)·L_g, summed in batch order (as `loss_grad`, `loss` and
+/// `evaluate` do, so the three agree bit for bit).
+fn weighted_loss(batches: &[Batch], n: usize, losses: &[f64]) -> f64 {
+    losses.iter().zip(batches).fold(0.0, |acc, (l, b)| acc + (b.n as f64 / n as f64) * l)
 }
 
 /// L_min of eq. (53): ln(1 + (C−1)·exp(−γ·(√(C−1) + 1/√(C−1)))) for
@@ -427,19 +426,16 @@ impl Objective for NetProblem {
     }
 
     fn loss(&self, w: &[f64]) -> f64 {
-        let ts = self.tensors(w);
-        self.train
+        let ts = self.param_tensors(w);
+        let losses: Vec<f64> = self
+            .train
             .par_iter()
             .map(|b| {
-                let pass = Pass::new(&ts, None, BnSource::Batch(None), self.params.bn_eps).with_conv(self.params.conv);
-                let z = pass.run(&self.net.modules, Dual { x: b.x.clone(), t: None }).expect("forward");
-                let (l, _) = forward::loss(self.params.loss, &z, &b.labels, &b.onehot).expect("loss");
+                let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
                 l.to_scalar::<f64>().expect("scalar")
             })
-            .collect::<Vec<f64>>()
-            .into_iter()
-            .zip(&self.train)
-            .fold(0.0, |acc, (l, b)| acc + (b.n as f64 / self.n_train as f64) * l)
+            .collect();
+        weighted_loss(&self.train, self.n_train, &losses)
     }
 
     fn scale_invariance(&self) -> ScaleInvariance {
