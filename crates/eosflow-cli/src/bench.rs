@@ -9,6 +9,9 @@ use eosflow::spectrum::LanczosParams;
 use std::time::Instant;
 
 fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
+    if v.is_empty() {
+        return serde_json::Value::Null;
+    }
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     serde_json::json!({ "median": q(0.5), "p10": q(0.1), "p90": q(0.9), "n": v.len() })
@@ -32,12 +35,22 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
     let w = opt.params().to_vec();
     let h = p.hessian_at(&w);
     let v: Vec<f64> = (0..w.len()).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
-    let mut out = vec![0.0; w.len()];
+    let mut hv = vec![0.0; w.len()];
     let mut hvp_us = Vec::new();
     for _ in 0..hvps.max(1) {
         let t = Instant::now();
-        h.apply(&v, &mut out);
+        h.apply(&v, &mut hv);
         hvp_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut out = serde_json::json!({
+        "problem": p.name(),
+        "dim": w.len(),
+        "warmup_steps": warmup,
+        "step_us": quantiles(step_us),
+        "hvp_us": quantiles(hvp_us),
+    });
+    if evals == 0 {
+        return Ok(out);
     }
     let lp = LanczosParams { tol: 1e-8, ..prep.params.lanczos.clone() };
     let (mut cold_ms, mut cold_hvps) = (Vec::new(), 0);
@@ -49,7 +62,7 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         cold_hvps = s.hvps;
         s0 = Some(s);
     }
-    let s0 = s0.expect("evals ≥ 1");
+    let s0 = s0.expect("evals ≥ 1 here");
     // Warm start as in a run: the eigenvector from 100 steps earlier.
     for _ in 0..100 {
         opt.evaluate(p);
@@ -63,14 +76,9 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         warm_ms.push(t.elapsed().as_secs_f64() * 1e3);
         (warm_hvps, warm_val, warm_res) = (s.hvps, s.spherical, s.residual);
     }
-    Ok(serde_json::json!({
-        "problem": p.name(),
-        "dim": w.len(),
-        "warmup_steps": warmup,
+    let extra = serde_json::json!({
         "sharpness_cold_at_step": warmup + timed,
         "sharpness_warm_at_step": warmup + timed + 100,
-        "step_us": quantiles(step_us),
-        "hvp_us": quantiles(hvp_us),
         "sharpness_cold_ms": quantiles(cold_ms),
         "sharpness_cold_hvps": cold_hvps,
         "sharpness_cold_value": s0.spherical,
@@ -79,5 +87,9 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         "sharpness_warm_value": warm_val,
         "sharpness_warm_relative_residual": warm_res / warm_val.abs(),
         "lanczos_tol": lp.tol,
-    }))
+    });
+    if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    Ok(out)
 }

@@ -110,7 +110,7 @@ enum Cmd {
         /// Steps timed one by one
         #[arg(long, default_value_t = 2000)]
         timed: u64,
-        /// Sharpness evaluations timed (cold and warm start each)
+        /// Sharpness evaluations timed (cold and warm start each; 0 skips them)
         #[arg(long, default_value_t = 20)]
         evals: usize,
         /// Hessian-vector products timed
@@ -129,6 +129,26 @@ enum Cmd {
 // of a digits-mlp step was system time). mimalloc keeps them pooled.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Keeps freed memory committed: mimalloc by default returns pages freed for
+/// 10 ms to the kernel, and at network sizes (activations of tens of MB per
+/// op) the kernel then clears fresh pages on every op: 35% of a VGG-11/4 HVP
+/// was `clear_page_erms`. With purging off the HVP took 1.31 s instead of
+/// 1.96 s (BENCHMARKS.md); the cost is that the process keeps its peak
+/// memory. `MIMALLOC_PURGE_DELAY` in the environment still overrides.
+fn configure_allocator() {
+    // mi_option_purge_delay in mimalloc v3's `mi_option_e` (libmimalloc-sys
+    // 0.1.49's default build); -1 means never purge.
+    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option; mimalloc reads options lazily.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
 
 /// eosflow parallelises across ghost batches (eosflow-nn) and across the runs
 /// of a sweep; candle would also split every single op over all cores (gemm
@@ -152,6 +172,7 @@ fn configure_threads() {
 }
 
 fn main() -> ExitCode {
+    configure_allocator();
     configure_threads();
     // A closed stdout (`eosflow ... | head`) should end the program quietly,
     // as for any Unix tool, not panic in println!.

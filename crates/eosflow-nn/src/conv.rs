@@ -1,23 +1,38 @@
-//! 2-D convolution as im2col + matrix product, with im2col and its adjoint
-//! col2im as candle custom ops whose backward passes are each other.
+//! 2-D convolution without bias as one candle op per direction, computed
+//! by im2col + matrix product over small tiles of examples.
 //!
-//! candle's own conv2d backward goes through a transposed convolution that
-//! is slow on the CPU in f64. Here conv(x, W) = reshape(im2col(x) · Wᵀ):
-//! the product is candle's (gemm, differentiable to any order) and im2col
-//! is linear, so its derivative is its adjoint col2im, whose derivative is
-//! im2col again. The forward pass, the tangent pass and the backward pass of
-//! the HVP graph therefore all stay differentiable and exact.
+//! Three linear maps form a closed family under differentiation
+//! (x: input, W: kernel, g: output-shaped):
+//!
+//! - [`Conv`]:        y  = conv(x, W)
+//! - [`ConvBwdData`]: x' = conv_Wᵀ(g), the adjoint of x ↦ conv(x, W)
+//! - [`ConvBwdFilter`]: W' = Σ_examples g · im2col(x)ᵀ, the adjoint of W ↦ conv(x, W)
+//!
+//! Each is bilinear and its backward pass is made of the other two, so the
+//! forward, tangent and backward passes of the HVP graph are exact and
+//! differentiable to any order. candle's own f64 conv backward goes through
+//! a slow transposed convolution; this one is a pair of products per tile.
+//!
+//! Memory and speed: each work item is a tile of consecutive examples (at
+//! least 1024 output pixels, so the products are large enough to run near
+//! peak) whose patch matrix lives in a per-thread buffer; nothing of the
+//! size of the whole batch's patches is ever allocated. Tiles run on rayon.
+//! The tiling and the order in which the kernel gradient's partial sums are
+//! added depend on the shapes only, so results are the same bits for any
+//! number of threads.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-/// Shapes of one convolution: input (n, c, h, w), square kernel k, stride,
-/// zero padding, output (oh, ow).
+/// Shapes of one convolution: input (n, c, h, w), kernel (cout, c, k, k),
+/// stride, zero padding, output (n, cout, oh, ow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Geometry {
     n: usize,
     c: usize,
     h: usize,
     w: usize,
+    cout: usize,
     k: usize,
     stride: usize,
     pad: usize,
@@ -25,108 +40,347 @@ struct Geometry {
     ow: usize,
 }
 
+/// Output pixels per tile (at least): below this the products are too thin
+/// to run at the machine's speed.
+const TILE_COLUMNS: usize = 1024;
+/// The kernel gradient is summed in this many fixed groups of tiles (then
+/// the groups in order): parallel, deterministic, bounded memory.
+const FILTER_GROUPS: usize = 16;
+
 impl Geometry {
-    fn patches(&self) -> usize {
+    fn new(x: (usize, usize, usize, usize), cout: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
+        let (n, c, h, w) = x;
+        if h + 2 * pad < k || w + 2 * pad < k || stride == 0 {
+            candle_core::bail!("conv: a {k}×{k} kernel with padding {pad} does not fit a {h}×{w} input");
+        }
+        let (oh, ow) = (out_size(h, k, stride, pad), out_size(w, k, stride, pad));
+        Ok(Geometry { n, c, h, w, cout, k, stride, pad, oh, ow })
+    }
+    fn pixels(&self) -> usize {
         self.oh * self.ow
     }
     fn patch_len(&self) -> usize {
         self.c * self.k * self.k
     }
+    fn x_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn y_len(&self) -> usize {
+        self.cout * self.pixels()
+    }
+    fn x_shape(&self) -> Shape {
+        Shape::from((self.n, self.c, self.h, self.w))
+    }
+    fn y_shape(&self) -> Shape {
+        Shape::from((self.n, self.cout, self.oh, self.ow))
+    }
+    fn kernel_shape(&self) -> Shape {
+        Shape::from((self.cout, self.c, self.k, self.k))
+    }
+    /// Examples per tile.
+    fn tile(&self) -> usize {
+        TILE_COLUMNS.div_ceil(self.pixels()).clamp(1, self.n.max(1))
+    }
 
-    /// Calls `f(col_index, x_index)` for every entry of one example's
-    /// im2col matrix (L × c·k·k, row-major) that reads the input (padding
-    /// entries are skipped); x_index is within the example's (c, h, w).
-    #[inline]
-    fn for_each(&self, mut f: impl FnMut(usize, usize)) {
-        let (k, pl) = (self.k, self.patch_len());
-        for oy in 0..self.oh {
-            for ox in 0..self.ow {
-                let row = (oy * self.ow + ox) * pl;
-                for ci in 0..self.c {
-                    for ky in 0..k {
-                        let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-                        if iy < 0 || iy >= self.h as isize {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                            if ix < 0 || ix >= self.w as isize {
-                                continue;
-                            }
-                            f(row + (ci * k + ky) * k + kx, (ci * self.h + iy as usize) * self.w + ix as usize);
-                        }
+    /// The patch matrix of the examples `xs` (e of them): (c·k·k, e·oh·ow),
+    /// row-major, column e·oh·ow + (oy·ow + ox) the receptive field of
+    /// output pixel (oy, ox) of example e; zero where it meets the padding.
+    fn im2col<T: Float>(&self, xs: &[T], cols: &mut [T]) {
+        let (l, width) = (self.pixels(), xs.len() / self.x_len() * self.pixels());
+        for (e, xe) in xs.chunks_exact(self.x_len()).enumerate() {
+            for ci in 0..self.c {
+                for ky in 0..self.k {
+                    for kx in 0..self.k {
+                        let row = (ci * self.k + ky) * self.k + kx;
+                        let dst = &mut cols[row * width + e * l..][..l];
+                        self.for_row(ky, kx, |o, i| dst[o] = i.map_or(T::default(), |i| xe[ci * self.h * self.w + i]));
                     }
                 }
             }
         }
     }
+
+    /// The adjoint of [`Self::im2col`]: adds each patch entry to the input
+    /// pixel it was read from.
+    fn col2im_add<T: Float>(&self, cols: &[T], xs: &mut [T]) {
+        let (l, width) = (self.pixels(), xs.len() / self.x_len() * self.pixels());
+        let hw = self.h * self.w;
+        for (e, xe) in xs.chunks_exact_mut(self.x_len()).enumerate() {
+            for ci in 0..self.c {
+                for ky in 0..self.k {
+                    for kx in 0..self.k {
+                        let row = (ci * self.k + ky) * self.k + kx;
+                        let src = &cols[row * width + e * l..][..l];
+                        let xc = &mut xe[ci * hw..][..hw];
+                        self.for_row(ky, kx, |o, i| {
+                            if let Some(i) = i {
+                                xc[i] += src[o];
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// For kernel offset (ky, kx), calls f(output pixel, input pixel within
+    /// one channel, or None in the padding) for every output pixel.
+    #[inline]
+    fn for_row(&self, ky: usize, kx: usize, mut f: impl FnMut(usize, Option<usize>)) {
+        for oy in 0..self.oh {
+            let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+            let row_in = iy >= 0 && (iy as usize) < self.h;
+            for ox in 0..self.ow {
+                let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                let i = (row_in && ix >= 0 && (ix as usize) < self.w).then(|| iy as usize * self.w + ix as usize);
+                f(oy * self.ow + ox, i);
+            }
+        }
+    }
+
+    /// (e, cout, L) example-major ↔ (cout, e·L) channel-major for a tile.
+    fn to_channel_major<T: Float>(&self, ys: &[T], out: &mut [T]) {
+        let (l, e) = (self.pixels(), ys.len() / self.y_len());
+        for (ex, ye) in ys.chunks_exact(self.y_len()).enumerate() {
+            for co in 0..self.cout {
+                out[co * e * l + ex * l..][..l].copy_from_slice(&ye[co * l..][..l]);
+            }
+        }
+    }
+    fn to_example_major<T: Float>(&self, cm: &[T], ys: &mut [T]) {
+        let (l, e) = (self.pixels(), ys.len() / self.y_len());
+        for (ex, ye) in ys.chunks_exact_mut(self.y_len()).enumerate() {
+            for co in 0..self.cout {
+                ye[co * l..][..l].copy_from_slice(&cm[co * e * l + ex * l..][..l]);
+            }
+        }
+    }
+
+    /// conv(x, W): per tile, Y = W (cout × ckk) · cols (ckk × e·L).
+    fn forward<T: Float>(&self, x: &[T], kernel: &[T]) -> Vec<T> {
+        let (tile, pl, yl) = (self.tile(), self.patch_len(), self.y_len());
+        let mut y = vec![T::default(); self.n * yl];
+        y.par_chunks_mut(tile * yl).zip(x.par_chunks(tile * self.x_len())).for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(cols, buf), (ys, xs)| {
+                let width = xs.len() / self.x_len() * self.pixels();
+                cols.resize(pl * width, T::default());
+                self.im2col(xs, cols);
+                if ys.len() == yl {
+                    matmul(ys, kernel, false, cols, false, self.cout, pl, width, false);
+                } else {
+                    buf.resize(self.cout * width, T::default());
+                    matmul(buf, kernel, false, cols, false, self.cout, pl, width, false);
+                    self.to_example_major(buf, ys);
+                }
+            },
+        );
+        y
+    }
+
+    /// The adjoint in x: per tile, cols = Wᵀ (ckk × cout) · G (cout × e·L),
+    /// then col2im.
+    fn backward_data<T: Float>(&self, g: &[T], kernel: &[T]) -> Vec<T> {
+        let (tile, pl, yl) = (self.tile(), self.patch_len(), self.y_len());
+        let mut dx = vec![T::default(); self.n * self.x_len()];
+        dx.par_chunks_mut(tile * self.x_len()).zip(g.par_chunks(tile * yl)).for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(cols, buf), (dxs, gs)| {
+                let width = gs.len() / yl * self.pixels();
+                cols.resize(pl * width, T::default());
+                let gm: &[T] = if gs.len() == yl {
+                    gs
+                } else {
+                    buf.resize(self.cout * width, T::default());
+                    self.to_channel_major(gs, buf);
+                    buf
+                };
+                matmul(cols, kernel, true, gm, false, pl, self.cout, width, false);
+                self.col2im_add(cols, dxs);
+            },
+        );
+        dx
+    }
+
+    /// The adjoint in W: Σ over tiles of G (cout × e·L) · colsᵀ (e·L × ckk),
+    /// summed within [`FILTER_GROUPS`] fixed groups of tiles, then the
+    /// groups in order.
+    fn backward_filter<T: Float>(&self, x: &[T], g: &[T]) -> Vec<T> {
+        let (tile, pl, yl, xl) = (self.tile(), self.patch_len(), self.y_len(), self.x_len());
+        let tiles = self.n.div_ceil(tile);
+        let per_group = tiles.div_ceil(FILTER_GROUPS).max(1);
+        let groups = tiles.div_ceil(per_group);
+        let partials: Vec<Vec<T>> = (0..groups)
+            .into_par_iter()
+            .map(|gi| {
+                let (mut cols, mut buf) = (Vec::new(), Vec::new());
+                let mut dw = vec![T::default(); self.cout * pl];
+                for ti in gi * per_group..((gi + 1) * per_group).min(tiles) {
+                    let (a, b) = (ti * tile, ((ti + 1) * tile).min(self.n));
+                    let (xs, gs) = (&x[a * xl..b * xl], &g[a * yl..b * yl]);
+                    let width = (b - a) * self.pixels();
+                    cols.resize(pl * width, T::default());
+                    self.im2col(xs, &mut cols);
+                    let gm: &[T] = if b - a == 1 {
+                        gs
+                    } else {
+                        buf.resize(self.cout * width, T::default());
+                        self.to_channel_major(gs, &mut buf);
+                        &buf
+                    };
+                    matmul(&mut dw, gm, false, &cols, true, self.cout, width, pl, ti > gi * per_group);
+                }
+                dw
+            })
+            .collect();
+        let mut it = partials.into_iter();
+        let mut dw = it.next().unwrap_or_else(|| vec![T::default(); self.cout * pl]);
+        for p in it {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        dw
+    }
 }
 
-fn contiguous<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+/// f32 and f64, the element types the convolution runs in.
+pub(crate) trait Float: Copy + Default + std::ops::AddAssign + Send + Sync + 'static {
+    const ONE: Self;
+    const ZERO: Self;
+}
+impl Float for f64 {
+    const ONE: f64 = 1.0;
+    const ZERO: f64 = 0.0;
+}
+impl Float for f32 {
+    const ONE: f32 = 1.0;
+    const ZERO: f32 = 0.0;
+}
+
+/// dst (m × n) = op(a) · op(b) (+ dst if `accumulate`), all row-major;
+/// op(a) is m × k (stored k × m when `ta`), op(b) is k × n (stored n × k
+/// when `tb`). Single-threaded: the callers parallelise over tiles.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Float>(
+    dst: &mut [T],
+    a: &[T],
+    ta: bool,
+    b: &[T],
+    tb: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul: buffers too small");
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the asserts above bound every index gemm reads or writes
+    // (row-major strides of matrices of the stated sizes).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            if accumulate { T::ONE } else { T::ZERO },
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn slice<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{op} needs a contiguous input"),
+        None => candle_core::bail!("{op} needs contiguous inputs"),
     }
 }
 
-/// (n, c, h, w) → (n, oh·ow, c·k·k): each row one receptive field, zero
-/// where it overlaps the padding.
-struct Im2Col(Geometry);
-/// The adjoint of [`Im2Col`]: (n, oh·ow, c·k·k) → (n, c, h, w), summing
-/// the entries that read the same input pixel.
-struct Col2Im(Geometry);
-
-fn im2col<T: Copy + Default>(g: &Geometry, x: &[T]) -> Vec<T> {
-    let (per_x, per_col) = (g.c * g.h * g.w, g.patches() * g.patch_len());
-    let mut out = vec![T::default(); g.n * per_col];
-    for (xe, oe) in x.chunks_exact(per_x).zip(out.chunks_exact_mut(per_col)) {
-        g.for_each(|ci, xi| oe[ci] = xe[xi]);
-    }
-    out
+/// Runs `f` on the two inputs' slices in f32 or f64.
+macro_rules! dispatch {
+    ($op:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $f:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64($f(slice(a, $l1, $op)?, slice(b, $l2, $op)?)),
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(slice(a, $l1, $op)?, slice(b, $l2, $op)?)),
+            _ => candle_core::bail!("{}: both inputs f32 or both f64", $op),
+        }
+    };
 }
 
-fn col2im<T: Copy + Default + std::ops::AddAssign>(g: &Geometry, cols: &[T]) -> Vec<T> {
-    let (per_x, per_col) = (g.c * g.h * g.w, g.patches() * g.patch_len());
-    let mut out = vec![T::default(); g.n * per_x];
-    for (ce, oe) in cols.chunks_exact(per_col).zip(out.chunks_exact_mut(per_x)) {
-        g.for_each(|ci, xi| oe[xi] += ce[ci]);
-    }
-    out
+/// y = conv(x, W): inputs (x, W), output (n, cout, oh, ow).
+struct Conv(Geometry);
+/// x' = conv_Wᵀ(g): inputs (g, W), output shaped like x.
+struct ConvBwdData(Geometry);
+/// W' = adjoint of W ↦ conv(x, W) applied to g: inputs (x, g), output
+/// shaped like W.
+struct ConvBwdFilter(Geometry);
+
+/// The gradient of `arg` only when something upstream needs it (the
+/// tangent pass's conv(x, Ẇ) has a constant Ẇ: skipping its kernel
+/// gradient saves one product per layer).
+fn if_tracked(arg: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if arg.track_op() { f().map(Some) } else { Ok(None) }
 }
 
-impl CustomOp1 for Im2Col {
+impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
-        "eosflow-im2col"
+        "eosflow-conv"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let shape = Shape::from((g.n, g.patches(), g.patch_len()));
-        Ok(match s {
-            CpuStorage::F64(v) => (CpuStorage::F64(im2col(g, contiguous(v, l, "im2col")?)), shape),
-            CpuStorage::F32(v) => (CpuStorage::F32(im2col(g, contiguous(v, l, "im2col")?)), shape),
-            _ => candle_core::bail!("im2col: f32 or f64 only"),
-        })
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        Ok((dispatch!("conv", s1, l1, s2, l2, |x, w| g.forward(x, w)), g.y_shape()))
     }
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Col2Im(self.0))?))
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gy = gy.contiguous()?;
+        let dx = if_tracked(x, || gy.apply_op2(w, ConvBwdData(self.0)))?;
+        let dw = if_tracked(w, || x.apply_op2(&gy, ConvBwdFilter(self.0)))?;
+        Ok((dx, dw))
     }
 }
 
-impl CustomOp1 for Col2Im {
+impl CustomOp2 for ConvBwdData {
     fn name(&self) -> &'static str {
-        "eosflow-col2im"
+        "eosflow-conv-bwd-data"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let shape = Shape::from((g.n, g.c, g.h, g.w));
-        Ok(match s {
-            CpuStorage::F64(v) => (CpuStorage::F64(col2im(g, contiguous(v, l, "col2im")?)), shape),
-            CpuStorage::F32(v) => (CpuStorage::F32(col2im(g, contiguous(v, l, "col2im")?)), shape),
-            _ => candle_core::bail!("col2im: f32 or f64 only"),
-        })
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        Ok((dispatch!("conv backward (data)", s1, l1, s2, l2, |gy, w| g.backward_data(gy, w)), g.x_shape()))
     }
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Im2Col(self.0))?))
+    // ⟨R, conv_Wᵀ(g)⟩ = ⟨conv(R, W), g⟩ = ⟨W, filter(R, g)⟩.
+    fn bwd(&self, gy: &Tensor, w: &Tensor, _res: &Tensor, r: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let r = r.contiguous()?;
+        let dg = if_tracked(gy, || r.apply_op2(w, Conv(self.0)))?;
+        let dw = if_tracked(w, || r.apply_op2(gy, ConvBwdFilter(self.0)))?;
+        Ok((dg, dw))
+    }
+}
+
+impl CustomOp2 for ConvBwdFilter {
+    fn name(&self) -> &'static str {
+        "eosflow-conv-bwd-filter"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        Ok((dispatch!("conv backward (filter)", s1, l1, s2, l2, |x, gy| g.backward_filter(x, gy)), g.kernel_shape()))
+    }
+    // ⟨R, filter(x, g)⟩ = ⟨conv(x, R), g⟩ = ⟨x, conv_Rᵀ(g)⟩.
+    fn bwd(&self, x: &Tensor, gy: &Tensor, _res: &Tensor, r: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let r = r.contiguous()?;
+        let dx = if_tracked(x, || gy.apply_op2(&r, ConvBwdData(self.0)))?;
+        let dg = if_tracked(gy, || x.apply_op2(&r, Conv(self.0)))?;
+        Ok((dx, dg))
     }
 }
 
@@ -135,27 +389,27 @@ pub(crate) fn out_size(s: usize, k: usize, stride: usize, pad: usize) -> usize {
     (s + 2 * pad - k) / stride + 1
 }
 
-/// The im2col matrix of x for a k×k kernel: (n, oh·ow, c·k·k).
-pub(crate) fn patches(x: &Tensor, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (oh, ow) = (out_size(h, k, stride, pad), out_size(w, k, stride, pad));
-    let g = Geometry { n, c, h, w, k, stride, pad, oh, ow };
-    x.contiguous()?.apply_op1(Im2Col(g))
-}
-
-/// conv2d from patches: cols (n, oh·ow, c·k·k) and a kernel (cout, c, k, k)
-/// → (n, cout, oh, ow).
-pub(crate) fn conv_from_patches(cols: &Tensor, kernel: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
-    let (n, l, pl) = cols.dims3()?;
-    let cout = kernel.dim(0)?;
-    let y = cols.reshape((n * l, pl))?.matmul(&kernel.reshape((cout, pl))?.t()?)?;
-    y.reshape((n, l, cout))?.transpose(1, 2)?.contiguous()?.reshape((n, cout, oh, ow))
-}
-
-/// conv2d(x, kernel) without bias, by im2col + matrix product; equal to
-/// candle's `conv2d(kernel, pad, stride, 1, 1)` up to summation order.
+/// conv2d(x, kernel) without bias, stride `stride`, zero padding `pad`:
+/// x (n, c, h, w), kernel (cout, c, k, k) → (n, cout, oh, ow), with
+/// oh = ⌊(h + 2·pad − k)/stride⌋ + 1. Equal to candle's
+/// `conv2d(kernel, pad, stride, 1, 1)` up to summation order; its
+/// derivatives of every order are exact (see the module docs).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::ones((1, 1, 3, 3), candle_core::DType::F64, &Device::Cpu)?;
+/// let k = Tensor::ones((1, 1, 3, 3), candle_core::DType::F64, &Device::Cpu)?;
+/// // Zero padding 1: the centre sees all 9 pixels, a corner 4.
+/// let y = eosflow_nn::conv::conv2d(&x, &k, 1, 1)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f64>()?, [4., 6., 4., 6., 9., 6., 4., 6., 4.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn conv2d(x: &Tensor, kernel: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let k = kernel.dim(2)?;
-    conv_from_patches(&patches(x, k, stride, pad)?, kernel, out_size(h, k, stride, pad), out_size(w, k, stride, pad))
+    let (cout, c, k, k2) = kernel.dims4()?;
+    let dims = x.dims4()?;
+    if dims.1 != c || k != k2 {
+        candle_core::bail!("conv: input {:?} and kernel {:?} do not match", x.dims(), kernel.dims());
+    }
+    let g = Geometry::new(dims, cout, k, stride, pad)?;
+    x.contiguous()?.apply_op2(&kernel.contiguous()?, Conv(g))
 }

@@ -32,11 +32,9 @@ pub(crate) enum BnSource<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvImpl {
-    /// im2col + matrix product ([`crate::conv`]); the tangent pass shares
-    /// the input's patches between conv(ẋ, W) and conv(x, Ẇ). In steady
-    /// state 1.4–1.5× faster than candle's conv for a gradient and 1.5–1.6×
-    /// for an HVP (digits-cnn, and VGG-11/4 on CIFAR-shaped batches; see
-    /// BENCHMARKS.md).
+    /// im2col + matrix product over tiles of examples, parallel on rayon
+    /// ([`crate::conv`]; see BENCHMARKS.md for its speed). CPU only: on
+    /// other devices candle's conv2d is used.
     #[default]
     Im2col,
     /// candle's `conv2d` (backward through a transposed convolution).
@@ -95,20 +93,11 @@ impl<'a> Pass<'a> {
                 }
                 Ok(Dual { x: y, t })
             }
-            Module::Conv { stride, pad, k, .. } if self.conv == ConvImpl::Im2col => {
+            Module::Conv { stride, pad, .. } if self.conv == ConvImpl::Im2col && h.x.device().is_cpu() => {
                 let (w, dw) = self.take();
-                use crate::conv::{conv_from_patches, out_size, patches};
-                let (_, _, hh, ww) = h.x.dims4()?;
-                let (oh, ow) = (out_size(hh, k, stride, pad), out_size(ww, k, stride, pad));
-                // x's patches serve both conv(x, W) and conv(x, Ẇ).
-                let cols = patches(&h.x, k, stride, pad)?;
-                let y = conv_from_patches(&cols, w, oh, ow)?;
-                let t = bilinear_tangent(
-                    h.t.as_ref(),
-                    dw,
-                    |t| conv_from_patches(&patches(t, k, stride, pad)?, w, oh, ow),
-                    |dw| conv_from_patches(&cols, dw, oh, ow),
-                )?;
+                let conv = |x: &Tensor, k: &Tensor| crate::conv::conv2d(x, k, stride, pad);
+                let y = conv(&h.x, w)?;
+                let t = bilinear_tangent(h.t.as_ref(), dw, |t| conv(t, w), |dw| conv(&h.x, dw))?;
                 Ok(Dual { x: y, t })
             }
             Module::Conv { stride, pad, .. } => {

@@ -1,5 +1,7 @@
-//! The im2col convolution against candle's conv2d: forward, both gradients,
-//! and whole networks (loss, gradient, HVP) computed either way.
+//! The tiled im2col convolution against candle's conv2d (forward, both
+//! gradients, across tile boundaries), by exact adjoint differences, in the
+//! tangent pass against finite differences, for any thread count, and whole
+//! networks (loss, gradient, HVP) computed either way.
 
 mod common;
 use candle_core::{Device, Tensor, Var};
@@ -45,6 +47,65 @@ fn forward_and_gradients_match_candle_conv2d() {
             assert!(e < 256.0 * f64::EPSILON, "∂/∂{name} k={k} s={stride} p={pad}: {e:e}");
         }
     }
+}
+
+#[test]
+fn many_tiles_and_kernel_gradient_groups_match_candle_for_any_thread_count() {
+    // 20 examples of 32×32 (one example per tile, 20 tiles in 10 groups of
+    // 2 for the kernel gradient) and 40 of 6×6 stride 2 (3×3 outputs: all
+    // 40 in one tile, gathered channel-major). Both shapes square so that
+    // candle's conv2d backward can serve as the reference.
+    for (shape, k, stride, pad) in [([20, 2, 32, 32], 3, 1, 1), ([40, 3, 6, 6], 3, 2, 1)] {
+        let x = Var::from_tensor(&t(&shape, 21)).unwrap();
+        let w = Var::from_tensor(&t(&[5, shape[1], k, k], 22)).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let y = eosflow_nn::conv::conv2d(&x, &w, stride, pad).unwrap();
+                let r = t(y.dims(), 23);
+                let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+                (flat(&y), flat(g.get(&x).unwrap()), flat(g.get(&w).unwrap()))
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{threads} threads changed the bits ({shape:?})");
+        }
+        let y = x.conv2d(&w, pad, stride, 1, 1).unwrap();
+        let r = t(y.dims(), 23);
+        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        // Output entries are sums of c·k² ≤ 27 products; gradient entries of
+        // up to n·oh·ow = 20,480 (kernel) products: rounding grows like the
+        // square root of the count for random signs, bounded by the count.
+        assert!(rel_err(&one.0, &flat(&y)) < 64.0 * f64::EPSILON);
+        assert!(rel_err(&one.1, &flat(g.get(&x).unwrap())) < 256.0 * f64::EPSILON);
+        assert!(rel_err(&one.2, &flat(g.get(&w).unwrap())) < 1e3 * f64::EPSILON);
+    }
+}
+
+#[test]
+fn tangent_of_a_convolution_matches_finite_differences() {
+    // The tangent pass computes d/dε conv(x + εẋ, W + εẆ) at ε = 0 as
+    // conv(ẋ, W) + conv(x, Ẇ); conv is bilinear, so the central difference
+    // (f(ε) − f(−ε))/2ε is exact up to rounding for any ε (here 1).
+    let (x, dx) = (t(&[3, 2, 9, 9], 31), t(&[3, 2, 9, 9], 32));
+    let (w, dw) = (t(&[4, 2, 3, 3], 33), t(&[4, 2, 3, 3], 34));
+    let conv = |x: &Tensor, w: &Tensor| flat(&eosflow_nn::conv::conv2d(x, w, 2, 1).unwrap());
+    let tangent: Vec<f64> = conv(&dx, &w).iter().zip(conv(&x, &dw)).map(|(a, b)| a + b).collect();
+    let plus = conv(&(&x + &dx).unwrap(), &(&w + &dw).unwrap());
+    let minus = conv(&(&x - &dx).unwrap(), &(&w - &dw).unwrap());
+    let fd: Vec<f64> = plus.iter().zip(&minus).map(|(p, m)| (p - m) / 2.0).collect();
+    // Each entry: 18 products of (x ± ẋ)(W ± Ẇ) with |·| ~ 2, differenced.
+    assert!(rel_err(&tangent, &fd) < 64.0 * f64::EPSILON, "{:e}", rel_err(&tangent, &fd));
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let x = t(&[1, 2, 5, 5], 41);
+    let e = eosflow_nn::conv::conv2d(&x, &t(&[3, 4, 3, 3], 42), 1, 1).unwrap_err().to_string();
+    assert!(e.contains("do not match"), "{e}");
+    let e = eosflow_nn::conv::conv2d(&x, &t(&[3, 2, 7, 7], 43), 1, 0).unwrap_err().to_string();
+    assert!(e.contains("does not fit"), "{e}");
 }
 
 #[test]
