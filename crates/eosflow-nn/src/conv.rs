@@ -139,7 +139,7 @@ impl Geometry {
     }
 
     /// (e, cout, L) example-major ↔ (cout, e·L) channel-major for a tile.
-    fn to_channel_major<T: Float>(&self, ys: &[T], out: &mut [T]) {
+    fn gather_channel_major<T: Float>(&self, ys: &[T], out: &mut [T]) {
         let (l, e) = (self.pixels(), ys.len() / self.y_len());
         for (ex, ye) in ys.chunks_exact(self.y_len()).enumerate() {
             for co in 0..self.cout {
@@ -147,7 +147,7 @@ impl Geometry {
             }
         }
     }
-    fn to_example_major<T: Float>(&self, cm: &[T], ys: &mut [T]) {
+    fn scatter_example_major<T: Float>(&self, cm: &[T], ys: &mut [T]) {
         let (l, e) = (self.pixels(), ys.len() / self.y_len());
         for (ex, ye) in ys.chunks_exact_mut(self.y_len()).enumerate() {
             for co in 0..self.cout {
@@ -171,7 +171,7 @@ impl Geometry {
                 } else {
                     buf.resize(self.cout * width, T::default());
                     matmul(buf, kernel, false, cols, false, self.cout, pl, width, false);
-                    self.to_example_major(buf, ys);
+                    self.scatter_example_major(buf, ys);
                 }
             },
         );
@@ -192,7 +192,7 @@ impl Geometry {
                     gs
                 } else {
                     buf.resize(self.cout * width, T::default());
-                    self.to_channel_major(gs, buf);
+                    self.gather_channel_major(gs, buf);
                     buf
                 };
                 matmul(cols, kernel, true, gm, false, pl, self.cout, width, false);
@@ -225,7 +225,7 @@ impl Geometry {
                         gs
                     } else {
                         buf.resize(self.cout * width, T::default());
-                        self.to_channel_major(gs, &mut buf);
+                        self.gather_channel_major(gs, &mut buf);
                         &buf
                     };
                     matmul(&mut dw, gm, false, &cols, true, self.cout, width, pl, ti > gi * per_group);
