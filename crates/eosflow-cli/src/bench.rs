@@ -2,7 +2,7 @@
 //! evaluation on a config's problem, as JSON (used by `bench/*.py`, which
 //! run the Python references side by side). Not a test: nothing asserts.
 
-use crate::config::Config;
+use crate::config::{Config, ProblemConfig};
 use anyhow::Result;
 use eosflow::sharpness::spherical_sharpness;
 use eosflow::spectrum::LanczosParams;
@@ -49,6 +49,23 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         "step_us": quantiles(step_us),
         "hvp_us": quantiles(hvp_us),
     });
+    // A network computed in f32: the same HVP in f64 at the same w and v,
+    // so the report states what the precision costs in accuracy.
+    if let ProblemConfig::Nn { precision: eosflow_nn::Precision::F32, .. } = cfg.problem {
+        let mut cfg64 = cfg.clone();
+        if let ProblemConfig::Nn { precision, .. } = &mut cfg64.problem {
+            *precision = eosflow_nn::Precision::F64;
+        }
+        let (p64, _) = crate::setup::build_net_problem(&cfg64)?;
+        let mut hv64 = vec![0.0; w.len()];
+        eosflow::Hessian::hessian_at(&p64, &w).apply(&v, &mut hv64);
+        let (mut d, mut n) = (0.0, 0.0);
+        for (a, b) in hv.iter().zip(&hv64) {
+            d += (a - b) * (a - b);
+            n += b * b;
+        }
+        out["hvp_f32_relative_error_vs_f64"] = serde_json::json!((d / n).sqrt());
+    }
     if evals == 0 {
         return Ok(out);
     }

@@ -139,9 +139,18 @@ pub enum ProblemConfig {
         /// Convolutions: "im2col" (im2col + matrix product) or "candle" (candle's conv2d).
         #[serde(default)]
         conv: eosflow_nn::ConvImpl,
+        /// Element type of the network's computation: "f64" or "f32" (GPU-sized runs).
+        #[serde(default)]
+        precision: eosflow_nn::Precision,
+        /// "cpu", or "cuda" / "cuda:N" (needs a build with `--features cuda`).
+        #[serde(default = "cpu")]
+        device: String,
     },
 }
 
+fn cpu() -> String {
+    "cpu".into()
+}
 fn digits() -> String {
     "digits".into()
 }
@@ -165,6 +174,18 @@ fn ce() -> eosflow_nn::LossKind {
 }
 fn test_bn_train() -> eosflow_nn::TestBn {
     eosflow_nn::TestBn::Train
+}
+
+/// Parses `device`: "cpu", "cuda" (= "cuda:0") or "cuda:N".
+pub fn parse_device(s: &str) -> Result<eosflow_nn::Compute> {
+    match s {
+        "cpu" => Ok(eosflow_nn::Compute::Cpu),
+        "cuda" => Ok(eosflow_nn::Compute::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Ok(eosflow_nn::Compute::Cuda(n)),
+            None => bail!("problem.device = \"{s}\": expected \"cpu\", \"cuda\" or \"cuda:N\""),
+        },
+    }
 }
 
 /// Parses a VGG configuration: channel counts and "M" for 2×2 mean pooling.

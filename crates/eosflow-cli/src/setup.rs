@@ -123,6 +123,8 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
         test_bn,
         init_seed,
         conv,
+        precision,
+        device,
         ..
     } = &cfg.problem
     else {
@@ -150,6 +152,8 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
         init_seed: *init_seed,
         eval_every: cfg.run.log_every.max(1),
         conv: *conv,
+        precision: *precision,
+        compute: crate::config::parse_device(device)?,
     };
     let mut files = Vec::new();
     for (tag, d) in [("train", &split.train), ("test", &split.test)] {

@@ -38,7 +38,7 @@ pub mod problem;
 pub use data::{Dataset, Split};
 pub use forward::{ConvImpl, LossKind};
 pub use net::{Activation, Affine, Module, Net};
-pub use problem::{NetEval, NetParams, NetProblem, TestBn};
+pub use problem::{Compute, NetEval, NetParams, NetProblem, Precision, TestBn};
 
 /// Errors of the network crate; messages say what to change.
 #[derive(Debug, thiserror::Error)]

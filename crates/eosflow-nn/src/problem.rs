@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use eosflow::optim::Evaluation;
 use eosflow::problems::{Problem, Tracker};
 use eosflow::spectrum::LinOp;
@@ -28,6 +28,62 @@ pub enum TestBn {
     Train,
     /// Each test ghost batch uses its own statistics (transductive).
     Batch,
+}
+
+/// The floating-point type the network is computed in. Parameters,
+/// gradients and HVPs cross the eosflow interface as f64 either way; only
+/// the candle computation changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Exact to rounding in f64 (ε ≈ 2.2e-16): the tested path.
+    #[default]
+    F64,
+    /// f32 (ε ≈ 1.2e-7), for GPU-sized runs. Measured against f64 at the
+    /// same w and v: HVP relative error 1.5e-6 on small VGG and ResNet
+    /// nets (tests/precision.rs), 3.2e-6 on VGG-11/4 with 260 CIFAR-shaped
+    /// images (BENCHMARKS.md) — the sharpness to ~5 digits; the identity
+    /// tests need f64.
+    F32,
+}
+
+impl Precision {
+    /// The candle element type.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F64 => DType::F64,
+            Precision::F32 => DType::F32,
+        }
+    }
+}
+
+/// Where the network is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compute {
+    /// The CPU (rayon over ghost batches and convolution tiles).
+    #[default]
+    Cpu,
+    /// CUDA device `ordinal`; needs eosflow built with `--features cuda`.
+    /// Convolutions then use candle's cuDNN-free conv2d.
+    Cuda(usize),
+}
+
+impl Compute {
+    /// The candle device, or an error saying how to get one.
+    pub fn device(self) -> Result<Device, NnError> {
+        match self {
+            Compute::Cpu => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            Compute::Cuda(i) => Ok(Device::new_cuda(i)?),
+            #[cfg(not(feature = "cuda"))]
+            Compute::Cuda(_) => Err(NnError::Data(
+                "this eosflow was built without CUDA support; rebuild with `cargo build --release --features cuda` \
+                 on a machine with the CUDA toolkit, or set device = \"cpu\""
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// Settings of [`NetProblem`].
@@ -56,6 +112,10 @@ pub struct NetParams {
     /// How convolutions are computed (same function, different summation
     /// order and speed).
     pub conv: ConvImpl,
+    /// Element type of the computation (f64 unless asked).
+    pub precision: Precision,
+    /// Device of the computation.
+    pub compute: Compute,
 }
 
 impl Default for NetParams {
@@ -69,6 +129,8 @@ impl Default for NetParams {
             init_seed: 0,
             eval_every: 1,
             conv: ConvImpl::default(),
+            precision: Precision::F64,
+            compute: Compute::Cpu,
         }
     }
 }
@@ -93,22 +155,23 @@ struct Batch {
     n: usize,
 }
 
-fn batches(d: &Dataset, size: usize) -> Result<Vec<Batch>, NnError> {
-    let dev = Device::Cpu;
+fn batches(d: &Dataset, size: usize, dtype: DType, dev: &Device) -> Result<Vec<Batch>, NnError> {
     let per = d.example_size();
     let mut out = Vec::new();
     for start in (0..d.len()).step_by(size.max(1)) {
         let n = size.min(d.len() - start);
         let mut shape = vec![n];
         shape.extend_from_slice(&d.shape);
-        let x = Tensor::from_slice(&d.x[start * per..(start + n) * per], shape.as_slice(), &dev)?;
+        let x = Tensor::from_slice(&d.x[start * per..(start + n) * per], shape.as_slice(), &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(dev)?;
         let lab = &d.labels[start..start + n];
-        let labels = Tensor::from_slice(lab, (n, 1), &dev)?;
+        let labels = Tensor::from_slice(lab, (n, 1), dev)?;
         let mut oh = vec![0.0; n * d.classes];
         for (i, &y) in lab.iter().enumerate() {
             oh[i * d.classes + y as usize] = 1.0;
         }
-        let onehot = Tensor::from_vec(oh, (n, d.classes), &dev)?;
+        let onehot = Tensor::from_vec(oh, (n, d.classes), &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?;
         out.push(Batch { x, labels, onehot, n });
     }
     Ok(out)
@@ -131,6 +194,7 @@ pub struct NetProblem {
     n_test: usize,
     w0: Vec<f64>,
     lmin: f64,
+    device: Device,
     cache: Mutex<Option<(Vec<f64>, NetEval)>>,
 }
 
@@ -193,10 +257,12 @@ impl NetProblem {
         }
         let lmin = l_min(&net, params.loss);
         let w0 = net.init(params.init_seed);
+        let (dt, device) = (params.precision.dtype(), params.compute.device()?);
         Ok(NetProblem {
-            train: batches(train, params.ghost_batch)?,
-            hess: batches(&train.prefix(n_hess), params.ghost_batch)?,
-            test: batches(test, params.ghost_batch)?,
+            train: batches(train, params.ghost_batch, dt, &device)?,
+            hess: batches(&train.prefix(n_hess), params.ghost_batch, dt, &device)?,
+            test: batches(test, params.ghost_batch, dt, &device)?,
+            device,
             n_train: train.len(),
             n_hess,
             n_test: test.len(),
@@ -236,7 +302,10 @@ impl NetProblem {
             .params
             .iter()
             .map(|p| {
-                Tensor::from_slice(&w[p.offset..p.offset + p.len()], p.shape.as_slice(), &Device::Cpu).expect("shape")
+                Tensor::from_slice(&w[p.offset..p.offset + p.len()], p.shape.as_slice(), &Device::Cpu)
+                    .and_then(|t| t.to_dtype(self.params.precision.dtype()))
+                    .and_then(|t| t.to_device(&self.device))
+                    .expect("parameter tensor")
             })
             .collect()
     }
@@ -278,7 +347,7 @@ impl NetProblem {
         let mut out = vec![0.0; self.net.dim()];
         for (p, v) in self.net.params.iter().zip(vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
-                let g = g.flatten_all().and_then(|g| g.to_vec1::<f64>()).expect("gradient to host");
+                let g = to_host(g).expect("gradient to host");
                 out[p.offset..p.offset + p.len()].copy_from_slice(&g);
             }
         }
@@ -294,7 +363,7 @@ impl NetProblem {
             .map(|b| {
                 let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
                 let g = l.backward().expect("backward");
-                (l.to_scalar::<f64>().expect("scalar"), self.flatten_grads(&g, &vars))
+                (scalar(&l).expect("scalar"), self.flatten_grads(&g, &vars))
             })
             .unzip();
         Self::weighted_sum(batches, n, &grads, grad);
@@ -333,7 +402,7 @@ impl NetProblem {
         let ts = self.param_tensors(w);
         let run = |b: &Batch, bn: BnSource| -> candle_core::Result<(f64, usize)> {
             let (z, l, _) = self.batch_loss(&ts, None, b, bn)?;
-            Ok((l.to_scalar::<f64>()?, forward::correct(&z.x, &b.labels)?))
+            Ok((scalar(&l)?, forward::correct(&z.x, &b.labels)?))
         };
         let mut stats: Vec<(Tensor, Tensor)> = Vec::new();
         let (mut train_losses, mut train_ok) = (Vec::with_capacity(self.train.len()), 0);
@@ -389,6 +458,15 @@ impl NetProblem {
     }
 }
 
+/// A tensor's entries as f64 on the host, whatever its type and device.
+fn to_host(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
+}
+
+fn scalar(t: &Tensor) -> candle_core::Result<f64> {
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
+
 /// Σ_g (n_g/n)·L_g, summed in batch order (as `loss_grad`, `loss` and
 /// `evaluate` do, so the three agree bit for bit).
 fn weighted_loss(batches: &[Batch], n: usize, losses: &[f64]) -> f64 {
@@ -432,7 +510,7 @@ impl Objective for NetProblem {
             .par_iter()
             .map(|b| {
                 let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
-                l.to_scalar::<f64>().expect("scalar")
+                scalar(&l).expect("scalar")
             })
             .collect();
         weighted_loss(&self.train, self.n_train, &losses)
