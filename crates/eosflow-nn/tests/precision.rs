@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use eosflow::problems::Problem;
-use eosflow::{Hessian, Objective};
+use eosflow::Hessian;
 use eosflow_nn::net::{self, VggItem};
 use eosflow_nn::{NetParams, NetProblem, Precision};
 
