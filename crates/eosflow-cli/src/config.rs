@@ -508,11 +508,59 @@ fn explain_toml_error(e: &toml::de::Error) -> String {
     msg
 }
 
+/// Applies command-line overrides `KEY=VALUE` to a config's TOML table.
+/// KEY is a dotted path (`problem.width`, `optimizer.wd`); VALUE is a TOML
+/// value (`0.25`, `true`, `[1, 2]`, `"f32"`), and a bare word that is not
+/// one is taken as a string (`problem.precision=f32`).
+pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
+    for set in sets {
+        let Some((key, value)) = set.split_once('=') else {
+            bail!("--set {set}: expected KEY=VALUE, e.g. --set problem.width=0.25");
+        };
+        let path: Vec<&str> = key.trim().split('.').collect();
+        if path.iter().any(|k| k.is_empty()) {
+            bail!("--set {set}: the key `{key}` has an empty part; write section.key, e.g. optimizer.wd");
+        }
+        let value = match toml::from_str::<toml::Table>(&format!("v = {}", value.trim())) {
+            Ok(mut t) => t.remove("v").expect("parsed key"),
+            Err(_) => toml::Value::String(value.trim().to_string()),
+        };
+        let mut t = &mut *table;
+        for k in &path[..path.len() - 1] {
+            let entry = t.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(sub) = entry else {
+                bail!("--set {set}: `{k}` is a value, not a section");
+            };
+            t = sub;
+        }
+        t.insert(path[path.len() - 1].to_string(), value);
+    }
+    Ok(())
+}
+
+/// Parses TOML text after applying `--set` overrides (see [`apply_sets`]).
+pub fn parse_with(text: &str, origin: &str, sets: &[String]) -> Result<Config> {
+    if sets.is_empty() {
+        return parse(text, origin);
+    }
+    let mut table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e)),
+    };
+    apply_sets(&mut table, sets)?;
+    parse(&toml::to_string(&table)?, &format!("{origin} with --set {}", sets.join(" --set ")))
+}
+
 /// Reads and parses a config file; relative `.npy` paths are resolved
 /// against the file's directory.
 pub fn load(path: &Path) -> Result<Config> {
+    load_with(path, &[])
+}
+
+/// [`load`] with `--set` overrides.
+pub fn load_with(path: &Path, sets: &[String]) -> Result<Config> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut cfg = parse(&text, &path.display().to_string())?;
+    let mut cfg = parse_with(&text, &path.display().to_string(), sets)?;
     // Relative paths are relative to the config file; the resolved config
     // written into the run directory holds absolute ones.
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();

@@ -54,6 +54,11 @@ struct OutArgs {
     /// for dataset = "cifar10" (sets [data] cifar_dir)
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Override a config value, e.g. `--set problem.width=0.25` or
+    /// `--set optimizer.wd=1e-4` (repeatable; applied after a preset's
+    /// per-run settings)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 impl OutArgs {
@@ -116,6 +121,12 @@ enum Cmd {
         /// Hessian-vector products timed
         #[arg(long, default_value_t = 200)]
         hvps: usize,
+        /// Folder of the CIFAR-10 binary files (for the CIFAR presets)
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Override a config value (as for `run`), e.g. `--set problem.precision=f32`
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
@@ -195,14 +206,18 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Run { config, out } => {
-            let cfg = config::load(&config)?;
+            let cfg = config::load_with(&config, &out.set)?;
             execute(cfg, out)
         }
         Cmd::Reproduce { list: true, .. } => {
-            println!("{:<14} {:<26} {:<18} what it shows", "preset", "paper", "time here");
+            println!("{:<14} {:<26} {:<24} {:<22} what it shows", "preset", "paper", "time here", "paper's steps");
             for p in presets::PRESETS {
-                println!("{:<14} {:<26} {:<18} {}", p.name, p.figure, p.expected_time, p.shows);
+                println!("{:<14} {:<26} {:<24} {:<22} {}", p.name, p.figure, p.expected_time, p.paper_steps, p.shows);
             }
+            println!(
+                "\nfig2 … fig18 read CIFAR-10 from the binary files you supply (--data DIR); their time is per step \
+                 on the 2-core reference machine, so they are GPU-sized runs (README, \"CIFAR-10\")."
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reproduce { preset, out, .. } => {
@@ -215,8 +230,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             if !p.variants.is_empty() {
                 let mut jobs = Vec::new();
                 for (label, patch) in p.variants {
-                    let mut base: toml::Table = toml::from_str(p.toml)?;
+                    let mut base = p.table()?;
                     presets::merge(&mut base, &toml::from_str(patch)?);
+                    config::apply_sets(&mut base, &out.set)?;
                     let text = toml::to_string(&base)?;
                     let mut cfg = config::parse(&text, &format!("preset {} ({label})", p.name))?;
                     out.apply(&mut cfg)?;
@@ -227,15 +243,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 install_signal_handler(token.clone());
                 return sweep::run_variants(p.name, jobs, out.out.clone(), out.force, &token);
             }
-            let cfg = config::parse(p.toml, &format!("preset {}", p.name))?;
+            let cfg = config::parse_with(&toml::to_string(&p.table()?)?, &format!("preset {}", p.name), &out.set)?;
             execute(cfg, out)
         }
         Cmd::Resume { run_dir, steps } => resume(&run_dir, steps),
-        Cmd::Bench { target, warmup, timed, evals, hvps } => {
-            let cfg = match presets::find(&target) {
-                Some(p) => config::parse(p.toml, &format!("preset {}", p.name))?,
-                None => config::load(Path::new(&target))?,
+        Cmd::Bench { target, warmup, timed, evals, hvps, data, set } => {
+            let mut cfg = match presets::find(&target) {
+                Some(p) => config::parse_with(&toml::to_string(&p.table()?)?, &format!("preset {}", p.name), &set)?,
+                None => config::load_with(Path::new(&target), &set)?,
             };
+            let out = OutArgs { out: None, force: false, steps: None, seeds: None, data, set: Vec::new() };
+            out.apply(&mut cfg)?;
             let json = bench::run(&cfg, warmup, timed, evals, hvps)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)

@@ -4,9 +4,15 @@ pub struct Preset {
     pub name: &'static str,
     pub figure: &'static str,
     pub shows: &'static str,
-    /// Measured on the 2-core reference machine (see README).
+    /// Measured on the 2-core reference machine (see README): the whole
+    /// run, or for the CIFAR-10 presets the cost of one step.
     pub expected_time: &'static str,
+    /// Steps the paper ran, where that differs from ours or matters for
+    /// the cost ("" when the preset is not a paper run at paper length).
+    pub paper_steps: &'static str,
     pub toml: &'static str,
+    /// TOML merged into `toml` first (a shipped config at other settings).
+    pub patch: &'static str,
     /// Runs of a multi-run preset: (label, TOML merged into the base config).
     /// Empty for single runs.
     pub variants: &'static [(&'static str, &'static str)],
@@ -18,7 +24,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 3 / App. F",
         shows: "3D scale-invariant loss: GD+WD enters EoS and drifts along Γ to the flattest minimiser",
         expected_time: "0.03 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/toy3d.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -26,7 +34,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 1 / App. P.1",
         shows: "matrix completion with BN (d=50, N=800): EoS, sharpness falls, low rank, test loss falls",
         expected_time: "~2 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/fig1.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -34,7 +44,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 4 / Sec. 5, App. O",
         shows: "linear regression with BN: EoS, period-2 h_t, φ_t drifts to the min-norm solution (M)",
         expected_time: "~0.4 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/fig4.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -42,7 +54,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 6 / App. P.1",
         shows: "matrix completion, d=50, N = 400/800/1200/1600 (4 runs in parallel)",
         expected_time: "~8 s (2 cores)",
+        paper_steps: "",
         toml: include_str!("../../../configs/fig6.toml"),
+        patch: "",
         variants: &[
             ("N400", "[problem]\nn_obs = 400\n"),
             ("N800", "[problem]\nn_obs = 800\n"),
@@ -55,7 +69,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 7 / App. P.1",
         shows: "matrix completion, d=100, N = 1600/2400/3200 (3 runs in parallel)",
         expected_time: "~33 s (2 cores)",
+        paper_steps: "",
         toml: include_str!("../../../configs/fig7.toml"),
+        patch: "",
         variants: &[
             ("N1600", "[problem]\nn_obs = 1600\n"),
             ("N2400", "[problem]\nn_obs = 2400\n"),
@@ -67,7 +83,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 11 / App. P.3",
         shows: "fig1 around EoS entry, every step: 2/η̃ crosses the sharpness back and forth",
         expected_time: "~4 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/fig11.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -75,7 +93,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Figs. 2, 13 on digits",
         shows: "SI MLP on the embedded 8×8 digits: after 100% train accuracy, sharpness falls and test accuracy rises",
         expected_time: "40 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/digits-mlp.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -83,7 +103,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 13 (no WD) on digits",
         shows: "digits-mlp without weight decay: η_eff only falls, no EoS, no sharpness reduction",
         expected_time: "38 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/digits-mlp-wd0.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -91,7 +113,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 2 on digits",
         shows: "small SI VGG-style CNN (Swish, mean pooling) on the digits: sharpness reduction, test accuracy rises",
         expected_time: "90 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/digits-cnn.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -99,7 +123,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 13 (no WD) on digits",
         shows: "digits-cnn without weight decay: no EoS, no sharpness reduction",
         expected_time: "90 s",
+        paper_steps: "",
         toml: include_str!("../../../configs/digits-cnn-wd0.toml"),
+        patch: "",
         variants: &[],
     },
     Preset {
@@ -107,7 +133,9 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 13 on digits (MLP)",
         shows: "digits-mlp with λ̂ = 0.05 and λ̂ = 0 side by side, overlaid in one figure (2 runs in parallel)",
         expected_time: "45 s (2 cores)",
+        paper_steps: "",
         toml: include_str!("../../../configs/digits-mlp.toml"),
+        patch: "",
         variants: &[("wd0.05", "[optimizer]\nwd = 0.05\n"), ("wd0", "[optimizer]\nwd = 0.0\n")],
     },
     Preset {
@@ -115,10 +143,118 @@ pub const PRESETS: &[Preset] = &[
         figure: "Fig. 13 on digits (CNN)",
         shows: "digits-cnn with λ̂ = 0.05 and λ̂ = 0 side by side, overlaid in one figure (2 runs in parallel)",
         expected_time: "97 s (2 cores)",
+        paper_steps: "",
         toml: include_str!("../../../configs/digits-cnn.toml"),
+        patch: "",
         variants: &[("wd0.05", "[optimizer]\nwd = 0.05\n"), ("wd0", "[optimizer]\nwd = 0.0\n")],
     },
+    // The paper's CIFAR-10 runs. They read the user's CIFAR-10 files
+    // (`--data DIR`) and are GPU-sized: `expected_time` is one step here.
+    Preset {
+        name: "fig2",
+        figure: "Fig. 2 / App. P.2",
+        shows: "SI VGG-11 on CIFAR-10, GD+WD (η̂ 0.1, λ̂ 5e-4, ghost BN 1000): sharpness falls, test accuracy rises",
+        expected_time: "~15 min/step",
+        paper_steps: ">47k (60k here)",
+        toml: include_str!("../../../configs/cifar-vgg11.toml"),
+        patch: "",
+        variants: &[],
+    },
+    Preset {
+        name: "fig10",
+        figure: "Fig. 10 / App. P.2",
+        shows: "fig2's first 1500 steps with the sharpness every 10 steps: it falls from ≫ 2/η̃₀ to 2/η̃ₜ",
+        expected_time: "~15 min/step",
+        paper_steps: "1.5k",
+        toml: include_str!("../../../configs/cifar-vgg11.toml"),
+        patch: "name = \"fig10\"\n[run]\nsteps = 1500\nlog_every = 10\n[sharpness]\nevery = 10\n",
+        variants: &[],
+    },
+    Preset {
+        name: "fig8",
+        figure: "Fig. 8 / App. P.2",
+        shows: "SI ResNet-20 (ReLU, non-smooth) on CIFAR-10: sharpness falls, test accuracy rises",
+        expected_time: "~8 min/step",
+        paper_steps: "not stated (30k here)",
+        toml: include_str!("../../../configs/cifar-resnet20-si.toml"),
+        patch: "",
+        variants: &[],
+    },
+    Preset {
+        name: "fig9",
+        figure: "Fig. 9 / App. P.2",
+        shows: "standard pre-activation ResNet-20: sharpness of its scale-invariant block (partial Hessian) falls",
+        expected_time: "~8 min/step",
+        paper_steps: "not stated (30k here)",
+        toml: include_str!("../../../configs/cifar-resnet20.toml"),
+        patch: "",
+        variants: &[],
+    },
+    Preset {
+        name: "fig13",
+        figure: "Fig. 13 / App. P.4",
+        shows: "fig2 with λ̂ = 5e-4 and λ̂ = 0 overlaid: without WD no sharpness reduction (2 runs in parallel)",
+        expected_time: "~30 min/step",
+        paper_steps: ">47k (60k here)",
+        toml: include_str!("../../../configs/cifar-vgg11.toml"),
+        patch: "",
+        variants: &[("wd5e-4", "[optimizer]\nwd = 5e-4\n"), ("wd0", "[optimizer]\nwd = 0.0\n")],
+    },
+    Preset {
+        name: "fig14",
+        figure: "Fig. 14 / App. P.4",
+        shows: "SI VGG-11 on CIFAR-10-2k, λ̂ ∈ {0, 5e-5, 1e-4, 5e-4}: any λ̂ > 0 reduces sharpness, smaller λ̂ slower",
+        expected_time: "~2.5 min/step (4 runs)",
+        paper_steps: "400k",
+        toml: include_str!("../../../configs/cifar2k-vgg11.toml"),
+        patch: "",
+        variants: &[
+            ("wd0", "[optimizer]\nwd = 0.0\n[run]\nsteps = 400000\n"),
+            ("wd5e-5", "[optimizer]\nwd = 5e-5\n[run]\nsteps = 400000\n"),
+            ("wd1e-4", "[optimizer]\nwd = 1e-4\n[run]\nsteps = 400000\n"),
+            ("wd5e-4", "[optimizer]\nwd = 5e-4\n[run]\nsteps = 400000\n"),
+        ],
+    },
+    Preset {
+        name: "fig15",
+        figure: "Fig. 15 / App. P.5",
+        shows: "SI VGG-11 on CIFAR-10-2k, η̂ ∈ {1e-5, 1e-3, 0.1, 10} at η̂λ̂ = 5e-5: same end state from any η̃₀",
+        expected_time: "~2.5 min/step (4 runs)",
+        paper_steps: "200k",
+        toml: include_str!("../../../configs/cifar2k-vgg11.toml"),
+        patch: "",
+        variants: &[
+            ("lr1e-5", "[optimizer]\nlr = 1e-5\nwd = 5.0\n"),
+            ("lr1e-3", "[optimizer]\nlr = 1e-3\nwd = 5e-2\n"),
+            ("lr0.1", "[optimizer]\nlr = 0.1\nwd = 5e-4\n"),
+            ("lr10", "[optimizer]\nlr = 10.0\nwd = 5e-6\n"),
+        ],
+    },
+    Preset {
+        name: "fig18",
+        figure: "Fig. 18 / App. R",
+        shows: "SI VGG-11 on CIFAR-10-2k with the final BN's γ ∈ {0.5, 0.3·ln 91, 2.5, 5}: sharpness reduction for every γ",
+        expected_time: "~2.5 min/step (4 runs)",
+        paper_steps: "not stated (200k here)",
+        toml: include_str!("../../../configs/cifar2k-vgg11.toml"),
+        patch: "",
+        variants: &[
+            ("gamma0.5", "[problem]\nfinal_gamma = 0.5\n"),
+            ("gamma0.3ln91", ""),
+            ("gamma2.5", "[problem]\nfinal_gamma = 2.5\n"),
+            ("gamma5", "[problem]\nfinal_gamma = 5.0\n"),
+        ],
+    },
 ];
+
+impl Preset {
+    /// The preset's base config as a TOML table (`toml` with `patch`).
+    pub fn table(&self) -> anyhow::Result<toml::Table> {
+        let mut base: toml::Table = toml::from_str(self.toml)?;
+        merge(&mut base, &toml::from_str(self.patch)?);
+        Ok(base)
+    }
+}
 
 pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)

@@ -235,9 +235,11 @@ figures = false
     // The resolved config records the folder, so it reruns as it is.
     let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(resolved.contains("cifar_dir"), "{resolved}");
-    let shape = std::fs::read(out.join("data/x_train.npy")).unwrap();
-    let head = String::from_utf8_lossy(&shape[..128]).replace(' ', "");
-    assert!(head.contains("(40,3072"), "{head}");
+    // Labels and w0 are copied; the images stay in the user's files.
+    let labels = std::fs::read(out.join("data/y_train.npy")).unwrap();
+    let head = String::from_utf8_lossy(&labels[..128]).replace(' ', "");
+    assert!(head.contains("(40,)"), "{head}");
+    assert!(!out.join("data/x_train.npy").exists());
     // Without --data or [data] cifar_dir: a clear error.
     let o = eosflow().arg("run").arg(&path).arg("--out").arg(dir.path().join("o2")).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -258,4 +260,90 @@ figures = false
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("data_batch_2.bin") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn fig14_runs_on_a_tiny_cifar_file() {
+    // Fig. 14's preset (SI VGG-11 on CIFAR-10-2k, full-batch BN, λ̂ ∈ {0,
+    // 5e-5, 1e-4, 5e-4}, four runs side by side) on a CIFAR-format sample:
+    // 2 images per class instead of 200 (so one ghost batch of 20), width
+    // 1/8 and 2 steps so that CI stays fast. Checks the variant folders,
+    // the files and the columns, and the overlaid figure.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cifar");
+    std::fs::create_dir(&data).unwrap();
+    write_cifar(&data, 10);
+    let out = dir.path().join("fig14");
+    let o = eosflow()
+        .args(["reproduce", "fig14", "--steps", "2", "--data"])
+        .arg(&data)
+        .args(["--set", "problem.train_per_class=2", "--set", "problem.ghost_batch=20"])
+        .args(["--set", "problem.width=0.125", "--set", "sharpness.every=2", "--set", "output.formats=[\"png\"]"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (label, wd) in [("wd0", 0.0), ("wd5e-5", 5e-5), ("wd1e-4", 1e-4), ("wd5e-4", 5e-4)] {
+        let run = out.join(label);
+        let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+        assert_eq!(cfg["optimizer"]["wd"].as_float(), Some(wd), "{label}");
+        assert_eq!(cfg["optimizer"]["lr"].as_float(), Some(0.1), "{label}");
+        assert_eq!(cfg["problem"]["arch"].as_str(), Some("si-vgg"), "{label}");
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["problem"]["train_examples"], 20, "{label}");
+        let cols = header(&run.join("metrics.csv"));
+        for c in ["step", "loss", "train_acc", "test_acc", "test_loss", "loss_minus_lmin"] {
+            assert!(cols.iter().any(|x| x == c), "{label}: no column {c} in {cols:?}");
+        }
+        // log_every = 500: the first and the last step are logged.
+        let steps: Vec<String> = csv::Reader::from_path(run.join("metrics.csv"))
+            .unwrap()
+            .records()
+            .map(|r| r.unwrap()[0].to_string())
+            .collect();
+        assert_eq!(steps, ["0", "2"], "{label}");
+        let sharp = header(&run.join("sharpness.csv"));
+        assert!(sharp.iter().any(|c| c.contains("sharpness")), "{sharp:?}");
+        for f in ["w_final.npy", "data/w0.npy", "data/y_train.npy", "data/y_test.npy"] {
+            assert!(run.join(f).exists(), "{label}: {f}");
+        }
+    }
+    for f in ["runs.csv", "figures/fig14.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn set_overrides_config_values_and_explains_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.toml");
+    std::fs::write(&path, SMALL).unwrap();
+    let out = dir.path().join("a");
+    let o = eosflow()
+        .arg("run")
+        .arg(&path)
+        .args(["--set", "optimizer.wd=0.02", "--set", "problem.precision=f32", "--set", "run.steps=2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg["optimizer"]["wd"].as_float(), Some(0.02));
+    assert_eq!(cfg["problem"]["precision"].as_str(), Some("f32"));
+    assert_eq!(cfg["run"]["steps"].as_integer(), Some(2));
+    for (set, expect) in [
+        ("optimizer.wdd=1", "did you mean `wd`"),
+        ("optimizer", "expected KEY=VALUE"),
+        ("problem.precision=f16", "did you mean"),
+        ("problem.device=gpu", "\"cuda:N\""),
+        ("name.x=1", "is a value, not a section"),
+    ] {
+        let o =
+            eosflow().arg("run").arg(&path).args(["--set", set, "--out"]).arg(dir.path().join("b")).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "--set {set}: {err}");
+        assert!(err.contains(expect), "--set {set}: {err}");
+    }
 }

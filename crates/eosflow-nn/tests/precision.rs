@@ -4,8 +4,8 @@
 
 mod common;
 use common::*;
-use eosflow::problems::Problem;
 use eosflow::Hessian;
+use eosflow::problems::Problem;
 use eosflow_nn::net::{self, VggItem};
 use eosflow_nn::{NetParams, NetProblem, Precision};
 
