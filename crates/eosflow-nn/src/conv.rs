@@ -87,13 +87,31 @@ impl Geometry {
     /// output pixel (oy, ox) of example e; zero where it meets the padding.
     fn im2col<T: Float>(&self, xs: &[T], cols: &mut [T]) {
         let (l, width) = (self.pixels(), xs.len() / self.x_len() * self.pixels());
+        let hw = self.h * self.w;
         for (e, xe) in xs.chunks_exact(self.x_len()).enumerate() {
             for ci in 0..self.c {
+                let xc = &xe[ci * hw..][..hw];
                 for ky in 0..self.k {
                     for kx in 0..self.k {
                         let row = (ci * self.k + ky) * self.k + kx;
                         let dst = &mut cols[row * width + e * l..][..l];
-                        self.for_row(ky, kx, |o, i| dst[o] = i.map_or(T::default(), |i| xe[ci * self.h * self.w + i]));
+                        for (oy, d) in dst.chunks_exact_mut(self.ow).enumerate() {
+                            let Some((iy, lo, hi)) = self.span(oy, ky, kx) else {
+                                d.fill(T::ZERO);
+                                continue;
+                            };
+                            d[..lo].fill(T::ZERO);
+                            d[hi..].fill(T::ZERO);
+                            let ix0 = lo * self.stride + kx - self.pad;
+                            let src = &xc[iy * self.w..][..self.w];
+                            if self.stride == 1 {
+                                d[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
+                            } else {
+                                for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                                    *v = src[ix0 + j * self.stride];
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -107,35 +125,35 @@ impl Geometry {
         let hw = self.h * self.w;
         for (e, xe) in xs.chunks_exact_mut(self.x_len()).enumerate() {
             for ci in 0..self.c {
+                let xc = &mut xe[ci * hw..][..hw];
                 for ky in 0..self.k {
                     for kx in 0..self.k {
                         let row = (ci * self.k + ky) * self.k + kx;
                         let src = &cols[row * width + e * l..][..l];
-                        let xc = &mut xe[ci * hw..][..hw];
-                        self.for_row(ky, kx, |o, i| {
-                            if let Some(i) = i {
-                                xc[i] += src[o];
+                        for (oy, s) in src.chunks_exact(self.ow).enumerate() {
+                            let Some((iy, lo, hi)) = self.span(oy, ky, kx) else { continue };
+                            let ix0 = lo * self.stride + kx - self.pad;
+                            let dst = &mut xc[iy * self.w..][..self.w];
+                            for (j, v) in s[lo..hi].iter().enumerate() {
+                                dst[ix0 + j * self.stride] += *v;
                             }
-                        });
+                        }
                     }
                 }
             }
         }
     }
 
-    /// For kernel offset (ky, kx), calls f(output pixel, input pixel within
-    /// one channel, or None in the padding) for every output pixel.
+    /// For output row oy and kernel offset (ky, kx): the input row iy and
+    /// the output columns lo..hi whose input column ox·stride + kx − pad
+    /// lies inside the image (None when row iy is in the padding).
     #[inline]
-    fn for_row(&self, ky: usize, kx: usize, mut f: impl FnMut(usize, Option<usize>)) {
-        for oy in 0..self.oh {
-            let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-            let row_in = iy >= 0 && (iy as usize) < self.h;
-            for ox in 0..self.ow {
-                let ix = (ox * self.stride + kx) as isize - self.pad as isize;
-                let i = (row_in && ix >= 0 && (ix as usize) < self.w).then(|| iy as usize * self.w + ix as usize);
-                f(oy * self.ow + ox, i);
-            }
-        }
+    fn span(&self, oy: usize, ky: usize, kx: usize) -> Option<(usize, usize, usize)> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad).filter(|&iy| iy < self.h)?;
+        // ox·stride + kx ≥ pad  and  ox·stride + kx < w + pad.
+        let lo = self.pad.saturating_sub(kx).div_ceil(self.stride).min(self.ow);
+        let hi = (self.w + self.pad).saturating_sub(kx).div_ceil(self.stride).clamp(lo, self.ow);
+        Some((iy, lo, hi))
     }
 
     /// (e, cout, L) example-major ↔ (cout, e·L) channel-major for a tile.
@@ -242,18 +260,32 @@ impl Geometry {
     }
 }
 
-/// f32 and f64, the element types the convolution runs in.
+/// f32 and f64, the element types the custom ops run in.
 pub(crate) trait Float: Copy + Default + std::ops::AddAssign + Send + Sync + 'static {
     const ONE: Self;
     const ZERO: Self;
+    fn f64(self) -> f64;
+    fn of(v: f64) -> Self;
 }
 impl Float for f64 {
     const ONE: f64 = 1.0;
     const ZERO: f64 = 0.0;
+    fn f64(self) -> f64 {
+        self
+    }
+    fn of(v: f64) -> f64 {
+        v
+    }
 }
 impl Float for f32 {
     const ONE: f32 = 1.0;
     const ZERO: f32 = 0.0;
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn of(v: f64) -> f32 {
+        v as f32
+    }
 }
 
 /// dst (m × n) = op(a) · op(b) (+ dst if `accumulate`), all row-major;
@@ -301,7 +333,7 @@ fn matmul<T: Float>(
     }
 }
 
-fn slice<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{op} needs contiguous inputs"),
@@ -330,7 +362,7 @@ struct ConvBwdFilter(Geometry);
 /// The gradient of `arg` only when something upstream needs it (the
 /// tangent pass's conv(x, Ẇ) has a constant Ẇ: skipping its kernel
 /// gradient saves one product per layer).
-fn if_tracked(arg: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+pub(crate) fn if_tracked(arg: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
     if arg.track_op() { f().map(Some) } else { Ok(None) }
 }
 

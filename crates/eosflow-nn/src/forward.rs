@@ -119,6 +119,10 @@ impl<'a> Pass<'a> {
                 };
                 Ok(Dual { x: y, t })
             }
+            Module::Act(Activation::Swish) if h.x.device().is_cpu() => {
+                let t = h.t.map(|t| crate::fused::swish_jvp(&h.x, &t)).transpose()?;
+                Ok(Dual { x: crate::fused::swish(&h.x)?, t })
+            }
             Module::Act(Activation::Swish) => {
                 // σ(x) = (1 + tanh(x/2))/2 has no overflow for large |x|.
                 let sig = ((h.x.affine(0.5, 0.0)?.tanh()? + 1.0)? * 0.5)?;
@@ -147,45 +151,32 @@ impl<'a> Pass<'a> {
     }
 
     fn batch_norm(&self, h: Dual, affine: Affine) -> Result<Dual> {
-        // Work on channel-major 2-D views (c, m), m = n·h·w: statistics are
-        // then reductions over the last, contiguous dimension, which candle
-        // does fast, and so are the reductions its backward pass makes for
-        // the broadcasts of μ and s. Reducing (n, c, h, w) over [0, 2, 3]
-        // directly is a strided reduction, and was a quarter of a CNN step.
-        let dims = h.x.dims().to_vec();
-        let x = to_channel_major(&h.x)?;
-        let t = h.t.as_ref().map(to_channel_major).transpose()?;
+        // Per-channel values broadcast as (1, c, 1, 1) (or (1, c)).
+        let mut bshape = vec![1usize; h.x.rank()];
+        bshape[1] = h.x.dim(1)?;
+        let cpu = h.x.device().is_cpu();
         let (y, t) = match &self.bn {
             BnSource::Batch(record) => {
-                // x̂ = (x − μ)·s, s = (σ² + ε)^{-1/2}, μ and σ² over the batch.
-                // Tangent: ẋc = ẋ − mean(ẋ), (σ²)˙ = 2·mean(xc·ẋc),
-                // ṡ = −s³·(σ²)˙/2, x̂˙ = ẋc·s + xc·ṡ.
-                let mu = x.mean_keepdim(1)?;
-                let xc = x.broadcast_sub(&mu)?;
-                let var = xc.sqr()?.mean_keepdim(1)?;
-                let s = (var.clone() + self.eps)?.sqrt()?.recip()?;
                 if let Some(rec) = record {
-                    rec.borrow_mut().push((mu.detach(), var.detach()));
+                    let (mu, var) = if cpu { crate::fused::channel_stats(&h.x)? } else { candle_stats(&h.x)? };
+                    rec.borrow_mut().push((mu.reshape(bshape.as_slice())?, var.reshape(bshape.as_slice())?));
                 }
-                let y = xc.broadcast_mul(&s)?;
-                let t = match t {
-                    Some(t) => {
-                        let tc = t.broadcast_sub(&t.mean_keepdim(1)?)?;
-                        let dvar = (xc.mul(&tc)?.mean_keepdim(1)? * 2.0)?;
-                        let ds = (s.powf(3.0)?.mul(&dvar)? * -0.5)?;
-                        Some((tc.broadcast_mul(&s)? + xc.broadcast_mul(&ds)?)?)
-                    }
-                    None => None,
-                };
-                (y, t)
+                if cpu {
+                    // Fused ops: one tensor per layer in the graph, exact
+                    // tangent and backward rules (crate::fused).
+                    let t = h.t.map(|t| crate::fused::batch_norm_jvp(&h.x, &t, self.eps)).transpose()?;
+                    (crate::fused::batch_norm(&h.x, self.eps)?, t)
+                } else {
+                    candle_batch_norm(&h.x, h.t.as_ref(), self.eps)?
+                }
             }
             BnSource::Fixed(stats) => {
                 let i = self.next_bn.get();
                 self.next_bn.set(i + 1);
                 let (mu, var) = &stats[i];
                 let s = (var.clone() + self.eps)?.sqrt()?.recip()?;
-                let y = x.broadcast_sub(mu)?.broadcast_mul(&s)?;
-                let t = t.map(|t| t.broadcast_mul(&s)).transpose()?;
+                let y = h.x.broadcast_sub(mu)?.broadcast_mul(&s)?;
+                let t = h.t.map(|t| t.broadcast_mul(&s)).transpose()?;
                 (y, t)
             }
         };
@@ -195,12 +186,13 @@ impl<'a> Pass<'a> {
             Affine::Trainable => {
                 let (g, dg) = self.take();
                 let (b, db) = self.take();
-                let c = g.dim(0)?;
-                let g2 = g.reshape((c, 1))?;
-                let out = y.broadcast_mul(&g2)?.broadcast_add(&b.reshape((c, 1))?)?;
+                let g2 = g.reshape(bshape.as_slice())?;
+                let out = y.broadcast_mul(&g2)?.broadcast_add(&b.reshape(bshape.as_slice())?)?;
                 let t = match (t, dg, db) {
                     (t, Some(dg), Some(db)) => {
-                        let from_w = y.broadcast_mul(&dg.reshape((c, 1))?)?.broadcast_add(&db.reshape((c, 1))?)?;
+                        let from_w = y
+                            .broadcast_mul(&dg.reshape(bshape.as_slice())?)?
+                            .broadcast_add(&db.reshape(bshape.as_slice())?)?;
                         Some(match t {
                             Some(t) => (t.broadcast_mul(&g2)? + from_w)?,
                             None => from_w,
@@ -212,8 +204,41 @@ impl<'a> Pass<'a> {
                 (out, t)
             }
         };
-        Ok(Dual { x: from_channel_major(&y, &dims)?, t: t.map(|t| from_channel_major(&t, &dims)).transpose()? })
+        Ok(Dual { x: y, t })
     }
+}
+
+/// Per-channel (μ, σ²) of x (n, c, …) in candle ops (non-CPU devices).
+fn candle_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let xc = to_channel_major(x)?;
+    let mu = xc.mean_keepdim(1)?;
+    let var = xc.broadcast_sub(&mu)?.sqr()?.mean_keepdim(1)?;
+    Ok((mu.flatten_all()?, var.flatten_all()?))
+}
+
+/// BN without affine and its tangent in candle ops (non-CPU devices), on
+/// channel-major views so that the reductions are contiguous.
+/// x̂ = (x − μ)·s, s = (σ² + ε)^{-1/2}; tangent: ẋc = ẋ − mean(ẋ),
+/// (σ²)˙ = 2·mean(xc·ẋc), ṡ = −s³·(σ²)˙/2, x̂˙ = ẋc·s + xc·ṡ.
+fn candle_batch_norm(x: &Tensor, t: Option<&Tensor>, eps: f64) -> Result<(Tensor, Option<Tensor>)> {
+    let dims = x.dims().to_vec();
+    let x = to_channel_major(x)?;
+    let mu = x.mean_keepdim(1)?;
+    let xc = x.broadcast_sub(&mu)?;
+    let var = xc.sqr()?.mean_keepdim(1)?;
+    let s = (var + eps)?.sqrt()?.recip()?;
+    let y = xc.broadcast_mul(&s)?;
+    let t = match t {
+        Some(t) => {
+            let t = to_channel_major(t)?;
+            let tc = t.broadcast_sub(&t.mean_keepdim(1)?)?;
+            let dvar = (xc.mul(&tc)?.mean_keepdim(1)? * 2.0)?;
+            let ds = (s.powf(3.0)?.mul(&dvar)? * -0.5)?;
+            Some(from_channel_major(&(tc.broadcast_mul(&s)? + xc.broadcast_mul(&ds)?)?, &dims)?)
+        }
+        None => None,
+    };
+    Ok((from_channel_major(&y, &dims)?, t))
 }
 
 /// (n, c, h, w) or (n, c) → contiguous (c, n·h·w).

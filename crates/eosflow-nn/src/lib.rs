@@ -32,6 +32,7 @@
 pub mod conv;
 pub mod data;
 mod forward;
+mod fused;
 pub mod net;
 pub mod problem;
 

@@ -1,0 +1,471 @@
+//! Batch normalisation (without affine) and Swish as fused candle ops, with
+//! their tangent (JVP) maps and the derivatives the HVP's backward pass
+//! needs, so a layer keeps one tensor in the graph instead of ten.
+//!
+//! BN, per channel over the m = n·h·w entries x of that channel:
+//! μ = mean(x), σ² = mean((x − μ)²), s = (σ² + ε)^{-1/2}, x̂ = s·(x − μ).
+//! Its Jacobian is symmetric, J = s·(P − x̂x̂ᵀ/m) with P = I − 11ᵀ/m, so the
+//! tangent map and the backward map are the same op [`BnJac`]:
+//! J·t = s·(Pt − x̂·⟨x̂, Pt⟩/m). Differentiating f(x) = ⟨g, J(x)·t⟩ in x
+//! (the backward pass of the tangent) gives, with a = ⟨Pg, Pt⟩,
+//! b = ⟨g, x̂⟩, c = ⟨x̂, t⟩ (sums over the channel):
+//! ∇ₓf = −(s²/m)·[x̂·(a − 3bc/m) + c·Pg + b·Pt]   ([`BnJacGradX`]).
+//!
+//! Swish: y = x·σ(x), y' = σ·(1 + x·(1 − σ)), y'' = σ(1 − σ)·(2 + x·(1 − 2σ)),
+//! σ(x) = 1/(1 + e^{−x}) (e^{−x} = ∞ for x ≪ 0 gives σ = 0, no NaN).
+//!
+//! Every sum over a channel runs in a fixed order in f64 (for f32 tensors
+//! too), so results do not depend on the number of threads.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::conv::{Float, if_tracked, slice};
+
+/// A tensor (n, c, …) seen as n blocks of c channels of `inner` entries.
+#[derive(Clone, Copy, Debug)]
+struct Channels {
+    n: usize,
+    c: usize,
+    inner: usize,
+}
+
+impl Channels {
+    fn of(shape: &Shape) -> Result<Self> {
+        let d = shape.dims();
+        if d.len() < 2 {
+            candle_core::bail!("batch norm needs (n, c, …) inputs, got {d:?}");
+        }
+        Ok(Channels { n: d[0], c: d[1], inner: d[2..].iter().product() })
+    }
+    fn m(&self) -> f64 {
+        (self.n * self.inner) as f64
+    }
+    /// Σ over channel `ch` of f(index) in a fixed order.
+    fn sum(&self, ch: usize, f: impl Fn(usize) -> f64) -> f64 {
+        let mut acc = 0.0;
+        for i in 0..self.n {
+            let start = (i * self.c + ch) * self.inner;
+            for k in start..start + self.inner {
+                acc += f(k);
+            }
+        }
+        acc
+    }
+    /// Per-channel values computed in parallel (each a fixed-order sum).
+    fn per_channel<R: Send>(&self, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+        (0..self.c).into_par_iter().map(f).collect()
+    }
+    /// out[k] = f(channel, k) for every entry, in parallel over examples.
+    fn map<T: Float>(&self, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<T> {
+        let per = (self.c * self.inner).max(1);
+        let mut out = vec![T::ZERO; self.n * self.c * self.inner];
+        out.par_chunks_mut(per).with_min_len(4096usize.div_ceil(per)).enumerate().for_each(|(i, o)| {
+            for c in 0..self.c {
+                let base = c * self.inner;
+                for (j, v) in o[base..base + self.inner].iter_mut().enumerate() {
+                    *v = T::of(f(c, i * per + base + j));
+                }
+            }
+        });
+        out
+    }
+}
+
+/// Per channel (μ, s) with s = (σ² + ε)^{-1/2}, and σ².
+fn stats<T: Float>(x: &[T], ch: Channels, eps: f64) -> Vec<(f64, f64, f64)> {
+    ch.per_channel(|c| {
+        let mu = ch.sum(c, |k| x[k].f64()) / ch.m();
+        let var = ch.sum(c, |k| (x[k].f64() - mu).powi(2)) / ch.m();
+        (mu, 1.0 / (var + eps).sqrt(), var)
+    })
+}
+
+/// x̂ = s·(x − μ).
+struct BnNorm {
+    eps: f64,
+}
+/// (x, t) ↦ J(x)·t.
+struct BnJac {
+    eps: f64,
+}
+/// (x, g, t) ↦ ∇ₓ⟨g, J(x)·t⟩.
+struct BnJacGradX {
+    eps: f64,
+}
+
+fn bn_norm<T: Float>(x: &[T], ch: Channels, eps: f64) -> Vec<T> {
+    let st = stats(x, ch, eps);
+    ch.map(|c, k| (x[k].f64() - st[c].0) * st[c].1)
+}
+
+fn bn_jac<T: Float>(x: &[T], t: &[T], ch: Channels, eps: f64) -> Vec<T> {
+    let st = stats(x, ch, eps);
+    // Per channel: mean(t) and ⟨x̂, Pt⟩/m.
+    let mt: Vec<(f64, f64)> = ch.per_channel(|c| {
+        let (mu, s, _) = st[c];
+        let mean_t = ch.sum(c, |k| t[k].f64()) / ch.m();
+        (mean_t, ch.sum(c, |k| (x[k].f64() - mu) * s * (t[k].f64() - mean_t)) / ch.m())
+    });
+    ch.map(|c, k| {
+        let ((mu, s, _), (mean_t, xt)) = (st[c], mt[c]);
+        s * ((t[k].f64() - mean_t) - (x[k].f64() - mu) * s * xt)
+    })
+}
+
+fn bn_jac_grad_x<T: Float>(x: &[T], g: &[T], t: &[T], ch: Channels, eps: f64) -> Vec<T> {
+    let st = stats(x, ch, eps);
+    let m = ch.m();
+    // Per channel: mean(g), mean(t), a = ⟨Pg, Pt⟩, b = ⟨g, x̂⟩, c = ⟨x̂, t⟩.
+    let sums: Vec<[f64; 5]> = ch.per_channel(|c| {
+        let (mu, s, _) = st[c];
+        let (mg, mt) = (ch.sum(c, |k| g[k].f64()) / m, ch.sum(c, |k| t[k].f64()) / m);
+        let a = ch.sum(c, |k| (g[k].f64() - mg) * (t[k].f64() - mt));
+        let b = ch.sum(c, |k| g[k].f64() * (x[k].f64() - mu) * s);
+        let cc = ch.sum(c, |k| (x[k].f64() - mu) * s * t[k].f64());
+        [mg, mt, a, b, cc]
+    });
+    ch.map(|c, k| {
+        let ((mu, s, _), [mg, mt, a, b, cc]) = (st[c], sums[c]);
+        let xh = (x[k].f64() - mu) * s;
+        -(s * s / m) * (xh * (a - 3.0 * b * cc / m) + cc * (g[k].f64() - mg) + b * (t[k].f64() - mt))
+    })
+}
+
+/// σ(x) = 1/(1 + e^{−x}): e^{−x} = ∞ for x ≪ 0 gives 0, not NaN, and one
+/// exp is half the cost of tanh (libm's tanh goes through expm1).
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// y = x·σ(x).
+struct Swish;
+/// (x, t) ↦ swish'(x)·t.
+struct SwishJac;
+/// (x, t, g) ↦ swish''(x)·t·g.
+struct SwishHess;
+
+fn elementwise<T: Float>(n: usize, f: impl Fn(usize) -> f64 + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; n];
+    out.par_chunks_mut(1 << 14).enumerate().for_each(|(i, o)| {
+        for (j, v) in o.iter_mut().enumerate() {
+            *v = T::of(f((i << 14) + j));
+        }
+    });
+    out
+}
+
+fn swish_d1(x: f64) -> f64 {
+    let s = sigmoid(x);
+    s * (1.0 + x * (1.0 - s))
+}
+
+fn swish_d2(x: f64) -> f64 {
+    let s = sigmoid(x);
+    s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+}
+
+fn swish_fwd<T: Float>(x: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| x[k].f64() * sigmoid(x[k].f64()))
+}
+
+fn swish_jac<T: Float>(x: &[T], t: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| swish_d1(x[k].f64()) * t[k].f64())
+}
+
+fn swish_hess<T: Float>(x: &[T], t: &[T], g: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| swish_d2(x[k].f64()) * t[k].f64() * g[k].f64())
+}
+
+macro_rules! unary {
+    ($s:expr, $l:expr, $name:expr, $f:expr) => {
+        match $s {
+            CpuStorage::F64(a) => CpuStorage::F64($f(slice(a, $l, $name)?)),
+            CpuStorage::F32(a) => CpuStorage::F32($f(slice(a, $l, $name)?)),
+            _ => candle_core::bail!("{}: f32 or f64 only", $name),
+        }
+    };
+}
+
+macro_rules! binary {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, $f:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                CpuStorage::F64($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?))
+            }
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                CpuStorage::F32($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?))
+            }
+            _ => candle_core::bail!("{}: both inputs f32 or both f64", $name),
+        }
+    };
+}
+
+macro_rules! ternary {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $name:expr, $f:expr) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                CpuStorage::F64($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?, slice(c, $l3, $name)?))
+            }
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                CpuStorage::F32($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?, slice(c, $l3, $name)?))
+            }
+            _ => candle_core::bail!("{}: all inputs f32 or all f64", $name),
+        }
+    };
+}
+
+fn same_shape(l1: &Layout, l2: &Layout, name: &str) -> Result<()> {
+    if l1.shape() != l2.shape() {
+        candle_core::bail!("{name}: shapes {:?} and {:?} differ", l1.shape().dims(), l2.shape().dims());
+    }
+    Ok(())
+}
+
+impl CustomOp1 for BnNorm {
+    fn name(&self) -> &'static str {
+        "eosflow-bn"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let ch = Channels::of(l.shape())?;
+        Ok((unary!(s, l, "bn", |x| bn_norm(x, ch, self.eps)), l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        // J is symmetric: the backward map is the tangent map.
+        Ok(Some(x.apply_op2(&g.contiguous()?, BnJac { eps: self.eps })?))
+    }
+}
+
+impl CustomOp2 for BnJac {
+    fn name(&self) -> &'static str {
+        "eosflow-bn-jvp"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, "bn jvp")?;
+        let ch = Channels::of(l1.shape())?;
+        Ok((binary!(s1, l1, s2, l2, "bn jvp", |x, t| bn_jac(x, t, ch, self.eps)), l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dx = if_tracked(x, || x.apply_op3(&g, t, BnJacGradX { eps: self.eps }))?;
+        let dt = if_tracked(t, || x.apply_op2(&g, BnJac { eps: self.eps }))?;
+        Ok((dx, dt))
+    }
+}
+
+impl CustomOp3 for BnJacGradX {
+    fn name(&self) -> &'static str {
+        "eosflow-bn-jvp-grad-x"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, "bn jvp grad")?;
+        same_shape(l1, l3, "bn jvp grad")?;
+        let ch = Channels::of(l1.shape())?;
+        let out = ternary!(s1, l1, s2, l2, s3, l3, "bn jvp grad", |x, g, t| bn_jac_grad_x(x, g, t, ch, self.eps));
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl CustomOp1 for Swish {
+    fn name(&self) -> &'static str {
+        "eosflow-swish"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((unary!(s, l, "swish", swish_fwd), l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2(&g.contiguous()?, SwishJac)?))
+    }
+}
+
+impl CustomOp2 for SwishJac {
+    fn name(&self) -> &'static str {
+        "eosflow-swish-jvp"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, "swish jvp")?;
+        let out = binary!(s1, l1, s2, l2, "swish jvp", swish_jac);
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dx = if_tracked(x, || x.apply_op3(t, &g, SwishHess))?;
+        let dt = if_tracked(t, || x.apply_op2(&g, SwishJac))?;
+        Ok((dx, dt))
+    }
+}
+
+impl CustomOp3 for SwishHess {
+    fn name(&self) -> &'static str {
+        "eosflow-swish-hess"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, "swish hess")?;
+        same_shape(l1, l3, "swish hess")?;
+        let out = ternary!(s1, l1, s2, l2, s3, l3, "swish hess", swish_hess);
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// BN without affine over all axes but 1: x (n, c, …) ↦ x̂ (see the module
+/// docs); exact derivatives of every order the HVP needs.
+pub(crate) fn batch_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(BnNorm { eps })
+}
+
+/// The tangent of [`batch_norm`] at x along t: J(x)·t.
+pub(crate) fn batch_norm_jvp(x: &Tensor, t: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&t.contiguous()?, BnJac { eps })
+}
+
+/// Per channel (μ, σ²) of x (n, c, …) as two (c,) tensors: the statistics
+/// [`batch_norm`] uses, computed the same way.
+pub(crate) fn channel_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let x = x.contiguous()?;
+    let ch = Channels::of(x.shape())?;
+    let x64 = x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let st = stats(&x64, ch, 0.0);
+    let dev = x.device();
+    let mu = Tensor::from_iter(st.iter().map(|s| s.0), dev)?.to_dtype(x.dtype())?;
+    let var = Tensor::from_iter(st.iter().map(|s| s.2), dev)?.to_dtype(x.dtype())?;
+    Ok((mu, var))
+}
+
+/// Swish x·σ(x), elementwise.
+pub(crate) fn swish(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Swish)
+}
+
+/// The tangent of [`swish`] at x along t: swish'(x)·t.
+pub(crate) fn swish_jvp(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&t.contiguous()?, SwishJac)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fused ops against the same formulas written in plain candle ops
+    //! and differentiated by candle: values, tangents, and the gradients of
+    //! ⟨R₁, y⟩ + ⟨R₂, ẏ⟩ in x and in the tangent (what the HVP's backward
+    //! pass uses), for BN on 4-D and 2-D inputs and for Swish.
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    fn t(shape: &[usize], seed: u64, scale: f64, shift: f64) -> Tensor {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                shift + scale * z
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn flat(x: &Tensor) -> Vec<f64> {
+        x.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn rel(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (flat(a), flat(b));
+        let d: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+        d / b.iter().map(|y| y * y).sum::<f64>().sqrt()
+    }
+
+    /// BN and its tangent in candle ops over all axes but 1.
+    fn bn_reference(x: &Tensor, dx: &Tensor, eps: f64) -> (Tensor, Tensor) {
+        let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+        let mean = |v: &Tensor| {
+            let mut m = v.clone();
+            for &a in axes.iter().rev() {
+                m = m.mean_keepdim(a).unwrap();
+            }
+            m
+        };
+        let xc = x.broadcast_sub(&mean(x)).unwrap();
+        let s = (mean(&xc.sqr().unwrap()) + eps).unwrap().sqrt().unwrap().recip().unwrap();
+        let y = xc.broadcast_mul(&s).unwrap();
+        let tc = dx.broadcast_sub(&mean(dx)).unwrap();
+        let dvar = (mean(&xc.mul(&tc).unwrap()) * 2.0).unwrap();
+        let ds = (s.powf(3.0).unwrap().mul(&dvar).unwrap() * -0.5).unwrap();
+        let ty = (tc.broadcast_mul(&s).unwrap() + xc.broadcast_mul(&ds).unwrap()).unwrap();
+        (y, ty)
+    }
+
+    fn swish_reference(x: &Tensor, dx: &Tensor) -> (Tensor, Tensor) {
+        let sig = ((x.affine(0.5, 0.0).unwrap().tanh().unwrap() + 1.0).unwrap() * 0.5).unwrap();
+        let y = x.mul(&sig).unwrap();
+        let d = sig.mul(&(x.mul(&sig.affine(-1.0, 1.0).unwrap()).unwrap() + 1.0).unwrap()).unwrap();
+        (y, dx.mul(&d).unwrap())
+    }
+
+    type Pair = (Tensor, Tensor);
+
+    fn check(
+        name: &str,
+        shape: &[usize],
+        fused: impl Fn(&Tensor, &Tensor) -> Pair,
+        reference: impl Fn(&Tensor, &Tensor) -> Pair,
+    ) {
+        // Inputs off-centre and scaled so that μ, σ ≠ 0, 1 matter.
+        let x = Var::from_tensor(&t(shape, 1, 1.7, 0.4)).unwrap();
+        let dx = Var::from_tensor(&t(shape, 2, 0.8, -0.3)).unwrap();
+        let (r1, r2) = (t(shape, 3, 1.0, 0.0), t(shape, 4, 1.0, 0.0));
+        let (yf, tf) = fused(&x, &dx);
+        let (yr, tr) = reference(&x, &dx);
+        // Sums over a channel of ≤ 160 terms in another order: ~1e2·ε.
+        let tol = 1e3 * f64::EPSILON;
+        assert!(rel(&yf, &yr) < tol, "{name}: value {:e}", rel(&yf, &yr));
+        assert!(rel(&tf, &tr) < tol, "{name}: tangent {:e}", rel(&tf, &tr));
+        let obj = |y: &Tensor, ty: &Tensor| {
+            (y.mul(&r1).unwrap().sum_all().unwrap() + ty.mul(&r2).unwrap().sum_all().unwrap()).unwrap()
+        };
+        let gf = obj(&yf, &tf).backward().unwrap();
+        let gr = obj(&yr, &tr).backward().unwrap();
+        for (what, v) in [("x", &x), ("tangent", &dx)] {
+            let (a, b) = (gf.get(v).unwrap(), gr.get(v).unwrap());
+            assert!(rel(a, b) < tol, "{name}: gradient in {what}: {:e}", rel(a, b));
+        }
+    }
+
+    #[test]
+    fn batch_norm_matches_candle_autodiff_of_the_formula() {
+        for eps in [0.0, 1e-5] {
+            let fused = |x: &Tensor, dx: &Tensor| (batch_norm(x, eps).unwrap(), batch_norm_jvp(x, dx, eps).unwrap());
+            check("bn 4-D", &[5, 3, 4, 2], fused, |x, dx| bn_reference(x, dx, eps));
+            check("bn 2-D", &[7, 4], fused, |x, dx| bn_reference(x, dx, eps));
+        }
+    }
+
+    #[test]
+    fn swish_matches_candle_autodiff_of_the_formula() {
+        check("swish", &[6, 5, 3], |x, dx| (swish(x).unwrap(), swish_jvp(x, dx).unwrap()), swish_reference);
+    }
+
+    #[test]
+    fn stats_are_those_batch_norm_uses() {
+        let x = t(&[4, 3, 5], 9, 2.0, 1.0);
+        let (mu, var) = channel_stats(&x).unwrap();
+        let s = (var + 0.0).unwrap().sqrt().unwrap().recip().unwrap().reshape((1, 3, 1)).unwrap();
+        let y = x.broadcast_sub(&mu.reshape((1, 3, 1)).unwrap()).unwrap().broadcast_mul(&s).unwrap();
+        assert!(rel(&y, &batch_norm(&x, 0.0).unwrap()) < 4.0 * f64::EPSILON);
+    }
+}
