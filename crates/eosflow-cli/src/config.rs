@@ -145,9 +145,16 @@ pub enum ProblemConfig {
         /// "cpu", or "cuda" / "cuda:N" (needs a build with `--features cuda`).
         #[serde(default = "cpu")]
         device: String,
+        /// Ghost batches computed at once (0 = one per thread); each holds its
+        /// own graph, so this bounds memory. Results do not depend on it.
+        #[serde(default = "one_usize")]
+        parallel_batches: usize,
     },
 }
 
+fn one_usize() -> usize {
+    1
+}
 fn cpu() -> String {
     "cpu".into()
 }

@@ -125,6 +125,7 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
         conv,
         precision,
         device,
+        parallel_batches,
         ..
     } = &cfg.problem
     else {
@@ -154,6 +155,7 @@ pub fn build_net_problem(cfg: &Config) -> Result<(eosflow_nn::NetProblem, Vec<Da
         conv: *conv,
         precision: *precision,
         compute: crate::config::parse_device(device)?,
+        parallel_batches: *parallel_batches,
     };
     let mut files = Vec::new();
     for (tag, d) in [("train", &split.train), ("test", &split.test)] {

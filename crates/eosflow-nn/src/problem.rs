@@ -116,6 +116,11 @@ pub struct NetParams {
     pub precision: Precision,
     /// Device of the computation.
     pub compute: Compute,
+    /// At most this many ghost batches are in flight at once (0: as many as
+    /// rayon has threads). Each holds its own graph — at CIFAR size GBs —
+    /// while convolutions and the fused BN/Swish ops already spread one
+    /// batch over all cores. Results do not depend on it.
+    pub parallel_batches: usize,
 }
 
 impl Default for NetParams {
@@ -131,6 +136,7 @@ impl Default for NetParams {
             conv: ConvImpl::default(),
             precision: Precision::F64,
             compute: Compute::Cpu,
+            parallel_batches: 1,
         }
     }
 }
@@ -329,6 +335,20 @@ impl NetProblem {
         Ok((z, l, dl))
     }
 
+    /// f over the batches, at most `parallel_batches` at a time, results in
+    /// batch order.
+    fn over_batches<R: Send>(&self, batches: &[Batch], f: impl Fn(&Batch) -> R + Sync + Send) -> Vec<R> {
+        let k = match self.params.parallel_batches {
+            0 => batches.len().max(1),
+            k => k,
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for group in batches.chunks(k) {
+            out.extend(group.par_iter().map(&f).collect::<Vec<R>>());
+        }
+        out
+    }
+
     /// Σ_g (n_g/n)·parts_g into `out`: the ghost-batch weights, in batch
     /// order, that every sum over batches uses (so they agree bit for bit).
     fn weighted_sum(batches: &[Batch], n: usize, parts: &[Vec<f64>], out: &mut [f64]) {
@@ -358,13 +378,13 @@ impl NetProblem {
     fn loss_grad_over(&self, batches: &[Batch], n: usize, w: &[f64], grad: &mut [f64]) -> f64 {
         let vars = self.vars(w);
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let (losses, grads): (Vec<f64>, Vec<Vec<f64>>) = batches
-            .par_iter()
-            .map(|b| {
+        let (losses, grads): (Vec<f64>, Vec<Vec<f64>>) = self
+            .over_batches(batches, |b| {
                 let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
                 let g = l.backward().expect("backward");
                 (scalar(&l).expect("scalar"), self.flatten_grads(&g, &vars))
             })
+            .into_iter()
             .unzip();
         Self::weighted_sum(batches, n, &grads, grad);
         weighted_loss(batches, n, &losses)
@@ -374,14 +394,11 @@ impl NetProblem {
     fn hvp_over(&self, batches: &[Batch], n: usize, vars: &[Var], v: &[f64], out: &mut [f64]) {
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let dirs = self.param_tensors(v);
-        let parts: Vec<Vec<f64>> = batches
-            .par_iter()
-            .map(|b| {
-                let (_, _, dl) = self.batch_loss(&ts, Some(&dirs), b, BnSource::Batch(None)).expect("forward");
-                let grads = dl.expect("tangent").backward().expect("backward");
-                self.flatten_grads(&grads, vars)
-            })
-            .collect();
+        let parts: Vec<Vec<f64>> = self.over_batches(batches, |b| {
+            let (_, _, dl) = self.batch_loss(&ts, Some(&dirs), b, BnSource::Batch(None)).expect("forward");
+            let grads = dl.expect("tangent").backward().expect("backward");
+            self.flatten_grads(&grads, vars)
+        });
         Self::weighted_sum(batches, n, &parts, out);
     }
 
@@ -505,14 +522,10 @@ impl Objective for NetProblem {
 
     fn loss(&self, w: &[f64]) -> f64 {
         let ts = self.param_tensors(w);
-        let losses: Vec<f64> = self
-            .train
-            .par_iter()
-            .map(|b| {
-                let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
-                scalar(&l).expect("scalar")
-            })
-            .collect();
+        let losses: Vec<f64> = self.over_batches(&self.train, |b| {
+            let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
+            scalar(&l).expect("scalar")
+        });
         weighted_loss(&self.train, self.n_train, &losses)
     }
 
