@@ -108,6 +108,10 @@ impl<'a> Pass<'a> {
                 Ok(Dual { x: y, t })
             }
             Module::BatchNorm { affine, .. } => self.batch_norm(h, affine),
+            Module::Act(Activation::Relu) if h.x.device().is_cpu() => {
+                let t = h.t.map(|t| crate::fused::relu_jvp(&h.x, &t)).transpose()?;
+                Ok(Dual { x: crate::fused::relu(&h.x)?, t })
+            }
             Module::Act(Activation::Relu) => {
                 let y = h.x.relu()?;
                 // ReLU' = 1[x > 0], piecewise constant: candle does not

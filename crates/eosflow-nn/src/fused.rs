@@ -177,6 +177,14 @@ fn swish_hess<T: Float>(x: &[T], t: &[T], g: &[T]) -> Vec<T> {
     elementwise(x.len(), |k| swish_d2(x[k].f64()) * t[k].f64() * g[k].f64())
 }
 
+fn relu_fwd<T: Float>(x: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| x[k].f64().max(0.0))
+}
+
+fn relu_jac<T: Float>(x: &[T], t: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| if x[k].f64() > 0.0 { t[k].f64() } else { 0.0 })
+}
+
 macro_rules! unary {
     ($s:expr, $l:expr, $name:expr, $f:expr) => {
         match $s {
@@ -323,6 +331,47 @@ impl CustomOp3 for SwishHess {
     }
 }
 
+/// y = max(x, 0).
+struct Relu;
+/// (x, t) ↦ 1[x > 0]·t: ReLU's derivative, piecewise constant, so its own
+/// derivative in x is 0 away from the kinks (the exact HVP there).
+struct ReluJac;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "eosflow-relu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((unary!(s, l, "relu", relu_fwd), l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2(&g.contiguous()?, ReluJac)?))
+    }
+}
+
+impl CustomOp2 for ReluJac {
+    fn name(&self) -> &'static str {
+        "eosflow-relu-jvp"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, "relu jvp")?;
+        Ok((binary!(s1, l1, s2, l2, "relu jvp", relu_jac), l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((None, if_tracked(t, || x.apply_op2(&g.contiguous()?, ReluJac))?))
+    }
+}
+
+/// ReLU, elementwise.
+pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Relu)
+}
+
+/// The tangent of [`relu`] at x along t: 1[x > 0]·t.
+pub(crate) fn relu_jvp(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&t.contiguous()?, ReluJac)
+}
+
 /// BN without affine over all axes but 1: x (n, c, …) ↦ x̂ (see the module
 /// docs); exact derivatives of every order the HVP needs.
 pub(crate) fn batch_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
@@ -458,6 +507,17 @@ mod tests {
     #[test]
     fn swish_matches_candle_autodiff_of_the_formula() {
         check("swish", &[6, 5, 3], |x, dx| (swish(x).unwrap(), swish_jvp(x, dx).unwrap()), swish_reference);
+    }
+
+    #[test]
+    fn relu_matches_candle_autodiff() {
+        // candle's relu and the mask 1[x > 0] (no entry of the random input
+        // is exactly 0, so the kink is never hit).
+        let reference = |x: &Tensor, dx: &Tensor| {
+            let mask = x.gt(0.0).unwrap().to_dtype(x.dtype()).unwrap();
+            (x.relu().unwrap(), dx.mul(&mask).unwrap())
+        };
+        check("relu", &[6, 5, 3], |x, dx| (relu(x).unwrap(), relu_jvp(x, dx).unwrap()), reference);
     }
 
     #[test]
