@@ -2,7 +2,7 @@
 (jit, CPU) on the same scale-invariant VGG-11, batch, weights and precision.
 
 Usage: python3 bench/cifar.py [--eosflow target/release/eosflow]
-                              [--n 256] [--width 0.25] [--precisions f64 f32] [--reps 5]
+                              [--n 256] [--width 0.25] [--precisions f64 f32] [--reps 9]
 
 Writes n random images in CIFAR-10's binary format to a temporary folder
 (no download), then for each precision:
@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--precisions", nargs="+", default=["f64", "f32"])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,12 +32,16 @@ pub(crate) enum BnSource<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvImpl {
-    /// im2col + matrix product over tiles of examples, parallel on rayon
-    /// ([`crate::conv`]; see BENCHMARKS.md for its speed). CPU only: on
-    /// other devices candle's conv2d is used.
+    /// eosflow's kernels: convolutions by im2col + matrix product over
+    /// tiles of examples ([`crate::conv`]) and fused BN, Swish and ReLU ops
+    /// with their own tangent and backward rules (`fused.rs`). CPU only: on
+    /// other devices candle's ops are used. See BENCHMARKS.md for speed.
     #[default]
     Im2col,
-    /// candle's `conv2d` (backward through a transposed convolution).
+    /// candle's own ops throughout: `conv2d` (backward through a
+    /// transposed convolution), and BN and the activations as chains of
+    /// elementwise ops differentiated by candle — slower, and the
+    /// independent reference the tests compare against.
     Candle,
 }
 
@@ -61,6 +65,14 @@ impl<'a> Pass<'a> {
     pub fn with_conv(mut self, conv: ConvImpl) -> Self {
         self.conv = conv;
         self
+    }
+
+    /// Whether eosflow's own kernels compute this layer (the tiled
+    /// convolution and the fused BN/Swish/ReLU ops: CPU, `ConvImpl::Im2col`)
+    /// rather than candle's ops (other devices, or `ConvImpl::Candle`, the
+    /// reference the tests compare against).
+    fn ours(&self, x: &Tensor) -> bool {
+        self.conv == ConvImpl::Im2col && x.device().is_cpu()
     }
 
     /// The next parameter tensor and its tangent.
@@ -93,7 +105,7 @@ impl<'a> Pass<'a> {
                 }
                 Ok(Dual { x: y, t })
             }
-            Module::Conv { stride, pad, .. } if self.conv == ConvImpl::Im2col && h.x.device().is_cpu() => {
+            Module::Conv { stride, pad, .. } if self.ours(&h.x) => {
                 let (w, dw) = self.take();
                 let conv = |x: &Tensor, k: &Tensor| crate::conv::conv2d(x, k, stride, pad);
                 let y = conv(&h.x, w)?;
@@ -108,7 +120,7 @@ impl<'a> Pass<'a> {
                 Ok(Dual { x: y, t })
             }
             Module::BatchNorm { affine, .. } => self.batch_norm(h, affine),
-            Module::Act(Activation::Relu) if h.x.device().is_cpu() => {
+            Module::Act(Activation::Relu) if self.ours(&h.x) => {
                 let t = h.t.map(|t| crate::fused::relu_jvp(&h.x, &t)).transpose()?;
                 Ok(Dual { x: crate::fused::relu(&h.x)?, t })
             }
@@ -123,7 +135,7 @@ impl<'a> Pass<'a> {
                 };
                 Ok(Dual { x: y, t })
             }
-            Module::Act(Activation::Swish) if h.x.device().is_cpu() => {
+            Module::Act(Activation::Swish) if self.ours(&h.x) => {
                 let t = h.t.map(|t| crate::fused::swish_jvp(&h.x, &t)).transpose()?;
                 Ok(Dual { x: crate::fused::swish(&h.x)?, t })
             }
@@ -158,7 +170,7 @@ impl<'a> Pass<'a> {
         // Per-channel values broadcast as (1, c, 1, 1) (or (1, c)).
         let mut bshape = vec![1usize; h.x.rank()];
         bshape[1] = h.x.dim(1)?;
-        let cpu = h.x.device().is_cpu();
+        let cpu = self.ours(&h.x);
         let (y, t) = match &self.bn {
             BnSource::Batch(record) => {
                 if let Some(rec) = record {

@@ -1,7 +1,8 @@
 //! The tiled im2col convolution against candle's conv2d (forward, both
 //! gradients, across tile boundaries), by exact adjoint differences, in the
 //! tangent pass against finite differences, for any thread count, and whole
-//! networks (loss, gradient, HVP) computed either way.
+//! networks (loss, gradient, HVP) computed by eosflow's kernels (tiled
+//! convolution, fused BN/Swish/ReLU) or by candle's own ops.
 
 mod common;
 use candle_core::{Device, Tensor, Var};
@@ -146,7 +147,7 @@ fn non_square_inputs_have_exact_adjoint_gradients() {
 }
 
 #[test]
-fn networks_agree_whichever_convolution_computes_them() {
+fn networks_agree_whether_eosflow_kernels_or_candle_ops_compute_them() {
     let train = random_data(10, &[1, 8, 8], 3, 7);
     let test = random_data(4, &[1, 8, 8], 3, 8);
     let nets = [
