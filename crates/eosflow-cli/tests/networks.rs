@@ -338,6 +338,7 @@ fn set_overrides_config_values_and_explains_mistakes() {
         ("optimizer", "expected KEY=VALUE"),
         ("problem.precision=f16", "did you mean"),
         ("problem.device=gpu", "\"cuda:N\""),
+        ("problem.device=cuda", "--features cuda"),
         ("name.x=1", "is a value, not a section"),
     ] {
         let o =
