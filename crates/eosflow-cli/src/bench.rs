@@ -17,6 +17,23 @@ fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
     serde_json::json!({ "median": q(0.5), "p10": q(0.1), "p90": q(0.9), "n": v.len() })
 }
 
+/// The process's peak resident memory so far (MB), where the OS reports it:
+/// for networks, what a ghost batch's graph needs (the allocator keeps freed
+/// memory, so this is the high-water mark of steps and HVPs together).
+fn peak_rss_mb() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage fills the struct we pass; zeroed is a valid rusage.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+            // ru_maxrss is in KB on Linux (bytes on macOS).
+            let kb = if cfg!(target_os = "macos") { ru.ru_maxrss as f64 / 1024.0 } else { ru.ru_maxrss as f64 };
+            return Some(kb / 1024.0);
+        }
+    }
+    None
+}
+
 pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> Result<serde_json::Value> {
     let mut prep = crate::setup::prepare(cfg)?;
     let p = prep.problem.as_ref();
@@ -48,6 +65,7 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         "warmup_steps": warmup,
         "step_us": quantiles(step_us),
         "hvp_us": quantiles(hvp_us),
+        "peak_rss_mb_after_steps_and_hvps": peak_rss_mb(),
     });
     // A network computed in f32: the same HVP in f64 at the same w and v,
     // so the report states what the precision costs in accuracy.

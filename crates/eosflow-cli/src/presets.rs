@@ -151,12 +151,12 @@ pub const PRESETS: &[Preset] = &[
     // The paper's CIFAR-10 runs. They read the user's CIFAR-10 files
     // (`--data DIR`) and are GPU-sized: `expected_time` is one gradient step
     // here, from `eosflow bench` per-image times at full width (VGG-11
-    // 12.9 ms, SI ResNet-20 6.8 ms, ResNet-20 10.5 ms an image; README).
+    // 11.9 ms, SI ResNet-20 6.7 ms, ResNet-20 10.1 ms an image; README).
     Preset {
         name: "fig2",
         figure: "Fig. 2 / App. P.2",
         shows: "SI VGG-11 on CIFAR-10, GD+WD (η̂ 0.1, λ̂ 5e-4, ghost BN 1000): sharpness falls, test accuracy rises",
-        expected_time: "~11 min/step",
+        expected_time: "~10 min/step",
         paper_steps: ">47k (60k here)",
         toml: include_str!("../../../configs/cifar-vgg11.toml"),
         patch: "",
@@ -166,7 +166,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig10",
         figure: "Fig. 10 / App. P.2",
         shows: "fig2's first 1500 steps with the sharpness every 10 steps: it falls from ≫ 2/η̃₀ to 2/η̃ₜ",
-        expected_time: "~11 min/step",
+        expected_time: "~10 min/step",
         paper_steps: "1.5k",
         toml: include_str!("../../../configs/cifar-vgg11.toml"),
         patch: "name = \"fig10\"\n[run]\nsteps = 1500\nlog_every = 10\n[sharpness]\nevery = 10\n",
@@ -186,7 +186,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig9",
         figure: "Fig. 9 / App. P.2",
         shows: "standard pre-activation ResNet-20: sharpness of its scale-invariant block (partial Hessian) falls",
-        expected_time: "~9 min/step",
+        expected_time: "~8 min/step",
         paper_steps: "not stated (30k here)",
         toml: include_str!("../../../configs/cifar-resnet20.toml"),
         patch: "",
@@ -196,7 +196,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig13",
         figure: "Fig. 13 / App. P.4",
         shows: "fig2 with λ̂ = 5e-4 and λ̂ = 0 overlaid: without WD no sharpness reduction (2 runs in parallel)",
-        expected_time: "~22 min/step (2 runs)",
+        expected_time: "~20 min/step (2 runs)",
         paper_steps: ">47k (60k here)",
         toml: include_str!("../../../configs/cifar-vgg11.toml"),
         patch: "",
@@ -206,7 +206,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig14",
         figure: "Fig. 14 / App. P.4",
         shows: "SI VGG-11 on CIFAR-10-2k, λ̂ ∈ {0, 5e-5, 1e-4, 5e-4}: any λ̂ > 0 reduces sharpness, smaller λ̂ slower",
-        expected_time: "~1.7 min/step (4 runs)",
+        expected_time: "~1.6 min/step (4 runs)",
         paper_steps: "400k",
         toml: include_str!("../../../configs/cifar2k-vgg11.toml"),
         patch: "",
@@ -221,7 +221,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig15",
         figure: "Fig. 15 / App. P.5",
         shows: "SI VGG-11 on CIFAR-10-2k, η̂ ∈ {1e-5, 1e-3, 0.1, 10} at η̂λ̂ = 5e-5: same end state from any η̃₀",
-        expected_time: "~1.7 min/step (4 runs)",
+        expected_time: "~1.6 min/step (4 runs)",
         paper_steps: "200k",
         toml: include_str!("../../../configs/cifar2k-vgg11.toml"),
         patch: "",
@@ -236,7 +236,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig18",
         figure: "Fig. 18 / App. R",
         shows: "SI VGG-11 on CIFAR-10-2k with the final BN's γ ∈ {0.5, 0.3·ln 91, 2.5, 5}: sharpness reduction for every γ",
-        expected_time: "~1.7 min/step (4 runs)",
+        expected_time: "~1.6 min/step (4 runs)",
         paper_steps: "not stated (200k here)",
         toml: include_str!("../../../configs/cifar2k-vgg11.toml"),
         patch: "",

@@ -21,7 +21,7 @@
 //! added depend on the shapes only, so results are the same bits for any
 //! number of threads.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Shapes of one convolution: input (n, c, h, w), kernel (cout, c, k, k),
@@ -176,19 +176,32 @@ impl Geometry {
 
     /// conv(x, W): per tile, Y = W (cout × ckk) · cols (ckk × e·L).
     fn forward<T: Float>(&self, x: &[T], kernel: &[T]) -> Vec<T> {
-        let (tile, pl, yl) = (self.tile(), self.patch_len(), self.y_len());
+        self.forward_sum(&[(x, kernel)])
+    }
+
+    /// Σ_i conv(x_i, W_i) in one pass: per tile, each term's im2col and
+    /// product accumulate into the same output (the tangent conv(ẋ, W) +
+    /// conv(x, Ẇ) without the two intermediate tensors and the add).
+    fn forward_sum<T: Float>(&self, terms: &[(&[T], &[T])]) -> Vec<T> {
+        let (tile, pl, yl, xl) = (self.tile(), self.patch_len(), self.y_len(), self.x_len());
         let mut y = vec![T::default(); self.n * yl];
-        y.par_chunks_mut(tile * yl).zip(x.par_chunks(tile * self.x_len())).for_each_init(
+        y.par_chunks_mut(tile * yl).enumerate().for_each_init(
             || (Vec::new(), Vec::new()),
-            |(cols, buf), (ys, xs)| {
-                let width = xs.len() / self.x_len() * self.pixels();
-                cols.resize(pl * width, T::default());
-                self.im2col(xs, cols);
-                if ys.len() == yl {
-                    matmul(ys, kernel, false, cols, false, self.cout, pl, width, false);
-                } else {
+            |(cols, buf), (ti, ys)| {
+                let e = ys.len() / yl;
+                let width = e * self.pixels();
+                let direct = e == 1;
+                if !direct {
                     buf.resize(self.cout * width, T::default());
-                    matmul(buf, kernel, false, cols, false, self.cout, pl, width, false);
+                }
+                for (i, (x, kernel)) in terms.iter().enumerate() {
+                    let xs = &x[ti * tile * xl..][..e * xl];
+                    cols.resize(pl * width, T::default());
+                    self.im2col(xs, cols);
+                    let dst: &mut [T] = if direct { ys } else { buf };
+                    matmul(dst, kernel, false, cols, false, self.cout, pl, width, i > 0);
+                }
+                if !direct {
                     self.scatter_example_major(buf, ys);
                 }
             },
@@ -414,6 +427,87 @@ impl CustomOp2 for ConvBwdFilter {
         let dg = if_tracked(gy, || x.apply_op2(&r, Conv(self.0)))?;
         Ok((dx, dg))
     }
+}
+
+/// The tangent of a convolution in both arguments, ẏ = conv(ẋ, W) +
+/// conv(x, Ẇ), as one op on (x, ẋ, W) with a constant Ẇ held by the op.
+struct ConvTangent {
+    g: Geometry,
+    dw: Tensor,
+    dw_host: Host,
+}
+
+/// A constant kernel's entries on the host.
+enum Host {
+    F64(Vec<f64>),
+    F32(Vec<f32>),
+}
+
+impl CustomOp3 for ConvTangent {
+    fn name(&self) -> &'static str {
+        "eosflow-conv-tangent"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, op) = (self.g, "conv tangent");
+        let out = match (s1, s2, s3, &self.dw_host) {
+            (CpuStorage::F64(x), CpuStorage::F64(xd), CpuStorage::F64(w), Host::F64(dw)) => {
+                let (x, xd, w) = (slice(x, l1, op)?, slice(xd, l2, op)?, slice(w, l3, op)?);
+                CpuStorage::F64(g.forward_sum(&[(xd, w), (x, dw)]))
+            }
+            (CpuStorage::F32(x), CpuStorage::F32(xd), CpuStorage::F32(w), Host::F32(dw)) => {
+                let (x, xd, w) = (slice(x, l1, op)?, slice(xd, l2, op)?, slice(w, l3, op)?);
+                CpuStorage::F32(g.forward_sum(&[(xd, w), (x, dw)]))
+            }
+            _ => candle_core::bail!("{op}: all inputs f32 or all f64"),
+        };
+        Ok((out, g.y_shape()))
+    }
+    // ⟨R, conv(ẋ, W) + conv(x, Ẇ)⟩: ∂x = conv_Ẇᵀ(R), ∂ẋ = conv_Wᵀ(R),
+    // ∂W = filter(ẋ, R); Ẇ is a constant.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        xd: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        r: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let r = r.contiguous()?;
+        let dx = if_tracked(x, || r.apply_op2(&self.dw, ConvBwdData(self.g)))?;
+        let dxd = if_tracked(xd, || r.apply_op2(w, ConvBwdData(self.g)))?;
+        let dw = if_tracked(w, || xd.apply_op2(&r, ConvBwdFilter(self.g)))?;
+        Ok((dx, dxd, dw))
+    }
+}
+
+/// The tangent conv(ẋ, W) + conv(x, Ẇ) of [`conv2d`] at (x, W) along
+/// (ẋ, Ẇ). One pass and one tensor when Ẇ is a constant (the HVP's
+/// direction); two convolutions and an add when Ẇ is itself differentiated.
+pub fn conv2d_tangent(x: &Tensor, xd: &Tensor, w: &Tensor, dw: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    if dw.track_op() || x.dims() != xd.dims() || w.dims() != dw.dims() {
+        return conv2d(xd, w, stride, pad)? + conv2d(x, dw, stride, pad)?;
+    }
+    let (cout, c, k, k2) = w.dims4()?;
+    let dims = x.dims4()?;
+    if dims.1 != c || k != k2 {
+        candle_core::bail!("conv: input {:?} and kernel {:?} do not match", x.dims(), w.dims());
+    }
+    let g = Geometry::new(dims, cout, k, stride, pad)?;
+    let dw = dw.contiguous()?;
+    let dw_host = match dw.dtype() {
+        candle_core::DType::F64 => Host::F64(dw.flatten_all()?.to_vec1()?),
+        candle_core::DType::F32 => Host::F32(dw.flatten_all()?.to_vec1()?),
+        d => candle_core::bail!("conv tangent: f32 or f64, not {d:?}"),
+    };
+    x.contiguous()?.apply_op3(&xd.contiguous()?, &w.contiguous()?, ConvTangent { g, dw, dw_host })
 }
 
 /// Output size of a convolution along one axis of size s.

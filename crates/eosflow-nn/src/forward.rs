@@ -109,7 +109,10 @@ impl<'a> Pass<'a> {
                 let (w, dw) = self.take();
                 let conv = |x: &Tensor, k: &Tensor| crate::conv::conv2d(x, k, stride, pad);
                 let y = conv(&h.x, w)?;
-                let t = bilinear_tangent(h.t.as_ref(), dw, |t| conv(t, w), |dw| conv(&h.x, dw))?;
+                let t = match (h.t.as_ref(), dw) {
+                    (Some(t), Some(dw)) => Some(crate::conv::conv2d_tangent(&h.x, t, w, dw, stride, pad)?),
+                    (t, dw) => bilinear_tangent(t, dw, |t| conv(t, w), |dw| conv(&h.x, dw))?,
+                };
                 Ok(Dual { x: y, t })
             }
             Module::Conv { stride, pad, .. } => {

@@ -101,6 +101,31 @@ fn tangent_of_a_convolution_matches_finite_differences() {
 }
 
 #[test]
+fn fused_tangent_equals_two_convolutions_and_their_gradients() {
+    // conv2d_tangent(x, ẋ, W, Ẇ) = conv(ẋ, W) + conv(x, Ẇ) with Ẇ constant,
+    // in one pass: the value and the gradients in x, ẋ and W of ⟨R, ·⟩.
+    for (shape, stride, pad) in [([3, 2, 9, 9], 1, 1), ([20, 2, 32, 32], 2, 1), ([4, 3, 6, 6], 1, 0)] {
+        let x = Var::from_tensor(&t(&shape, 51)).unwrap();
+        let xd = Var::from_tensor(&t(&shape, 52)).unwrap();
+        let w = Var::from_tensor(&t(&[5, shape[1], 3, 3], 53)).unwrap();
+        let dw = t(&[5, shape[1], 3, 3], 54);
+        let fused = eosflow_nn::conv::conv2d_tangent(&x, &xd, &w, &dw, stride, pad).unwrap();
+        let conv = |a: &Tensor, k: &Tensor| eosflow_nn::conv::conv2d(a, k, stride, pad).unwrap();
+        let plain = (conv(&xd, &w) + conv(&x, &dw)).unwrap();
+        // The same products summed in the same order, one accumulation
+        // apart: equal to a few ε of the output's scale.
+        assert!(rel_err(&flat(&fused), &flat(&plain)) < 16.0 * f64::EPSILON, "{shape:?}");
+        let r = t(fused.dims(), 55);
+        let gf = fused.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = plain.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("ẋ", &xd), ("W", &w)] {
+            let e = rel_err(&flat(gf.get(v).unwrap()), &flat(gp.get(v).unwrap()));
+            assert!(e < 16.0 * f64::EPSILON, "{shape:?} ∂/∂{name}: {e:e}");
+        }
+    }
+}
+
+#[test]
 fn mismatched_shapes_are_errors() {
     let x = t(&[1, 2, 5, 5], 41);
     let e = eosflow_nn::conv::conv2d(&x, &t(&[3, 4, 3, 3], 42), 1, 1).unwrap_err().to_string();
