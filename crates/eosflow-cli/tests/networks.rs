@@ -348,3 +348,26 @@ fn set_overrides_config_values_and_explains_mistakes() {
         assert!(err.contains(expect), "--set {set}: {err}");
     }
 }
+
+#[test]
+fn bench_reports_f32_accuracy_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.toml");
+    std::fs::write(&path, SMALL).unwrap();
+    let o = eosflow()
+        .arg("bench")
+        .arg(&path)
+        .args(["--warmup", "1", "--timed", "2", "--evals", "0", "--hvps", "2", "--set", "problem.precision=f32"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // f32 against f64 at the same w and v: single-precision rounding
+    // (measured ~1e-6 on such nets), far from an O(1) type mix-up.
+    let err = j["hvp_f32_relative_error_vs_f64"].as_f64().unwrap();
+    assert!(err > 0.0 && err < 1e-4, "{err}");
+    assert_eq!(j["step_us"]["n"], 2);
+    assert!(j.get("sharpness_cold_ms").is_none(), "--evals 0 skips the sharpness");
+    #[cfg(target_os = "linux")]
+    assert!(j["peak_rss_mb_after_steps_and_hvps"].as_f64().unwrap() > 1.0);
+}

@@ -4,14 +4,17 @@
 //! Three linear maps form a closed family under differentiation
 //! (x: input, W: kernel, g: output-shaped):
 //!
-//! - [`Conv`]:        y  = conv(x, W)
-//! - [`ConvBwdData`]: x' = conv_Wᵀ(g), the adjoint of x ↦ conv(x, W)
-//! - [`ConvBwdFilter`]: W' = Σ_examples g · im2col(x)ᵀ, the adjoint of W ↦ conv(x, W)
+//! - `Conv`:          y  = conv(x, W)
+//! - `ConvBwdData`:   x' = conv_Wᵀ(g), the adjoint of x ↦ conv(x, W)
+//! - `ConvBwdFilter`: W' = Σ_examples g · im2col(x)ᵀ, the adjoint of W ↦ conv(x, W)
 //!
 //! Each is bilinear and its backward pass is made of the other two, so the
 //! forward, tangent and backward passes of the HVP graph are exact and
-//! differentiable to any order. candle's own f64 conv backward goes through
-//! a slow transposed convolution; this one is a pair of products per tile.
+//! differentiable to any order. A fourth op, `ConvTangent`, computes the
+//! tangent conv(ẋ, W) + conv(x, Ẇ) for a constant Ẇ (the HVP's direction)
+//! in one pass, its backward again made of the first two. candle's own f64
+//! conv backward goes through a slow transposed convolution; these are a
+//! product or two per tile.
 //!
 //! Memory and speed: each work item is a tile of consecutive examples (at
 //! least 1024 output pixels, so the products are large enough to run near
@@ -491,6 +494,19 @@ impl CustomOp3 for ConvTangent {
 /// The tangent conv(ẋ, W) + conv(x, Ẇ) of [`conv2d`] at (x, W) along
 /// (ẋ, Ẇ). One pass and one tensor when Ẇ is a constant (the HVP's
 /// direction); two convolutions and an add when Ẇ is itself differentiated.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use eosflow_nn::conv::{conv2d, conv2d_tangent};
+/// let x = Tensor::arange(0.0, 18.0, &Device::Cpu)?.reshape((1, 2, 3, 3))?;
+/// let xd = x.sqr()?;
+/// let w = Tensor::ones((1, 2, 3, 3), DType::F64, &Device::Cpu)?;
+/// let wd = (w.clone() * 0.5)?;
+/// let t = conv2d_tangent(&x, &xd, &w, &wd, 1, 1)?;
+/// let two = (conv2d(&xd, &w, 1, 1)? + conv2d(&x, &wd, 1, 1)?)?;
+/// assert_eq!(t.flatten_all()?.to_vec1::<f64>()?, two.flatten_all()?.to_vec1::<f64>()?);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn conv2d_tangent(x: &Tensor, xd: &Tensor, w: &Tensor, dw: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     if dw.track_op() || x.dims() != xd.dims() || w.dims() != dw.dims() {
         return conv2d(xd, w, stride, pad)? + conv2d(x, dw, stride, pad)?;

@@ -1,6 +1,6 @@
-//! Batch normalisation (without affine) and Swish as fused candle ops, with
-//! their tangent (JVP) maps and the derivatives the HVP's backward pass
-//! needs, so a layer keeps one tensor in the graph instead of ten.
+//! Batch normalisation (without affine), Swish and ReLU as fused candle
+//! ops, with their tangent (JVP) maps and the derivatives the HVP's backward
+//! pass needs, so a layer keeps one tensor in the graph instead of ten.
 //!
 //! BN, per channel over the m = n·h·w entries x of that channel:
 //! μ = mean(x), σ² = mean((x − μ)²), s = (σ² + ε)^{-1/2}, x̂ = s·(x − μ).
@@ -13,6 +13,9 @@
 //!
 //! Swish: y = x·σ(x), y' = σ·(1 + x·(1 − σ)), y'' = σ(1 − σ)·(2 + x·(1 − 2σ)),
 //! σ(x) = 1/(1 + e^{−x}) (e^{−x} = ∞ for x ≪ 0 gives σ = 0, no NaN).
+//!
+//! ReLU: y = max(x, 0), tangent 1[x > 0]·t, whose derivative in x is 0
+//! away from the kinks (as candle's own relu backward has it).
 //!
 //! Every sum over a channel runs in a fixed order in f64 (for f32 tensors
 //! too), so results do not depend on the number of threads.
