@@ -710,8 +710,21 @@ impl Config {
                 final_gamma,
                 ghost_batch,
                 bn_eps,
+                precision,
                 ..
             } => {
+                // An f32 HVP is within ~3e-6 of the f64 one (BENCHMARKS.md):
+                // a Lanczos tolerance below that is never met, and the run
+                // would spend every restart before reporting non-convergence.
+                let sharpness_on = self.sharpness.every > 0 || self.run.dense_window.is_some();
+                check(*precision != eosflow_nn::Precision::F32 || !sharpness_on || self.sharpness.tol >= 1e-5, || {
+                    format!(
+                        "sharpness.tol = {:e} is below what an f32 network's HVP resolves (~3e-6 relative); \
+                         with problem.precision = \"f32\" use sharpness.tol ≥ 1e-5 (the CIFAR presets use 1e-4), \
+                         or precision = \"f64\"",
+                        self.sharpness.tol
+                    )
+                })?;
                 let only_cifar = DataConfig { cifar_dir: self.data.cifar_dir.clone(), ..Default::default() };
                 match dataset.as_str() {
                     "digits" => check(self.data.is_empty(), || {

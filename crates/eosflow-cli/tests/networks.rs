@@ -324,7 +324,8 @@ fn set_overrides_config_values_and_explains_mistakes() {
     let o = eosflow()
         .arg("run")
         .arg(&path)
-        .args(["--set", "optimizer.wd=0.02", "--set", "problem.precision=f32", "--set", "run.steps=2", "--out"])
+        .args(["--set", "optimizer.wd=0.02", "--set", "problem.precision=f32", "--set", "sharpness.tol=1e-4"])
+        .args(["--set", "run.steps=2", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -339,6 +340,7 @@ fn set_overrides_config_values_and_explains_mistakes() {
         ("problem.precision=f16", "did you mean"),
         ("problem.device=gpu", "\"cuda:N\""),
         ("problem.device=cuda", "--features cuda"),
+        ("problem.precision=f32", "sharpness.tol ≥ 1e-5"),
         ("name.x=1", "is a value, not a section"),
     ] {
         let o =
@@ -358,6 +360,7 @@ fn bench_reports_f32_accuracy_and_memory() {
         .arg("bench")
         .arg(&path)
         .args(["--warmup", "1", "--timed", "2", "--evals", "0", "--hvps", "2", "--set", "problem.precision=f32"])
+        .args(["--set", "sharpness.tol=1e-4"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
