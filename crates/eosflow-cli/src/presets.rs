@@ -151,7 +151,7 @@ pub const PRESETS: &[Preset] = &[
     // The paper's CIFAR-10 runs. They read the user's CIFAR-10 files
     // (`--data DIR`) and are GPU-sized: `expected_time` is one gradient step
     // here, from `eosflow bench` per-image times at full width (VGG-11
-    // 11.9 ms, SI ResNet-20 6.7 ms, ResNet-20 10.1 ms an image; README).
+    // 11.9 ms, SI ResNet-20 6.7 ms, ResNet-20 7.8 ms an image; README).
     Preset {
         name: "fig2",
         figure: "Fig. 2 / App. P.2",
@@ -186,7 +186,7 @@ pub const PRESETS: &[Preset] = &[
         name: "fig9",
         figure: "Fig. 9 / App. P.2",
         shows: "standard pre-activation ResNet-20: sharpness of its scale-invariant block (partial Hessian) falls",
-        expected_time: "~8 min/step",
+        expected_time: "~7 min/step",
         paper_steps: "not stated (30k here)",
         toml: include_str!("../../../configs/cifar-resnet20.toml"),
         patch: "",

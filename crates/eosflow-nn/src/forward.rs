@@ -205,22 +205,27 @@ impl<'a> Pass<'a> {
             Affine::Trainable => {
                 let (g, dg) = self.take();
                 let (b, db) = self.take();
-                let g2 = g.reshape(bshape.as_slice())?;
-                let out = y.broadcast_mul(&g2)?.broadcast_add(&b.reshape(bshape.as_slice())?)?;
-                let t = match (t, dg, db) {
-                    (t, Some(dg), Some(db)) => {
-                        let from_w = y
-                            .broadcast_mul(&dg.reshape(bshape.as_slice())?)?
-                            .broadcast_add(&db.reshape(bshape.as_slice())?)?;
-                        Some(match t {
-                            Some(t) => (t.broadcast_mul(&g2)? + from_w)?,
-                            None => from_w,
-                        })
-                    }
-                    (Some(t), _, _) => Some(t.broadcast_mul(&g2)?),
-                    (None, _, _) => None,
-                };
-                (out, t)
+                if cpu {
+                    let dgb = dg.zip(db);
+                    crate::fused::affine_dual(&y, t.as_ref(), g, b, dgb)?
+                } else {
+                    let g2 = g.reshape(bshape.as_slice())?;
+                    let out = y.broadcast_mul(&g2)?.broadcast_add(&b.reshape(bshape.as_slice())?)?;
+                    let t = match (t, dg, db) {
+                        (t, Some(dg), Some(db)) => {
+                            let from_w = y
+                                .broadcast_mul(&dg.reshape(bshape.as_slice())?)?
+                                .broadcast_add(&db.reshape(bshape.as_slice())?)?;
+                            Some(match t {
+                                Some(t) => (t.broadcast_mul(&g2)? + from_w)?,
+                                None => from_w,
+                            })
+                        }
+                        (Some(t), _, _) => Some(t.broadcast_mul(&g2)?),
+                        (None, _, _) => None,
+                    };
+                    (out, t)
+                }
             }
         };
         Ok(Dual { x: y, t })

@@ -375,6 +375,128 @@ pub(crate) fn relu_jvp(x: &Tensor, t: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&t.contiguous()?, ReluJac)
 }
 
+/// Per-channel affine maps on (n, c, …) tensors, with the per-channel
+/// coefficients as the rows of one small (r, c) tensor P:
+/// [`Affine2`]: y = x·P₀ + P₁ (the BN affine, P = [γ; β]);
+/// [`Affine3`]: y = t·P₀ + x·P₁ + P₂ (its tangent, P = [γ; γ̇; β̇]).
+/// One tensor in the graph instead of four to six broadcast ops.
+struct Affine2;
+struct Affine3;
+
+fn per_channel_rows<T: Float>(p: &[T], c: usize, rows: usize) -> Vec<Vec<f64>> {
+    (0..rows).map(|r| p[r * c..(r + 1) * c].iter().map(|v| v.f64()).collect()).collect()
+}
+
+fn affine2<T: Float>(x: &[T], p: &[T], ch: Channels) -> Vec<T> {
+    let r = per_channel_rows(p, ch.c, 2);
+    ch.map(|c, k| x[k].f64() * r[0][c] + r[1][c])
+}
+
+fn affine3<T: Float>(x: &[T], t: &[T], p: &[T], ch: Channels) -> Vec<T> {
+    let r = per_channel_rows(p, ch.c, 3);
+    ch.map(|c, k| t[k].f64() * r[0][c] + x[k].f64() * r[1][c] + r[2][c])
+}
+
+fn rows_shape(l: &Layout, ch: Channels, rows: usize, name: &str) -> Result<()> {
+    if l.shape().dims() != [rows, ch.c] {
+        candle_core::bail!("{name}: coefficients {:?}, expected [{rows}, {}]", l.shape().dims(), ch.c);
+    }
+    Ok(())
+}
+
+/// Σ over all axes but 1 of a (n, c, …) tensor: (c,).
+fn channel_sum(x: &Tensor) -> Result<Tensor> {
+    let mut s = x.clone();
+    for a in (0..x.rank()).rev().filter(|&a| a != 1) {
+        s = s.sum(a)?;
+    }
+    Ok(s)
+}
+
+/// Row r of P as a tensor broadcastable against (n, c, …) of rank `rank`.
+fn row(p: &Tensor, r: usize, rank: usize) -> Result<Tensor> {
+    let mut shape = vec![1usize; rank];
+    shape[1] = p.dim(1)?;
+    p.get(r)?.reshape(shape)
+}
+
+impl CustomOp2 for Affine2 {
+    fn name(&self) -> &'static str {
+        "eosflow-affine"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let ch = Channels::of(l1.shape())?;
+        rows_shape(l2, ch, 2, "affine")?;
+        Ok((binary!(s1, l1, s2, l2, "affine", |x, p| affine2(x, p, ch)), l1.shape().clone()))
+    }
+    // ⟨g, x·P₀ + P₁⟩: ∂x = g·P₀, ∂P = [Σ g·x; Σ g] per channel.
+    fn bwd(&self, x: &Tensor, p: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = if_tracked(x, || g.broadcast_mul(&row(p, 0, x.rank())?))?;
+        let dp = if_tracked(p, || Tensor::stack(&[channel_sum(&(g * x)?)?, channel_sum(g)?], 0))?;
+        Ok((dx, dp))
+    }
+}
+
+impl CustomOp3 for Affine3 {
+    fn name(&self) -> &'static str {
+        "eosflow-affine-tangent"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        same_shape(l1, l2, "affine tangent")?;
+        let ch = Channels::of(l1.shape())?;
+        rows_shape(l3, ch, 3, "affine tangent")?;
+        let out = ternary!(s1, l1, s2, l2, s3, l3, "affine tangent", |x, t, p| affine3(x, t, p, ch));
+        Ok((out, l1.shape().clone()))
+    }
+    // ⟨g, t·P₀ + x·P₁ + P₂⟩: ∂x = g·P₁, ∂t = g·P₀, ∂P = [Σ g·t; Σ g·x; Σ g].
+    fn bwd(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        p: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = if_tracked(x, || g.broadcast_mul(&row(p, 1, x.rank())?))?;
+        let dt = if_tracked(t, || g.broadcast_mul(&row(p, 0, x.rank())?))?;
+        let dp =
+            if_tracked(p, || Tensor::stack(&[channel_sum(&(g * t)?)?, channel_sum(&(g * x)?)?, channel_sum(g)?], 0))?;
+        Ok((dx, dt, dp))
+    }
+}
+
+/// The trainable BN affine y = x̂·γ + β per channel and its tangent
+/// ṫ·γ + x̂·γ̇ + β̇ (each of ṫ, γ̇/β̇ may be absent), as fused ops.
+pub(crate) fn affine_dual(
+    xh: &Tensor,
+    t: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    dgb: Option<(&Tensor, &Tensor)>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let xh = xh.contiguous()?;
+    let y = xh.apply_op2(&Tensor::stack(&[gamma, beta], 0)?, Affine2)?;
+    let zero = gamma.zeros_like()?;
+    let t = match (t, dgb) {
+        (Some(t), Some((dg, db))) => {
+            Some(xh.apply_op3(&t.contiguous()?, &Tensor::stack(&[gamma, dg, db], 0)?, Affine3)?)
+        }
+        // x̂·γ̇ + β̇: x̂ stands in for t with a zero coefficient.
+        (None, Some((dg, db))) => Some(xh.apply_op3(&xh, &Tensor::stack(&[&zero, dg, db], 0)?, Affine3)?),
+        (Some(t), None) => Some(t.contiguous()?.apply_op2(&Tensor::stack(&[gamma, &zero], 0)?, Affine2)?),
+        (None, None) => None,
+    };
+    Ok((y, t))
+}
+
 /// BN without affine over all axes but 1: x (n, c, …) ↦ x̂ (see the module
 /// docs); exact derivatives of every order the HVP needs.
 pub(crate) fn batch_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
@@ -521,6 +643,52 @@ mod tests {
             (x.relu().unwrap(), dx.mul(&mask).unwrap())
         };
         check("relu", &[6, 5, 3], |x, dx| (relu(x).unwrap(), relu_jvp(x, dx).unwrap()), reference);
+    }
+
+    #[test]
+    fn affine_and_its_tangent_match_candle_autodiff() {
+        // y = x̂·γ + β and ẏ = ṫ·γ + x̂·γ̇ + β̇ against broadcast ops, with
+        // gradients in x̂, ṫ, γ, β (γ̇, β̇ are the direction: constants).
+        let shape = [5, 3, 4, 2];
+        let (x, dx) =
+            (Var::from_tensor(&t(&shape, 11, 1.0, 0.2)).unwrap(), Var::from_tensor(&t(&shape, 12, 1.0, 0.0)).unwrap());
+        let (g, b) =
+            (Var::from_tensor(&t(&[3], 13, 1.0, 1.0)).unwrap(), Var::from_tensor(&t(&[3], 14, 1.0, 0.0)).unwrap());
+        let (dg, db) = (t(&[3], 15, 1.0, 0.0), t(&[3], 16, 1.0, 0.0));
+        let bc = |v: &Tensor| v.reshape((1, 3, 1, 1)).unwrap();
+        let (r1, r2) = (t(&shape, 17, 1.0, 0.0), t(&shape, 18, 1.0, 0.0));
+        for case in 0..3 {
+            let (tt, dgb) = match case {
+                0 => (Some(dx.as_tensor()), Some((&dg, &db))),
+                1 => (None, Some((&dg, &db))),
+                _ => (Some(dx.as_tensor()), None),
+            };
+            let (yf, tf) = affine_dual(&x, tt, &g, &b, dgb).unwrap();
+            let yr = x.broadcast_mul(&bc(&g)).unwrap().broadcast_add(&bc(&b)).unwrap();
+            let mut tr = x.zeros_like().unwrap();
+            if let Some(tt) = tt {
+                tr = (tr + tt.broadcast_mul(&bc(&g)).unwrap()).unwrap();
+            }
+            if let Some((dg, db)) = dgb {
+                tr = (tr + x.broadcast_mul(&bc(dg)).unwrap().broadcast_add(&bc(db)).unwrap()).unwrap();
+            }
+            let tf = tf.unwrap();
+            let tol = 64.0 * f64::EPSILON;
+            assert!(rel(&yf, &yr) < tol && rel(&tf, &tr) < tol, "case {case}: values");
+            let obj = |y: &Tensor, ty: &Tensor| {
+                (y.mul(&r1).unwrap().sum_all().unwrap() + ty.mul(&r2).unwrap().sum_all().unwrap()).unwrap()
+            };
+            let (gf, gr) = (obj(&yf, &tf).backward().unwrap(), obj(&yr, &tr).backward().unwrap());
+            for (what, v) in [("x̂", &x), ("ṫ", &dx), ("γ", &g), ("β", &b)] {
+                match (gf.get(v), gr.get(v)) {
+                    (Some(a), Some(b)) => {
+                        assert!(rel(a, b) < 1e3 * f64::EPSILON, "case {case}: ∂{what} {:e}", rel(a, b))
+                    }
+                    (None, None) => {}
+                    (a, b) => panic!("case {case}: ∂{what} present in one only ({} vs {})", a.is_some(), b.is_some()),
+                }
+            }
+        }
     }
 
     #[test]
