@@ -40,7 +40,7 @@ pub enum Precision {
     #[default]
     F64,
     /// f32 (ε ≈ 1.2e-7), for GPU-sized runs. Measured against f64 at the
-    /// same w and v: HVP relative error 1.5e-6 on small VGG and ResNet
+    /// same w and v: HVP relative error 1.3e-6 on small VGG and ResNet
     /// nets (tests/precision.rs), 3.2e-6 on VGG-11/4 with 260 CIFAR-shaped
     /// images (BENCHMARKS.md) — the sharpness to ~5 digits; the identity
     /// tests need f64.

@@ -34,8 +34,8 @@ fn f32_agrees_with_f64_to_single_precision_accuracy() {
         let (el, eg, eh) = ((l32 - l64).abs() / l64, rel_err(&g32, &g64), rel_err(&h32, &h64));
         println!("{}: f32 vs f64 relative error: loss {el:.1e}, gradient {eg:.1e}, HVP {eh:.1e}", n.name);
         // f32 rounding (ε = 1.2e-7) through ~10–20 layers, BN divisions by
-        // σ and the tangent pass: measured 2e-7 (loss), 1e-6 (gradient),
-        // 1.5e-6 (HVP), i.e. ≤ 13ε. The bounds allow ~100–1000ε; a wrong
+        // σ and the tangent pass: measured ≤ 1.3e-7 (loss), 9.1e-7
+        // (gradient), 1.3e-6 (HVP), i.e. ≤ 11ε. The bounds allow ~100–1000ε; a wrong
         // type somewhere (f32 data through an f64 op, or the reverse) gives
         // O(1) errors or none.
         assert!(el < 1e-5, "{}: loss {el:e}", n.name);
