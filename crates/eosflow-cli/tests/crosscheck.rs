@@ -91,5 +91,23 @@ fn si_mlp_with_ghost_bn_matches_jax_over_100_steps() {
          ghost_batch = 100\nhessian_examples = 0\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.01\nwd = 0.05\n\
          [run]\nsteps = 100\nlog_every = 1\n[sharpness]\nevery = 100\ntol = 1e-12\n[output]\nfigures = false\n",
     );
-    check_reference("nn_mlp.py", &out, &[], "JAX");
+    check_reference("nn.py", &out, &[], "JAX");
+}
+
+#[test]
+fn si_vgg_with_ghost_bn_matches_jax_over_60_steps() {
+    if !require("numpy, scipy, jax, tomllib", "pip install numpy scipy jax[cpu]") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 200 digits in two ghost batches of 100; SI VGG-style CNN 4-M-8-M on
+    // 1×8×8: the tiled convolution, the fused BN/Swish ops and (through the
+    // sharpness) the one-pass conv tangent against JAX's conv and autodiff.
+    let out = run_config(
+        dir.path(),
+        "name = \"cc\"\n[problem]\nkind = \"nn\"\narch = \"si-vgg\"\nvgg = \"4 M 8 M\"\ntrain_per_class = 20\n\
+         ghost_batch = 100\nhessian_examples = 0\n[optimizer]\nkind = \"gd_wd\"\nlr = 0.01\nwd = 0.05\n\
+         [run]\nsteps = 60\nlog_every = 1\n[sharpness]\nevery = 60\ntol = 1e-12\n[output]\nfigures = false\n",
+    );
+    check_reference("nn.py", &out, &[], "JAX");
 }

@@ -1,13 +1,18 @@
-"""Independent JAX reference for eosflow-nn's scale-invariant MLP with ghost BN.
+"""Independent JAX reference for eosflow-nn's scale-invariant MLP and VGG-style
+CNN with ghost BN.
 
-Reads an eosflow run directory of a `kind = "nn"`, `arch = "si-mlp"` run
-(data/x_train.npy, y_train.npy, x_test.npy, y_test.npy, w0.npy, config.toml,
-metrics.csv, sharpness.csv, w_final.npy) and checks, with its own code:
+Reads an eosflow run directory of a `kind = "nn"`, `arch = "si-mlp"` or
+`"si-vgg"` run on the digits (data/x_train.npy, y_train.npy, x_test.npy,
+y_test.npy, w0.npy, config.toml, metrics.csv, sharpness.csv, w_final.npy)
+and checks, with its own code:
 
-  * the network written from the paper's description (App. Q.1, R): per hidden
-    layer x W^T -> BN without affine (batch statistics, biased variance) ->
-    Swish/ReLU; then x W^T -> BN with fixed gamma, beta = 0; mean cross-entropy;
-    the full-batch loss is sum_g (n_g/n) L_g over consecutive ghost batches;
+  * the network written from the paper's description (App. Q.1, R, Fig. 16):
+    si-mlp: per hidden layer x W^T -> BN without affine (batch statistics,
+    biased variance) -> Swish/ReLU; si-vgg: per conv item a 3x3 convolution
+    (padding 1, no bias) -> BN without affine over (n, h, w) -> Swish, "M" a
+    2x2 mean pool, then flatten; both end in x W^T -> BN with fixed gamma,
+    beta = 0; mean cross-entropy; the full-batch loss is sum_g (n_g/n) L_g
+    over consecutive ghost batches;
   * the GD+WD trajectory w <- (1 - lr wd) w - lr grad L(w) (eq. 1) with
     jax.grad, step by step against metrics.csv (loss) and w_final.npy;
   * train/test accuracy and test loss at the last step, the test set
@@ -15,10 +20,10 @@ metrics.csv, sharpness.csv, w_final.npy) and checks, with its own code:
   * the spherical sharpness ||w||^2 lambda_1(H(w)) at the last step from
     jax.jvp(jax.grad(loss)) and scipy's eigsh(which='LA').
 
-The flat layout is eosflow-nn's documented one: the weight matrices
-(out x in, row-major) of the layers in order.
+The flat layout is eosflow-nn's documented one: the weights of the layers in
+order, each row-major (linear: out x in; conv: out x in x 3 x 3).
 
-Usage: python3 crosscheck/nn_mlp.py RUN_DIR
+Usage: python3 crosscheck/nn.py RUN_DIR
 Exit status 1 if any discrepancy exceeds its tolerance.
 """
 
@@ -39,35 +44,61 @@ def main():
     run = Path(sys.argv[1])
     cfg = tomllib.loads((run / "config.toml").read_text())
     p, opt = cfg["problem"], cfg["optimizer"]
-    assert p["kind"] == "nn" and p["arch"] == "si-mlp", "this reference covers si-mlp runs"
+    assert p["kind"] == "nn" and p["arch"] in ("si-mlp", "si-vgg"), "this reference covers si-mlp and si-vgg runs"
     data = run / "data"
     x, y = np.load(data / "x_train.npy"), np.load(data / "y_train.npy")
     xt, yt = np.load(data / "x_test.npy"), np.load(data / "y_test.npy")
     w0 = np.load(data / "w0.npy")
     classes = int(y.max()) + 1
-    sizes = [x.shape[1]] + list(p["hidden"]) + [classes]
     gamma, eps, B = p["final_gamma"], p["bn_eps"], p["ghost_batch"]
-    act = jax.nn.relu if p["activation"] == "relu" else (lambda h: h * jax.nn.sigmoid(h))
-    assert w0.size == sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    swish = lambda h: h * jax.nn.sigmoid(h)  # noqa: E731
 
-    def mats(w):
-        out, off = [], 0
-        for i, o in zip(sizes[:-1], sizes[1:]):
-            out.append(w[off : off + o * i].reshape(o, i))
-            off += o * i
-        return out
+    def bn(z, axes, stats=None):
+        if stats is None:
+            mu = z.mean(axes, keepdims=True)
+            stats = (mu, ((z - mu) ** 2).mean(axes, keepdims=True))
+        mu, var = stats
+        return (z - mu) / jnp.sqrt(var + eps), stats
 
-    def bn(z, stats=None):
-        mu, var = (z.mean(0), ((z - z.mean(0)) ** 2).mean(0)) if stats is None else stats
-        return (z - mu) / jnp.sqrt(var + eps), (mu, var)
+    if p["arch"] == "si-mlp":
+        sizes = [x.shape[1]] + list(p["hidden"]) + [classes]
+        act = jax.nn.relu if p["activation"] == "relu" else swish
+        assert w0.size == sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
 
-    def logits(w, xb, stats=None):
-        ms, h, used = mats(w), xb, []
-        for k, W in enumerate(ms):
-            h, st = bn(h @ W.T, None if stats is None else stats[k])
+        def logits(w, xb, stats=None):
+            h, used, off = xb, [], 0
+            for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+                W = w[off : off + o * i].reshape(o, i)
+                off += o * i
+                h, st = bn(h @ W.T, 0, None if stats is None else stats[k])
+                used.append(st)
+                h = act(h) if k < len(sizes) - 2 else gamma * h
+            return h, used
+    else:
+        # The digits are 8x8 grey images; eosflow's channel multiplier rounds
+        # to the nearest integer, at least 1.
+        items = p["vgg"].split()
+        side = int(round(np.sqrt(x.shape[1])))
+
+        def logits(w, xb, stats=None):
+            h, used, off, c, k = xb.reshape(-1, 1, side, side), [], 0, 1, 0
+            for it in items:
+                if it == "M":
+                    n, ch, hh, ww = h.shape
+                    h = h.reshape(n, ch, hh // 2, 2, ww // 2, 2).mean((3, 5))
+                    continue
+                o = max(1, int(np.floor(int(it) * p["width"] + 0.5)))
+                K = w[off : off + o * c * 9].reshape(o, c, 3, 3)
+                off += o * c * 9
+                h = jax.lax.conv_general_dilated(h, K, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                h, st = bn(h, (0, 2, 3), None if stats is None else stats[k])
+                used.append(st)
+                h, c, k = swish(h), o, k + 1
+            h = h.reshape(h.shape[0], -1)
+            W = w[off:].reshape(classes, h.shape[1])
+            z, st = bn(h @ W.T, 0, None if stats is None else stats[k])
             used.append(st)
-            h = act(h) if k < len(ms) - 1 else gamma * h
-        return h, used
+            return gamma * z, used
 
     def ce(z, yb):
         return jnp.mean(jax.nn.logsumexp(z, axis=1) - z[jnp.arange(len(yb)), yb])
@@ -112,7 +143,7 @@ def main():
         per_batch.append(((b - a) / len(y), st))
     stats = [
         (sum(f * s[k][0] for f, s in per_batch), sum(f * s[k][1] for f, s in per_batch))
-        for k in range(len(sizes) - 1)
+        for k in range(len(per_batch[0][1]))
     ]
     zt, _ = logits(w, xt, stats)
     test_loss, test_acc = float(ce(zt, yt)), int(jnp.sum(jnp.argmax(zt, 1) == yt)) / len(yt)
