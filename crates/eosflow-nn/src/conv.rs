@@ -24,8 +24,10 @@
 //! added depend on the shapes only, so results are the same bits for any
 //! number of threads.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
+
+use crate::kernels::{Float, binary, if_tracked, slice};
 
 /// Shapes of one convolution: input (n, c, h, w), kernel (cout, c, k, k),
 /// stride, zero padding, output (n, cout, oh, ow).
@@ -276,34 +278,6 @@ impl Geometry {
     }
 }
 
-/// f32 and f64, the element types the custom ops run in.
-pub(crate) trait Float: Copy + Default + std::ops::AddAssign + Send + Sync + 'static {
-    const ONE: Self;
-    const ZERO: Self;
-    fn f64(self) -> f64;
-    fn of(v: f64) -> Self;
-}
-impl Float for f64 {
-    const ONE: f64 = 1.0;
-    const ZERO: f64 = 0.0;
-    fn f64(self) -> f64 {
-        self
-    }
-    fn of(v: f64) -> f64 {
-        v
-    }
-}
-impl Float for f32 {
-    const ONE: f32 = 1.0;
-    const ZERO: f32 = 0.0;
-    fn f64(self) -> f64 {
-        self as f64
-    }
-    fn of(v: f64) -> f32 {
-        v as f32
-    }
-}
-
 /// dst (m × n) = op(a) · op(b) (+ dst if `accumulate`), all row-major;
 /// op(a) is m × k (stored k × m when `ta`), op(b) is k × n (stored n × k
 /// when `tb`). Single-threaded: the callers parallelise over tiles.
@@ -349,24 +323,6 @@ fn matmul<T: Float>(
     }
 }
 
-pub(crate) fn slice<'a, T>(v: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{op} needs contiguous inputs"),
-    }
-}
-
-/// Runs `f` on the two inputs' slices in f32 or f64.
-macro_rules! dispatch {
-    ($op:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $f:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64($f(slice(a, $l1, $op)?, slice(b, $l2, $op)?)),
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(slice(a, $l1, $op)?, slice(b, $l2, $op)?)),
-            _ => candle_core::bail!("{}: both inputs f32 or both f64", $op),
-        }
-    };
-}
-
 /// y = conv(x, W): inputs (x, W), output (n, cout, oh, ow).
 struct Conv(Geometry);
 /// x' = conv_Wᵀ(g): inputs (g, W), output shaped like x.
@@ -375,20 +331,13 @@ struct ConvBwdData(Geometry);
 /// shaped like W.
 struct ConvBwdFilter(Geometry);
 
-/// The gradient of `arg` only when something upstream needs it (the
-/// tangent pass's conv(x, Ẇ) has a constant Ẇ: skipping its kernel
-/// gradient saves one product per layer).
-pub(crate) fn if_tracked(arg: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
-    if arg.track_op() { f().map(Some) } else { Ok(None) }
-}
-
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "eosflow-conv"
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        Ok((dispatch!("conv", s1, l1, s2, l2, |x, w| g.forward(x, w)), g.y_shape()))
+        Ok((binary!(s1, l1, s2, l2, "conv", |x, w| g.forward(x, w)), g.y_shape()))
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
@@ -404,7 +353,7 @@ impl CustomOp2 for ConvBwdData {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        Ok((dispatch!("conv backward (data)", s1, l1, s2, l2, |gy, w| g.backward_data(gy, w)), g.x_shape()))
+        Ok((binary!(s1, l1, s2, l2, "conv backward (data)", |gy, w| g.backward_data(gy, w)), g.x_shape()))
     }
     // ⟨R, conv_Wᵀ(g)⟩ = ⟨conv(R, W), g⟩ = ⟨W, filter(R, g)⟩.
     fn bwd(&self, gy: &Tensor, w: &Tensor, _res: &Tensor, r: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -421,7 +370,7 @@ impl CustomOp2 for ConvBwdFilter {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        Ok((dispatch!("conv backward (filter)", s1, l1, s2, l2, |x, gy| g.backward_filter(x, gy)), g.kernel_shape()))
+        Ok((binary!(s1, l1, s2, l2, "conv backward (filter)", |x, gy| g.backward_filter(x, gy)), g.kernel_shape()))
     }
     // ⟨R, filter(x, g)⟩ = ⟨conv(x, R), g⟩ = ⟨x, conv_Rᵀ(g)⟩.
     fn bwd(&self, x: &Tensor, gy: &Tensor, _res: &Tensor, r: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -433,17 +382,12 @@ impl CustomOp2 for ConvBwdFilter {
 }
 
 /// The tangent of a convolution in both arguments, ẏ = conv(ẋ, W) +
-/// conv(x, Ẇ), as one op on (x, ẋ, W) with a constant Ẇ held by the op.
+/// conv(x, Ẇ), as one op on (x, ẋ, W) with a constant Ẇ held by the op
+/// (candle's custom ops take at most three inputs; Ẇ's storage is read in
+/// place).
 struct ConvTangent {
     g: Geometry,
     dw: Tensor,
-    dw_host: Host,
-}
-
-/// A constant kernel's entries on the host.
-enum Host {
-    F64(Vec<f64>),
-    F32(Vec<f32>),
 }
 
 impl CustomOp3 for ConvTangent {
@@ -460,13 +404,15 @@ impl CustomOp3 for ConvTangent {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (g, op) = (self.g, "conv tangent");
-        let out = match (s1, s2, s3, &self.dw_host) {
-            (CpuStorage::F64(x), CpuStorage::F64(xd), CpuStorage::F64(w), Host::F64(dw)) => {
-                let (x, xd, w) = (slice(x, l1, op)?, slice(xd, l2, op)?, slice(w, l3, op)?);
+        let (dw_storage, l4) = self.dw.storage_and_layout();
+        let Storage::Cpu(s4) = &*dw_storage else { candle_core::bail!("{op}: Ẇ is not on the CPU") };
+        let out = match (s1, s2, s3, s4) {
+            (CpuStorage::F64(x), CpuStorage::F64(xd), CpuStorage::F64(w), CpuStorage::F64(dw)) => {
+                let (x, xd, w, dw) = (slice(x, l1, op)?, slice(xd, l2, op)?, slice(w, l3, op)?, slice(dw, l4, op)?);
                 CpuStorage::F64(g.forward_sum(&[(xd, w), (x, dw)]))
             }
-            (CpuStorage::F32(x), CpuStorage::F32(xd), CpuStorage::F32(w), Host::F32(dw)) => {
-                let (x, xd, w) = (slice(x, l1, op)?, slice(xd, l2, op)?, slice(w, l3, op)?);
+            (CpuStorage::F32(x), CpuStorage::F32(xd), CpuStorage::F32(w), CpuStorage::F32(dw)) => {
+                let (x, xd, w, dw) = (slice(x, l1, op)?, slice(xd, l2, op)?, slice(w, l3, op)?, slice(dw, l4, op)?);
                 CpuStorage::F32(g.forward_sum(&[(xd, w), (x, dw)]))
             }
             _ => candle_core::bail!("{op}: all inputs f32 or all f64"),
@@ -518,12 +464,7 @@ pub fn conv2d_tangent(x: &Tensor, xd: &Tensor, w: &Tensor, dw: &Tensor, stride: 
     }
     let g = Geometry::new(dims, cout, k, stride, pad)?;
     let dw = dw.contiguous()?;
-    let dw_host = match dw.dtype() {
-        candle_core::DType::F64 => Host::F64(dw.flatten_all()?.to_vec1()?),
-        candle_core::DType::F32 => Host::F32(dw.flatten_all()?.to_vec1()?),
-        d => candle_core::bail!("conv tangent: f32 or f64, not {d:?}"),
-    };
-    x.contiguous()?.apply_op3(&xd.contiguous()?, &w.contiguous()?, ConvTangent { g, dw, dw_host })
+    x.contiguous()?.apply_op3(&xd.contiguous()?, &w.contiguous()?, ConvTangent { g, dw })
 }
 
 /// Output size of a convolution along one axis of size s.

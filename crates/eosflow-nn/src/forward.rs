@@ -123,9 +123,9 @@ impl<'a> Pass<'a> {
                 Ok(Dual { x: y, t })
             }
             Module::BatchNorm { affine, .. } => self.batch_norm(h, affine),
-            Module::Act(Activation::Relu) if self.ours(&h.x) => {
-                let t = h.t.map(|t| crate::fused::relu_jvp(&h.x, &t)).transpose()?;
-                Ok(Dual { x: crate::fused::relu(&h.x)?, t })
+            Module::Act(a) if self.ours(&h.x) => {
+                let t = h.t.map(|t| crate::fused::activation_jvp(&h.x, &t, a)).transpose()?;
+                Ok(Dual { x: crate::fused::activation(&h.x, a)?, t })
             }
             Module::Act(Activation::Relu) => {
                 let y = h.x.relu()?;
@@ -137,10 +137,6 @@ impl<'a> Pass<'a> {
                     None => None,
                 };
                 Ok(Dual { x: y, t })
-            }
-            Module::Act(Activation::Swish) if self.ours(&h.x) => {
-                let t = h.t.map(|t| crate::fused::swish_jvp(&h.x, &t)).transpose()?;
-                Ok(Dual { x: crate::fused::swish(&h.x)?, t })
             }
             Module::Act(Activation::Swish) => {
                 // σ(x) = (1 + tanh(x/2))/2 has no overflow for large |x|.

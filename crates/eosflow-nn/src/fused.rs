@@ -1,5 +1,5 @@
-//! Batch normalisation (without affine), Swish and ReLU as fused candle
-//! ops, with their tangent (JVP) maps and the derivatives the HVP's backward
+//! Batch normalisation (without affine) and its trainable affine, Swish
+//! and ReLU as fused candle ops, with their tangent (JVP) maps and the derivatives the HVP's backward
 //! pass needs, so a layer keeps one tensor in the graph instead of ten.
 //!
 //! BN, per channel over the m = n·h·w entries x of that channel:
@@ -23,7 +23,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::{Float, if_tracked, slice};
+use crate::kernels::{Float, binary, if_tracked, same_shape, ternary, unary};
+use crate::net::Activation;
 
 /// A tensor (n, c, …) seen as n blocks of c channels of `inner` entries.
 #[derive(Clone, Copy, Debug)]
@@ -141,13 +142,6 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// y = x·σ(x).
-struct Swish;
-/// (x, t) ↦ swish'(x)·t.
-struct SwishJac;
-/// (x, t, g) ↦ swish''(x)·t·g.
-struct SwishHess;
-
 fn elementwise<T: Float>(n: usize, f: impl Fn(usize) -> f64 + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; n];
     out.par_chunks_mut(1 << 14).enumerate().for_each(|(i, o)| {
@@ -166,71 +160,6 @@ fn swish_d1(x: f64) -> f64 {
 fn swish_d2(x: f64) -> f64 {
     let s = sigmoid(x);
     s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
-}
-
-fn swish_fwd<T: Float>(x: &[T]) -> Vec<T> {
-    elementwise(x.len(), |k| x[k].f64() * sigmoid(x[k].f64()))
-}
-
-fn swish_jac<T: Float>(x: &[T], t: &[T]) -> Vec<T> {
-    elementwise(x.len(), |k| swish_d1(x[k].f64()) * t[k].f64())
-}
-
-fn swish_hess<T: Float>(x: &[T], t: &[T], g: &[T]) -> Vec<T> {
-    elementwise(x.len(), |k| swish_d2(x[k].f64()) * t[k].f64() * g[k].f64())
-}
-
-fn relu_fwd<T: Float>(x: &[T]) -> Vec<T> {
-    elementwise(x.len(), |k| x[k].f64().max(0.0))
-}
-
-fn relu_jac<T: Float>(x: &[T], t: &[T]) -> Vec<T> {
-    elementwise(x.len(), |k| if x[k].f64() > 0.0 { t[k].f64() } else { 0.0 })
-}
-
-macro_rules! unary {
-    ($s:expr, $l:expr, $name:expr, $f:expr) => {
-        match $s {
-            CpuStorage::F64(a) => CpuStorage::F64($f(slice(a, $l, $name)?)),
-            CpuStorage::F32(a) => CpuStorage::F32($f(slice(a, $l, $name)?)),
-            _ => candle_core::bail!("{}: f32 or f64 only", $name),
-        }
-    };
-}
-
-macro_rules! binary {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, $f:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?))
-            }
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?))
-            }
-            _ => candle_core::bail!("{}: both inputs f32 or both f64", $name),
-        }
-    };
-}
-
-macro_rules! ternary {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $name:expr, $f:expr) => {
-        match ($s1, $s2, $s3) {
-            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-                CpuStorage::F64($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?, slice(c, $l3, $name)?))
-            }
-            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-                CpuStorage::F32($f(slice(a, $l1, $name)?, slice(b, $l2, $name)?, slice(c, $l3, $name)?))
-            }
-            _ => candle_core::bail!("{}: all inputs f32 or all f64", $name),
-        }
-    };
-}
-
-fn same_shape(l1: &Layout, l2: &Layout, name: &str) -> Result<()> {
-    if l1.shape() != l2.shape() {
-        candle_core::bail!("{name}: shapes {:?} and {:?} differ", l1.shape().dims(), l2.shape().dims());
-    }
-    Ok(())
 }
 
 impl CustomOp1 for BnNorm {
@@ -285,38 +214,91 @@ impl CustomOp3 for BnJacGradX {
     }
 }
 
-impl CustomOp1 for Swish {
-    fn name(&self) -> &'static str {
-        "eosflow-swish"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((unary!(s, l, "swish", swish_fwd), l.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2(&g.contiguous()?, SwishJac)?))
+/// The activations as three ops per activation a ∈ {Swish, ReLU}:
+/// y = a(x), (x, t) ↦ a'(x)·t, and (x, t, g) ↦ a''(x)·t·g (the backward of
+/// the second in x; ReLU's is 0 away from the kinks, so it is never built).
+struct Act(Activation);
+struct ActJac(Activation);
+struct ActHess(Activation);
+
+fn act_value(a: Activation, x: f64) -> f64 {
+    match a {
+        Activation::Swish => x * sigmoid(x),
+        Activation::Relu => x.max(0.0),
     }
 }
 
-impl CustomOp2 for SwishJac {
+/// a'(x)·t (ReLU: t where x > 0, else 0, with no product).
+fn act_jvp(a: Activation, x: f64, t: f64) -> f64 {
+    match a {
+        Activation::Swish => swish_d1(x) * t,
+        Activation::Relu => {
+            if x > 0.0 {
+                t
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+fn act_hess(a: Activation, x: f64, t: f64, g: f64) -> f64 {
+    match a {
+        Activation::Swish => swish_d2(x) * t * g,
+        Activation::Relu => 0.0,
+    }
+}
+
+fn values<T: Float>(a: Activation, x: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| act_value(a, x[k].f64()))
+}
+
+fn jvps<T: Float>(a: Activation, x: &[T], t: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| act_jvp(a, x[k].f64(), t[k].f64()))
+}
+
+fn hessians<T: Float>(a: Activation, x: &[T], t: &[T], g: &[T]) -> Vec<T> {
+    elementwise(x.len(), |k| act_hess(a, x[k].f64(), t[k].f64(), g[k].f64()))
+}
+
+impl CustomOp1 for Act {
     fn name(&self) -> &'static str {
-        "eosflow-swish-jvp"
+        "eosflow-activation"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let a = self.0;
+        let out = unary!(s, l, "activation", |x| values(a, x));
+        Ok((out, l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2(&g.contiguous()?, ActJac(self.0))?))
+    }
+}
+
+impl CustomOp2 for ActJac {
+    fn name(&self) -> &'static str {
+        "eosflow-activation-jvp"
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        same_shape(l1, l2, "swish jvp")?;
-        let out = binary!(s1, l1, s2, l2, "swish jvp", swish_jac);
+        same_shape(l1, l2, "activation jvp")?;
+        let a = self.0;
+        let out = binary!(s1, l1, s2, l2, "activation jvp", |x, t| jvps(a, x, t));
         Ok((out, l1.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        let dx = if_tracked(x, || x.apply_op3(t, &g, SwishHess))?;
-        let dt = if_tracked(t, || x.apply_op2(&g, SwishJac))?;
+        let dx = match self.0 {
+            Activation::Relu => None,
+            a => if_tracked(x, || x.apply_op3(t, &g, ActHess(a)))?,
+        };
+        let dt = if_tracked(t, || x.apply_op2(&g, ActJac(self.0)))?;
         Ok((dx, dt))
     }
 }
 
-impl CustomOp3 for SwishHess {
+impl CustomOp3 for ActHess {
     fn name(&self) -> &'static str {
-        "eosflow-swish-hess"
+        "eosflow-activation-hess"
     }
     fn cpu_fwd(
         &self,
@@ -327,52 +309,22 @@ impl CustomOp3 for SwishHess {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        same_shape(l1, l2, "swish hess")?;
-        same_shape(l1, l3, "swish hess")?;
-        let out = ternary!(s1, l1, s2, l2, s3, l3, "swish hess", swish_hess);
+        same_shape(l1, l2, "activation hess")?;
+        same_shape(l1, l3, "activation hess")?;
+        let a = self.0;
+        let out = ternary!(s1, l1, s2, l2, s3, l3, "activation hess", |x, t, g| hessians(a, x, t, g));
         Ok((out, l1.shape().clone()))
     }
 }
 
-/// y = max(x, 0).
-struct Relu;
-/// (x, t) ↦ 1[x > 0]·t: ReLU's derivative, piecewise constant, so its own
-/// derivative in x is 0 away from the kinks (the exact HVP there).
-struct ReluJac;
-
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
-        "eosflow-relu"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((unary!(s, l, "relu", relu_fwd), l.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2(&g.contiguous()?, ReluJac)?))
-    }
+/// The activation a, elementwise.
+pub(crate) fn activation(x: &Tensor, a: Activation) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Act(a))
 }
 
-impl CustomOp2 for ReluJac {
-    fn name(&self) -> &'static str {
-        "eosflow-relu-jvp"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        same_shape(l1, l2, "relu jvp")?;
-        Ok((binary!(s1, l1, s2, l2, "relu jvp", relu_jac), l1.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, if_tracked(t, || x.apply_op2(&g.contiguous()?, ReluJac))?))
-    }
-}
-
-/// ReLU, elementwise.
-pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Relu)
-}
-
-/// The tangent of [`relu`] at x along t: 1[x > 0]·t.
-pub(crate) fn relu_jvp(x: &Tensor, t: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&t.contiguous()?, ReluJac)
+/// The tangent of [`activation`] at x along t: a'(x)·t.
+pub(crate) fn activation_jvp(x: &Tensor, t: &Tensor, a: Activation) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&t.contiguous()?, ActJac(a))
 }
 
 /// Per-channel affine maps on (n, c, …) tensors, with the per-channel
@@ -508,27 +460,29 @@ pub(crate) fn batch_norm_jvp(x: &Tensor, t: &Tensor, eps: f64) -> Result<Tensor>
     x.contiguous()?.apply_op2(&t.contiguous()?, BnJac { eps })
 }
 
+/// (n, c, …) ↦ (2, c): the rows μ and σ² of each channel (no gradient).
+struct BnStats;
+
+impl CustomOp1 for BnStats {
+    fn name(&self) -> &'static str {
+        "eosflow-bn-stats"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let ch = Channels::of(l.shape())?;
+        Ok((unary!(s, l, "bn stats", |x| stats_rows(x, ch)), Shape::from((2, ch.c))))
+    }
+}
+
+fn stats_rows<T: Float>(x: &[T], ch: Channels) -> Vec<T> {
+    let st = stats(x, ch, 0.0);
+    st.iter().map(|s| T::of(s.0)).chain(st.iter().map(|s| T::of(s.2))).collect()
+}
+
 /// Per channel (μ, σ²) of x (n, c, …) as two (c,) tensors: the statistics
-/// [`batch_norm`] uses, computed the same way.
+/// [`batch_norm`] uses, computed the same way, in place.
 pub(crate) fn channel_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let x = x.contiguous()?;
-    let ch = Channels::of(x.shape())?;
-    let x64 = x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let st = stats(&x64, ch, 0.0);
-    let dev = x.device();
-    let mu = Tensor::from_iter(st.iter().map(|s| s.0), dev)?.to_dtype(x.dtype())?;
-    let var = Tensor::from_iter(st.iter().map(|s| s.2), dev)?.to_dtype(x.dtype())?;
-    Ok((mu, var))
-}
-
-/// Swish x·σ(x), elementwise.
-pub(crate) fn swish(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Swish)
-}
-
-/// The tangent of [`swish`] at x along t: swish'(x)·t.
-pub(crate) fn swish_jvp(x: &Tensor, t: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&t.contiguous()?, SwishJac)
+    let st = x.contiguous()?.apply_op1_no_bwd(&BnStats)?;
+    Ok((st.get(0)?, st.get(1)?))
 }
 
 #[cfg(test)]
@@ -631,7 +585,10 @@ mod tests {
 
     #[test]
     fn swish_matches_candle_autodiff_of_the_formula() {
-        check("swish", &[6, 5, 3], |x, dx| (swish(x).unwrap(), swish_jvp(x, dx).unwrap()), swish_reference);
+        let fused = |x: &Tensor, dx: &Tensor| {
+            (activation(x, Activation::Swish).unwrap(), activation_jvp(x, dx, Activation::Swish).unwrap())
+        };
+        check("swish", &[6, 5, 3], fused, swish_reference);
     }
 
     #[test]
@@ -642,7 +599,10 @@ mod tests {
             let mask = x.gt(0.0).unwrap().to_dtype(x.dtype()).unwrap();
             (x.relu().unwrap(), dx.mul(&mask).unwrap())
         };
-        check("relu", &[6, 5, 3], |x, dx| (relu(x).unwrap(), relu_jvp(x, dx).unwrap()), reference);
+        let fused = |x: &Tensor, dx: &Tensor| {
+            (activation(x, Activation::Relu).unwrap(), activation_jvp(x, dx, Activation::Relu).unwrap())
+        };
+        check("relu", &[6, 5, 3], fused, reference);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod conv;
 pub mod data;
 mod forward;
 mod fused;
+mod kernels;
 pub mod net;
 pub mod problem;
 
