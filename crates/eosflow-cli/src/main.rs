@@ -67,12 +67,17 @@ impl OutArgs {
         if let Some(s) = self.steps {
             cfg.run.steps = s;
         }
-        if let Some(d) = &self.data {
-            cfg.data.cifar_dir =
-                Some(std::path::absolute(d).with_context(|| format!("bad --data path {}", d.display()))?);
-        }
-        Ok(())
+        set_data_dir(cfg, self.data.as_deref())
     }
+}
+
+/// `--data DIR`: the CIFAR-10 folder, made absolute so the run directory's
+/// config reruns from anywhere.
+fn set_data_dir(cfg: &mut Config, dir: Option<&Path>) -> Result<()> {
+    if let Some(d) = dir {
+        cfg.data.cifar_dir = Some(std::path::absolute(d).with_context(|| format!("bad --data path {}", d.display()))?);
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -229,12 +234,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             if !p.variants.is_empty() {
                 let mut jobs = Vec::new();
-                for (label, patch) in p.variants {
-                    let mut base = p.table()?;
-                    presets::merge(&mut base, &toml::from_str(patch)?);
-                    config::apply_sets(&mut base, &out.set)?;
-                    let text = toml::to_string(&base)?;
-                    let mut cfg = config::parse(&text, &format!("preset {} ({label})", p.name))?;
+                for &(label, patch) in p.variants {
+                    let mut cfg = p.config(Some((label, patch)), &out.set)?;
                     out.apply(&mut cfg)?;
                     cfg.name = format!("{}-{label}", p.name);
                     jobs.push((label.to_string(), cfg));
@@ -243,17 +244,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 install_signal_handler(token.clone());
                 return sweep::run_variants(p.name, jobs, out.out.clone(), out.force, &token);
             }
-            let cfg = config::parse_with(&toml::to_string(&p.table()?)?, &format!("preset {}", p.name), &out.set)?;
-            execute(cfg, out)
+            execute(p.config(None, &out.set)?, out)
         }
         Cmd::Resume { run_dir, steps } => resume(&run_dir, steps),
         Cmd::Bench { target, warmup, timed, evals, hvps, data, set } => {
             let mut cfg = match presets::find(&target) {
-                Some(p) => config::parse_with(&toml::to_string(&p.table()?)?, &format!("preset {}", p.name), &set)?,
+                Some(p) => p.config(None, &set)?,
                 None => config::load_with(Path::new(&target), &set)?,
             };
-            let out = OutArgs { out: None, force: false, steps: None, seeds: None, data, set: Vec::new() };
-            out.apply(&mut cfg)?;
+            set_data_dir(&mut cfg, data.as_deref())?;
             let json = bench::run(&cfg, warmup, timed, evals, hvps)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)

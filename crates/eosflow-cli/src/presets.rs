@@ -250,11 +250,21 @@ pub const PRESETS: &[Preset] = &[
 ];
 
 impl Preset {
-    /// The preset's base config as a TOML table (`toml` with `patch`).
-    pub fn table(&self) -> anyhow::Result<toml::Table> {
-        let mut base: toml::Table = toml::from_str(self.toml)?;
-        merge(&mut base, &toml::from_str(self.patch)?);
-        Ok(base)
+    /// The preset's config: `toml` with `patch`, then the run's variant
+    /// patch (label, TOML) if any, then the command line's `--set`s.
+    pub fn config(&self, variant: Option<(&str, &str)>, sets: &[String]) -> anyhow::Result<crate::config::Config> {
+        let mut table: toml::Table = toml::from_str(self.toml)?;
+        merge(&mut table, &toml::from_str(self.patch)?);
+        let mut origin = format!("preset {}", self.name);
+        if let Some((label, patch)) = variant {
+            merge(&mut table, &toml::from_str(patch)?);
+            origin = format!("{origin} ({label})");
+        }
+        if !sets.is_empty() {
+            crate::config::apply_sets(&mut table, sets)?;
+            origin = format!("{origin} with --set {}", sets.join(" --set "));
+        }
+        crate::config::parse(&toml::to_string(&table)?, &origin)
     }
 }
 
@@ -263,7 +273,7 @@ pub fn find(name: &str) -> Option<&'static Preset> {
 }
 
 /// Merges `patch` into `base` (tables recursively, other values replaced).
-pub fn merge(base: &mut toml::Table, patch: &toml::Table) {
+fn merge(base: &mut toml::Table, patch: &toml::Table) {
     for (k, v) in patch {
         match (base.get_mut(k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(p)) => merge(b, p),
