@@ -454,21 +454,34 @@ impl CustomOp3 for ConvTangent {
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn conv2d_tangent(x: &Tensor, xd: &Tensor, w: &Tensor, dw: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    if dw.track_op() || x.dims() != xd.dims() || w.dims() != dw.dims() {
+    if x.dims() != xd.dims() || w.dims() != dw.dims() {
+        candle_core::bail!(
+            "conv tangent: ẋ {:?} and Ẇ {:?} must have the shapes of x {:?} and W {:?}",
+            xd.dims(),
+            dw.dims(),
+            x.dims(),
+            w.dims()
+        );
+    }
+    if dw.track_op() {
         return conv2d(xd, w, stride, pad)? + conv2d(x, dw, stride, pad)?;
     }
-    let (cout, c, k, k2) = w.dims4()?;
+    let g = geometry(x, w, stride, pad)?;
+    x.contiguous()?.apply_op3(&xd.contiguous()?, &w.contiguous()?, ConvTangent { g, dw: dw.contiguous()? })
+}
+
+/// The geometry of conv(x, kernel), or an error if they do not fit.
+fn geometry(x: &Tensor, kernel: &Tensor, stride: usize, pad: usize) -> Result<Geometry> {
+    let (cout, c, k, k2) = kernel.dims4()?;
     let dims = x.dims4()?;
     if dims.1 != c || k != k2 {
-        candle_core::bail!("conv: input {:?} and kernel {:?} do not match", x.dims(), w.dims());
+        candle_core::bail!("conv: input {:?} and kernel {:?} do not match", x.dims(), kernel.dims());
     }
-    let g = Geometry::new(dims, cout, k, stride, pad)?;
-    let dw = dw.contiguous()?;
-    x.contiguous()?.apply_op3(&xd.contiguous()?, &w.contiguous()?, ConvTangent { g, dw })
+    Geometry::new(dims, cout, k, stride, pad)
 }
 
 /// Output size of a convolution along one axis of size s.
-pub(crate) fn out_size(s: usize, k: usize, stride: usize, pad: usize) -> usize {
+fn out_size(s: usize, k: usize, stride: usize, pad: usize) -> usize {
     (s + 2 * pad - k) / stride + 1
 }
 
@@ -488,11 +501,6 @@ pub(crate) fn out_size(s: usize, k: usize, stride: usize, pad: usize) -> usize {
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn conv2d(x: &Tensor, kernel: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
-    let (cout, c, k, k2) = kernel.dims4()?;
-    let dims = x.dims4()?;
-    if dims.1 != c || k != k2 {
-        candle_core::bail!("conv: input {:?} and kernel {:?} do not match", x.dims(), kernel.dims());
-    }
-    let g = Geometry::new(dims, cout, k, stride, pad)?;
+    let g = geometry(x, kernel, stride, pad)?;
     x.contiguous()?.apply_op2(&kernel.contiguous()?, Conv(g))
 }

@@ -169,14 +169,14 @@ impl<'a> Pass<'a> {
         // Per-channel values broadcast as (1, c, 1, 1) (or (1, c)).
         let mut bshape = vec![1usize; h.x.rank()];
         bshape[1] = h.x.dim(1)?;
-        let cpu = self.ours(&h.x);
+        let ours = self.ours(&h.x);
         let (y, t) = match &self.bn {
             BnSource::Batch(record) => {
                 if let Some(rec) = record {
-                    let (mu, var) = if cpu { crate::fused::channel_stats(&h.x)? } else { candle_stats(&h.x)? };
+                    let (mu, var) = if ours { crate::fused::channel_stats(&h.x)? } else { candle_stats(&h.x)? };
                     rec.borrow_mut().push((mu.reshape(bshape.as_slice())?, var.reshape(bshape.as_slice())?));
                 }
-                if cpu {
+                if ours {
                     // Fused ops: one tensor per layer in the graph, exact
                     // tangent and backward rules (crate::fused).
                     let t = h.t.map(|t| crate::fused::batch_norm_jvp(&h.x, &t, self.eps)).transpose()?;
@@ -201,7 +201,7 @@ impl<'a> Pass<'a> {
             Affine::Trainable => {
                 let (g, dg) = self.take();
                 let (b, db) = self.take();
-                if cpu {
+                if ours {
                     let dgb = dg.zip(db);
                     crate::fused::affine_dual(&y, t.as_ref(), g, b, dgb)?
                 } else {
