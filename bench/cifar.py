@@ -23,14 +23,13 @@ import csv
 import json
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import jax
+import jax.numpy as jnp
 
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp  # noqa: E402
+from jax_nets import median_time, vgg_loss
 
 VGG11 = "64 M 128 M 256 256 M 512 512 M 512 512 M".split()
 FILES = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
@@ -55,45 +54,6 @@ def read_train(folder):
     mean = x.mean((0, 2, 3), keepdims=True)
     std = x.std((0, 2, 3), keepdims=True)
     return (x - mean) / std, y
-
-
-def scaled(c, width):
-    return max(1, int(np.floor(c * width + 0.5)))
-
-
-def vgg_loss(x, y, width, gamma=0.3 * np.log(91.0)):
-    def bn(z, axes):
-        mu = z.mean(axes, keepdims=True)
-        return (z - mu) / jnp.sqrt(((z - mu) ** 2).mean(axes, keepdims=True))
-
-    def loss(w):
-        h, off, c = x, 0, 3
-        for it in VGG11:
-            if it == "M":
-                n, ch, hh, ww = h.shape
-                h = h.reshape(n, ch, hh // 2, 2, ww // 2, 2).mean((3, 5))
-                continue
-            o = scaled(int(it), width)
-            k = w[off : off + o * c * 9].reshape(o, c, 3, 3)
-            off += o * c * 9
-            h = jax.lax.conv_general_dilated(h, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
-            h = bn(h, (0, 2, 3))
-            h = h * jax.nn.sigmoid(h)
-            c = o
-        h = h.reshape(h.shape[0], -1)
-        z = gamma * bn(h @ w[off:].reshape(10, h.shape[1]).T, 0)
-        return jnp.mean(jax.nn.logsumexp(z, 1) - z[jnp.arange(len(y)), y])
-
-    return loss
-
-
-def median_time(f, n):
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        jax.block_until_ready(f())
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
 
 
 def main():
@@ -122,7 +82,7 @@ def main():
                 [args.eosflow, "bench", "fig2", "--warmup", "1", "--timed", str(args.reps), "--evals", "0",
                  "--hvps", str(args.reps), *flags], check=True, capture_output=True, text=True).stdout)
             dt = jnp.float64 if prec == "f64" else jnp.float32
-            loss = vgg_loss(jnp.asarray(x, dt), jnp.asarray(y), args.width)
+            loss = vgg_loss(VGG11, jnp.asarray(x, dt), jnp.asarray(y), args.width)
             w0 = jnp.asarray(np.load(run / "data/w0.npy"), dt)
             v = jnp.asarray(np.random.default_rng(0).standard_normal(w0.size), dt)
             vg = jax.jit(jax.value_and_grad(loss))

@@ -19,25 +19,14 @@ import csv
 import json
 import subprocess
 import tempfile
-import time
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import jax
+import jax.numpy as jnp
 
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp  # noqa: E402
-
-
-def bn(z, axes):
-    mu = z.mean(axes, keepdims=True)
-    var = ((z - mu) ** 2).mean(axes, keepdims=True)
-    return (z - mu) / jnp.sqrt(var)
-
-
-def swish(h):
-    return h * jax.nn.sigmoid(h)
+from jax_nets import bn, median_time, swish, vgg_loss
 
 
 def mlp_loss(cfg, x, y):
@@ -57,38 +46,7 @@ def mlp_loss(cfg, x, y):
 
 
 def cnn_loss(cfg, x, y):
-    items = cfg["vgg"].split()
-    gamma = cfg["final_gamma"]
-    x = x.reshape(-1, 1, 8, 8)
-
-    def loss(w):
-        h, off, c = x, 0, 1
-        for it in items:
-            if it == "M":
-                n, ch, hh, ww = h.shape
-                h = h.reshape(n, ch, hh // 2, 2, ww // 2, 2).mean((3, 5))
-                continue
-            o = int(it)
-            K = w[off : off + o * c * 9].reshape(o, c, 3, 3)
-            off += o * c * 9
-            h = jax.lax.conv_general_dilated(h, K, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
-            h = swish(bn(h, (0, 2, 3)))
-            c = o
-        h = h.reshape(h.shape[0], -1)
-        W = w[off:].reshape(10, h.shape[1])
-        z = gamma * bn(h @ W.T, 0)
-        return jnp.mean(jax.nn.logsumexp(z, 1) - z[jnp.arange(len(y)), y])
-
-    return loss
-
-
-def median_time(f, n):
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        jax.block_until_ready(f())
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return vgg_loss(cfg["vgg"].split(), x.reshape(-1, 1, 8, 8), y, cfg["width"], cfg["final_gamma"])
 
 
 def main():
