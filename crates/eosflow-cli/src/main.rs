@@ -13,7 +13,7 @@ mod sweep;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use config::Config;
-use eosflow::run::{CancelToken, Observer, Status};
+use eosflow::run::{CancelToken, Status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -381,15 +381,15 @@ pub(crate) fn run_in_dir(
         None => rundir::CsvObserver::new(dir, cfg.sharpness.k),
     };
     let mut progress = rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
-    let mut observers: [&mut dyn Observer; 2] = [&mut csv, &mut progress];
-    let summary = eosflow::run::run_from(
-        prep.problem.as_ref(),
-        prep.optimizer.as_mut(),
-        &prep.params,
-        &mut observers,
-        token,
-        resume.as_ref().map(|(st, _)| st),
-    )?;
+    let mut runner = eosflow::run::Runner::for_problem(prep.problem.as_ref(), prep.optimizer.as_mut())
+        .params(prep.params.clone())
+        .observer(&mut csv)
+        .observer(&mut progress)
+        .cancel(token.clone());
+    if let Some((state, _)) = resume {
+        runner = runner.resume(state);
+    }
+    let summary = runner.run()?;
 
     let fig_start = std::time::Instant::now();
     let figures = if cfg.output.figures {

@@ -2,11 +2,10 @@
 //! ghost batches, exact gradient and HVP, accuracy and L_min metrics.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
-use eosflow::optim::Evaluation;
-use eosflow::problems::{Problem, Tracker};
+use eosflow::objective::Counted;
+use eosflow::problems::{Problem, StepView, Tracker, TrackerStateError};
 use eosflow::spectrum::LinOp;
 use eosflow::{Hessian, Objective, ScaleInvariance};
 use rayon::prelude::*;
@@ -201,7 +200,6 @@ pub struct NetProblem {
     w0: Vec<f64>,
     lmin: f64,
     device: Device,
-    cache: Mutex<Option<(Vec<f64>, NetEval)>>,
 }
 
 impl NetProblem {
@@ -276,7 +274,6 @@ impl NetProblem {
             params,
             w0,
             lmin,
-            cache: Mutex::new(None),
         })
     }
 
@@ -402,20 +399,13 @@ impl NetProblem {
         Self::weighted_sum(batches, n, &parts, out);
     }
 
-    /// Loss and accuracy on the training and test sets at w (cached: the
-    /// tracker and the metrics ask for the same w).
+    /// Loss and accuracy on the training and test sets at w: one forward pass
+    /// over each set.
     pub fn evaluate(&self, w: &[f64]) -> NetEval {
-        if let Some((cw, e)) = self.cache.lock().unwrap().as_ref()
-            && cw.as_slice() == w
-        {
-            return *e;
-        }
-        let e = self.evaluate_uncached(w).expect("evaluation");
-        *self.cache.lock().unwrap() = Some((w.to_vec(), e));
-        e
+        self.try_evaluate(w).expect("evaluation")
     }
 
-    fn evaluate_uncached(&self, w: &[f64]) -> candle_core::Result<NetEval> {
+    fn try_evaluate(&self, w: &[f64]) -> candle_core::Result<NetEval> {
         let ts = self.param_tensors(w);
         let run = |b: &Batch, bn: BnSource| -> candle_core::Result<(f64, usize)> {
             let (z, l, _) = self.batch_loss(&ts, None, b, bn)?;
@@ -574,17 +564,8 @@ impl Problem for NetProblem {
         self.w0.clone()
     }
 
-    fn metric_names(&self) -> Vec<&'static str> {
-        vec!["train_acc", "test_loss", "test_acc", "loss_minus_lmin", "test_loss_minus_lmin"]
-    }
-
-    fn metrics(&self, w: &[f64], eval: &Evaluation) -> Vec<f64> {
-        let e = self.evaluate(w);
-        vec![e.train_acc, e.test_loss, e.test_acc, eval.loss - self.lmin, e.test_loss - self.lmin]
-    }
-
     fn tracker(&self) -> Box<dyn Tracker + '_> {
-        Box::new(NetTracker { p: self, s: TrackerState::default() })
+        Box::new(NetTracker { p: self, s: TrackerState::default(), last: None })
     }
 }
 
@@ -616,14 +597,43 @@ struct TrackerState {
 struct NetTracker<'a> {
     p: &'a NetProblem,
     s: TrackerState,
+    /// The last evaluated w and its evaluation: the summary's final numbers
+    /// reuse it when w_T is that point.
+    last: Option<(Vec<f64>, NetEval)>,
+}
+
+impl NetTracker<'_> {
+    /// [`NetProblem::evaluate`], counted (one forward pass over the training
+    /// set and one over the test set) and remembered.
+    fn evaluate(&mut self, obj: &Counted, w: &[f64]) -> NetEval {
+        if let Some((lw, e)) = &self.last
+            && lw.as_slice() == w
+        {
+            return *e;
+        }
+        obj.add_forward_passes(2);
+        let e = self.p.evaluate(w);
+        self.last = Some((w.to_vec(), e));
+        e
+    }
 }
 
 impl Tracker for NetTracker<'_> {
-    fn observe_sharpness(&mut self, step: u64, sharpness: f64) {
-        self.s.sharpness.push((step, sharpness));
+    fn columns(&self) -> Vec<&'static str> {
+        vec!["train_acc", "test_loss", "test_acc", "loss_minus_lmin", "test_loss_minus_lmin"]
     }
 
-    fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation) {
+    fn observe(&mut self, obj: &Counted, view: &StepView) -> Vec<f64> {
+        let (step, w, eval) = (view.step, view.w, view.eval);
+        if let Some(sharpness) = view.sharpness {
+            self.s.sharpness.push((step, sharpness));
+        }
+        let row = if view.logged {
+            let e = self.evaluate(obj, w);
+            vec![e.train_acc, e.test_loss, e.test_acc, eval.loss - self.p.lmin, e.test_loss - self.p.lmin]
+        } else {
+            Vec::new()
+        };
         if self.s.fit_step.is_some()
             && self.s.eos_entry_step.is_none()
             && let Some(&(s_step, sharp)) = self.s.sharpness.last()
@@ -633,9 +643,9 @@ impl Tracker for NetTracker<'_> {
             self.s.eos_entry_step = Some(step);
         }
         if !step.is_multiple_of(self.p.params.eval_every.max(1)) {
-            return;
+            return row;
         }
-        let e = self.p.evaluate(w);
+        let e = self.evaluate(obj, w);
         if self.s.eos_entry_step.is_some() && self.s.test_acc_at_eos_entry.is_none() {
             self.s.test_acc_at_eos_entry = Some(e.test_acc);
         }
@@ -651,11 +661,12 @@ impl Tracker for NetTracker<'_> {
         if self.s.best_test_acc.is_none_or(|(b, _)| e.test_acc > b) {
             self.s.best_test_acc = Some((e.test_acc, step));
         }
+        row
     }
 
-    fn summary(&self, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    fn summary(&mut self, obj: &Counted, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::json;
-        let e = self.p.evaluate(w_final);
+        let e = self.evaluate(obj, w_final);
         let mut m = serde_json::Map::new();
         let (n, nh, nt) = self.p.sizes();
         m.insert("network".into(), json!(self.p.net.name));
@@ -709,8 +720,8 @@ impl Tracker for NetTracker<'_> {
         serde_json::to_value(&self.s).expect("tracker state")
     }
 
-    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        self.s = serde_json::from_value(state.clone()).map_err(|e| format!("nn tracker state: {e}"))?;
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), TrackerStateError> {
+        self.s = TrackerStateError::read("nn", state)?;
         Ok(())
     }
 }

@@ -7,16 +7,17 @@
 //! exact Hessian-vector products, and the Edge-of-Stability regime.
 //!
 //! Everything works on one vector type, `&[f64]`. The library never prints
-//! or touches files: the [`run::Runner`](run::run) reports to
-//! [`run::Observer`]s, and the `eosflow` binary owns the files.
+//! or touches files: the [`run::Runner`] reports to [`run::Observer`]s, and
+//! the `eosflow` binary owns the files.
 //!
 //! ```
-//! use eosflow::{optim::{GdWd, Optimizer}, problems::{Problem, Toy3d}, run};
+//! use eosflow::{optim::GdWd, problems::{Problem, Toy3d}, run::{RunParams, Runner}};
 //! let p = Toy3d::new(0);
 //! let mut opt = GdWd::new(0.5, 0.08, p.initial_point());
-//! let params = run::RunParams { steps: 200, sharpness_every: 50, ..Default::default() };
-//! let s = run::run(&p, &mut opt, &params, &mut [], &run::CancelToken::new()).unwrap();
+//! let params = RunParams { steps: 200, sharpness_every: 50, ..Default::default() };
+//! let s = Runner::for_problem(&p, &mut opt).params(params).run().unwrap();
 //! assert_eq!(s.last_step, 200);
+//! assert_eq!(s.counts.gradients, 201);
 //! ```
 
 pub mod eos;
@@ -29,4 +30,4 @@ pub mod run;
 pub mod sharpness;
 pub mod spectrum;
 
-pub use objective::{FiniteDifferenceHvp, Hessian, HvpAt, Objective, ScaleInvariance};
+pub use objective::{Counted, Counts, FiniteDifferenceHvp, Hessian, HvpAt, Objective, ScaleInvariance};

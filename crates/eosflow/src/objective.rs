@@ -7,6 +7,7 @@
 
 use crate::linalg;
 use crate::spectrum::LinOp;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which parameters a loss is scale-invariant in: L(…, c·w_S, …) = L(…, w_S, …)
 /// for every c > 0, where w_S is the declared block.
@@ -180,4 +181,130 @@ pub fn finite_difference_gradient(obj: &dyn Objective, w: &[f64]) -> Vec<f64> {
             (lp - lm) / (2.0 * h)
         })
         .collect()
+}
+
+/// Evaluations of an objective, by kind: the real cost of a run.
+///
+/// `forward_passes` counts whole-data-set forward passes that are not part of
+/// a loss, gradient or HVP — a network's accuracy and test-set evaluation on
+/// logged steps (one pass over the training set and one over the test set
+/// each time). Trackers report them with [`Counted::add_forward_passes`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// [`Objective::loss`] calls (loss without gradient).
+    pub losses: u64,
+    /// [`Objective::loss_grad`] calls.
+    pub gradients: u64,
+    /// Hessian-vector products: [`Hessian::hvp`] calls and applications of
+    /// the operators [`Hessian::hessian_at`] returns.
+    pub hvps: u64,
+    /// Forward passes over a data set outside the three above.
+    pub forward_passes: u64,
+}
+
+/// Wraps an objective and counts every evaluation made through it, whoever
+/// makes it: the optimizer's gradients, Lanczos's HVPs, a tracker's
+/// projections and summaries (argmin's counting wrapper). The counters are
+/// atomic, so the wrapper is `Sync` like any objective.
+///
+/// ```
+/// use eosflow::objective::{Counted, Hessian, Objective};
+/// use eosflow::problems::Toy3d;
+/// let p = Toy3d::new(0);
+/// let c = Counted::new(&p);
+/// let w = [1.0, 2.0, 3.0];
+/// let mut g = [0.0; 3];
+/// c.loss_grad(&w, &mut g);
+/// let h = c.hessian_at(&w);
+/// h.apply(&g, &mut [0.0; 3]);
+/// h.apply(&w, &mut [0.0; 3]);
+/// assert_eq!((c.counts().gradients, c.counts().hvps), (1, 2));
+/// ```
+pub struct Counted<'a> {
+    inner: &'a dyn Hessian,
+    losses: AtomicU64,
+    gradients: AtomicU64,
+    hvps: AtomicU64,
+    forward_passes: AtomicU64,
+}
+
+impl<'a> Counted<'a> {
+    /// Counts from zero.
+    pub fn new(inner: &'a dyn Hessian) -> Self {
+        Self::starting_at(inner, Counts::default())
+    }
+
+    /// Counts on from `start` (a resumed run's totals so far).
+    pub fn starting_at(inner: &'a dyn Hessian, start: Counts) -> Self {
+        Self {
+            inner,
+            losses: AtomicU64::new(start.losses),
+            gradients: AtomicU64::new(start.gradients),
+            hvps: AtomicU64::new(start.hvps),
+            forward_passes: AtomicU64::new(start.forward_passes),
+        }
+    }
+
+    /// The wrapped objective.
+    pub fn inner(&self) -> &'a dyn Hessian {
+        self.inner
+    }
+
+    /// The totals so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            losses: self.losses.load(Ordering::Relaxed),
+            gradients: self.gradients.load(Ordering::Relaxed),
+            hvps: self.hvps.load(Ordering::Relaxed),
+            forward_passes: self.forward_passes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records `n` forward passes made outside the objective's methods.
+    pub fn add_forward_passes(&self, n: u64) {
+        self.forward_passes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Objective for Counted<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
+        self.gradients.fetch_add(1, Ordering::Relaxed);
+        self.inner.loss_grad(w, grad)
+    }
+    fn loss(&self, w: &[f64]) -> f64 {
+        self.losses.fetch_add(1, Ordering::Relaxed);
+        self.inner.loss(w)
+    }
+    fn scale_invariance(&self) -> ScaleInvariance {
+        self.inner.scale_invariance()
+    }
+}
+
+impl Hessian for Counted<'_> {
+    fn hvp(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        self.hvps.fetch_add(1, Ordering::Relaxed);
+        self.inner.hvp(w, v, out)
+    }
+    fn hessian_at<'b>(&'b self, w: &[f64]) -> Box<dyn LinOp + 'b> {
+        Box::new(CountedOp { op: self.inner.hessian_at(w), hvps: &self.hvps })
+    }
+}
+
+/// An operator of [`Hessian::hessian_at`] that counts its applications.
+struct CountedOp<'b> {
+    op: Box<dyn LinOp + 'b>,
+    hvps: &'b AtomicU64,
+}
+
+impl LinOp for CountedOp<'_> {
+    fn dim(&self) -> usize {
+        self.op.dim()
+    }
+    fn apply(&self, x: &[f64], y: &mut [f64]) {
+        self.hvps.fetch_add(1, Ordering::Relaxed);
+        self.op.apply(x, y)
+    }
 }

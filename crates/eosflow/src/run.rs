@@ -1,13 +1,51 @@
-//! The runner: steps an optimizer on a problem, schedules sharpness
-//! evaluations, stops on the step budget, on numerical trouble or on a cancel
-//! token, and hands every record to observers — the only output channel.
+//! The runner: steps an optimizer on any objective, schedules sharpness
+//! evaluations, counts every evaluation, stops on the step budget, on
+//! numerical trouble or on a cancel token, and hands every record to
+//! observers — the only output channel.
+//!
+//! A user's own objective runs as it is: implement [`Objective`] (and an HVP,
+//! or wrap it in [`FiniteDifferenceHvp`](crate::FiniteDifferenceHvp)), give
+//! the runner an optimizer, and read the [`History`]:
+//!
+//! ```
+//! use eosflow::optim::GdWd;
+//! use eosflow::run::{History, RunParams, Runner};
+//! use eosflow::{FiniteDifferenceHvp, Objective};
+//!
+//! /// L(w) = 1 − w₀²/‖w‖²: scale-invariant, minimal on the w₀ axis.
+//! struct Axis;
+//! impl Objective for Axis {
+//!     fn dim(&self) -> usize { 2 }
+//!     fn loss_grad(&self, w: &[f64], g: &mut [f64]) -> f64 {
+//!         let s = w[0] * w[0] + w[1] * w[1];
+//!         let c = w[0] * w[0] / s;
+//!         g[0] = -2.0 * w[0] / s + 2.0 * c * w[0] / s;
+//!         g[1] = 2.0 * c * w[1] / s;
+//!         1.0 - c
+//!     }
+//! }
+//!
+//! let obj = FiniteDifferenceHvp::new(Axis);
+//! let mut opt = GdWd::new(0.1, 0.01, vec![1.0, 1.0]);
+//! let mut history = History::default();
+//! let summary = Runner::new(&obj, &mut opt)
+//!     .params(RunParams { steps: 500, sharpness_every: 100, ..Default::default() })
+//!     .observer(&mut history)
+//!     .run()
+//!     .unwrap();
+//! assert_eq!(history.steps.len(), 501);
+//! assert!(history.steps[500].loss < 1e-6 * history.steps[0].loss);
+//! assert_eq!(history.sharpness.len(), 6);
+//! assert_eq!(summary.counts.gradients, 501);
+//! ```
 
 use crate::eos::{Regime, RegimeBand};
-use crate::optim::Optimizer;
-use crate::problems::Problem;
+use crate::objective::{Counted, Counts, Hessian};
+use crate::optim::{Optimizer, RestoreError};
+use crate::problems::{NoTracker, Problem, StepView, Tracker, TrackerStateError};
 use crate::sharpness::spherical_sharpness;
 use crate::spectrum::LanczosParams;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -54,7 +92,7 @@ impl Default for RunParams {
 }
 
 /// One row of metrics.csv.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// t; 0 is the initial point.
     pub step: u64,
@@ -72,12 +110,12 @@ pub struct StepRecord {
     pub sharpness: Option<f64>,
     /// Regime against the most recent sharpness (None before the first).
     pub regime: Option<Regime>,
-    /// The problem's own columns ([`Problem::metric_names`]).
+    /// The problem's own columns ([`Tracker::columns`]).
     pub extra: Vec<f64>,
 }
 
 /// One row of sharpness.csv.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SharpnessRecord {
     /// t.
     pub step: u64,
@@ -131,11 +169,14 @@ pub struct RunSummary {
     pub max_sharpness: Option<f64>,
     /// Gradient evaluations.
     pub gradient_evals: u64,
-    /// Hessian-vector products in all sharpness evaluations.
+    /// Hessian-vector products in the runner's sharpness evaluations.
     pub hvps: u64,
     /// Sharpness evaluations, and how many missed the Lanczos tolerance.
     pub sharpness_evals: u64,
     pub sharpness_unconverged: u64,
+    /// Every evaluation of the objective during the run, whoever made it
+    /// (optimizer, sharpness, the problem's tracker and summary).
+    pub counts: Counts,
     /// Seconds spent in the runner.
     pub wall_time_s: f64,
     /// The problem's own results.
@@ -148,7 +189,7 @@ pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
 /// Receives what the runner produces. Observers write files, draw progress
 /// bars and plots; the library itself never does.
 pub trait Observer {
-    /// Before step 0, with the problem's extra column names.
+    /// Before the first step, with the problem's extra column names.
     fn on_start(&mut self, _extra_columns: &[&str]) -> Result<(), ObserverError> {
         Ok(())
     }
@@ -200,14 +241,17 @@ pub enum RunError {
     /// The parameter vector does not match the problem.
     #[error("initial point has {got} entries, the problem has {dim} parameters")]
     Dimension { got: usize, dim: usize },
-    /// A checkpoint does not fit this problem or optimizer.
+    /// A checkpoint's optimizer state does not fit this optimizer.
     #[error("cannot resume from the checkpoint: {0}")]
-    Resume(String),
+    ResumeOptimizer(#[from] RestoreError),
+    /// A checkpoint's tracker state does not fit this problem.
+    #[error("cannot resume from the checkpoint: {0}")]
+    ResumeTracker(#[from] TrackerStateError),
 }
 
 /// Everything the runner needs to continue a run exactly where it stopped:
 /// written by observers at each checkpoint ([`Observer::on_checkpoint`]),
-/// given back to [`run_from`]. With the same config, a resumed run computes
+/// given back to [`Runner::resume`]. With the same config, a resumed run computes
 /// the same bits as one that was never interrupted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunState {
@@ -230,199 +274,287 @@ pub struct RunState {
     pub hvps: u64,
     pub sharpness_evals: u64,
     pub sharpness_unconverged: u64,
+    /// Evaluation counts so far (absent in checkpoints of eosflow ≤ 0.1.0's
+    /// first format: counted from the resume on).
+    #[serde(default)]
+    pub counts: Counts,
     /// The problem tracker's state (`Tracker::save`).
     pub tracker: serde_json::Value,
 }
 
-/// Runs `opt` on `problem` for `params.steps` updates.
+/// An in-memory observer: every logged step, every sharpness evaluation and
+/// the summary, for a Rust user's own analysis (or a notebook through the
+/// Python bindings). The records serialise with serde.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct History {
+    /// The tracker's extra column names (the meaning of [`StepRecord::extra`]).
+    pub columns: Vec<String>,
+    /// One record per logged step.
+    pub steps: Vec<StepRecord>,
+    /// One record per sharpness evaluation.
+    pub sharpness: Vec<SharpnessRecord>,
+    /// The run's summary, once it has finished.
+    pub summary: Option<RunSummary>,
+}
+
+impl Observer for History {
+    fn on_start(&mut self, extra_columns: &[&str]) -> Result<(), ObserverError> {
+        self.columns = extra_columns.iter().map(|c| c.to_string()).collect();
+        Ok(())
+    }
+    fn on_step(&mut self, rec: &StepRecord, _w: &[f64]) -> Result<(), ObserverError> {
+        self.steps.push(rec.clone());
+        Ok(())
+    }
+    fn on_sharpness(&mut self, rec: &SharpnessRecord) -> Result<(), ObserverError> {
+        self.sharpness.push(rec.clone());
+        Ok(())
+    }
+    fn on_finish(&mut self, summary: &RunSummary, _w: &[f64]) -> Result<(), ObserverError> {
+        self.summary = Some(summary.clone());
+        Ok(())
+    }
+}
+
+/// One run: an objective, an optimizer and what happens around the steps,
+/// set up by a builder and started by [`Runner::run`].
 ///
 /// Each step t: evaluate L, ∇L at w_t; every `sharpness_every` steps compute
 /// the spherical sharpness (warm-started from the previous eigenvector);
-/// classify the regime; report to observers; update to w_{t+1}.
-/// Non-finite loss, gradient or weights, or ‖w‖ underflowing to 0, stop the
-/// run with [`Status::Diverged`]; rows already reported stay reported. A
-/// cancelled run finishes its step, reports a checkpoint and stops with
-/// [`Status::Interrupted`].
-pub fn run(
-    problem: &dyn Problem,
-    opt: &mut dyn Optimizer,
-    params: &RunParams,
-    observers: &mut [&mut dyn Observer],
-    cancel: &CancelToken,
-) -> Result<RunSummary, RunError> {
-    run_from(problem, opt, params, observers, cancel, None)
+/// classify the regime; let the tracker see the step; report logged steps
+/// to the observers; update to w_{t+1}. Non-finite loss, gradient or
+/// weights, or ‖w‖ underflowing to 0, stop the run with
+/// [`Status::Diverged`]; rows already reported stay reported. A cancelled
+/// run finishes its step, reports a checkpoint and stops with
+/// [`Status::Interrupted`]. Every evaluation goes through one [`Counted`]
+/// wrapper, so [`RunSummary::counts`] holds them all.
+pub struct Runner<'a> {
+    objective: &'a dyn Hessian,
+    optimizer: &'a mut dyn Optimizer,
+    tracker: Box<dyn Tracker + 'a>,
+    params: RunParams,
+    observers: Vec<&'a mut dyn Observer>,
+    cancel: CancelToken,
+    resume: Option<RunState>,
 }
 
-/// [`run`], continuing from a checkpoint when `resume` is given (the
-/// optimizer is restored from it).
-pub fn run_from(
-    problem: &dyn Problem,
-    opt: &mut dyn Optimizer,
-    params: &RunParams,
-    observers: &mut [&mut dyn Observer],
-    cancel: &CancelToken,
-    resume: Option<&RunState>,
-) -> Result<RunSummary, RunError> {
-    let start = std::time::Instant::now();
-    let mut tracker = problem.tracker();
-    let mut st = RunState { tracker: serde_json::Value::Null, ..Default::default() };
-    if let Some(r) = resume {
-        opt.restore(r.next_step, &r.params, &r.optimizer_state).map_err(RunError::Resume)?;
-        tracker.load(&r.tracker).map_err(RunError::Resume)?;
-        st = r.clone();
-    }
-    if opt.params().len() != problem.dim() {
-        return Err(RunError::Dimension { got: opt.params().len(), dim: problem.dim() });
-    }
-    let names = problem.metric_names();
-    for o in observers.iter_mut() {
-        o.on_start(&names).map_err(RunError::Observer)?;
-    }
-    let mut status = Status::Completed;
-    let mut last = None;
-    let t0 = opt.step();
-    let t_end = t0.max(params.steps);
-    let mut w_report: Option<Vec<f64>> = None;
-    let mut last_checkpoint = std::time::Instant::now();
-
-    let mut t = t0;
-    loop {
-        let e = opt.evaluate(problem);
-        st.gradient_evals += 1;
-        let w = opt.params();
-        let reason = if !e.loss.is_finite() {
-            Some(format!("loss is {}", e.loss))
-        } else if !e.grad_norm.is_finite() {
-            Some(format!("gradient norm is {}", e.grad_norm))
-        } else if !w.iter().all(|x| x.is_finite()) {
-            Some("weights are not finite".to_string())
-        } else if e.w_norm < 1e-150 {
-            Some(format!("‖w‖ = {:e} collapsed to zero", e.w_norm))
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            status = Status::Diverged { step: t, reason };
-            break;
-        }
-        let dense = params.dense_window.is_some_and(|(a, b)| t >= a && t <= b);
-        let due = dense || (params.sharpness_every > 0 && (t.is_multiple_of(params.sharpness_every) || t == t_end));
-        let mut sharp = None;
-        if due {
-            match spherical_sharpness(problem, w, &params.lanczos, st.warm.as_deref()) {
-                Ok(s) => {
-                    st.sharpness_evals += 1;
-                    st.hvps += s.hvps as u64;
-                    if !s.converged {
-                        st.sharpness_unconverged += 1;
-                    }
-                    let rec = SharpnessRecord {
-                        step: t,
-                        sharpness: s.spherical,
-                        top_k: s.top_k.clone(),
-                        residual: s.residual,
-                        hvps: s.hvps,
-                        converged: s.converged,
-                    };
-                    for o in observers.iter_mut() {
-                        o.on_sharpness(&rec).map_err(RunError::Observer)?;
-                    }
-                    if t == 0 {
-                        st.initial_sharpness = Some(s.spherical);
-                    }
-                    sharp = Some(s.spherical);
-                    st.last_sharpness = Some(s.spherical);
-                    st.warm = Some(s.eigenvector);
-                }
-                Err(err) => {
-                    status = Status::Diverged { step: t, reason: err.to_string() };
-                    break;
-                }
-            }
-        }
-        let two = 2.0 / e.eff_lr;
-        let regime = st.last_sharpness.map(|s| params.band.classify(two, s));
-        if let Some(s) = sharp {
-            st.max_sharpness = Some(st.max_sharpness.map_or(s, |m: f64| m.max(s)));
-        }
-        // The first EoS step is judged on steps with a fresh sharpness only: a
-        // stale one (computed k steps ago) against a moving 2/η̃ can fake it.
-        if st.first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
-            st.first_eos = Some(t);
-            st.sharpness_at_first_eos = sharp;
-        }
-        if let Some(s) = sharp {
-            tracker.observe_sharpness(t, s);
-        }
-        tracker.observe(t, w, &e);
-        let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
-        let rec = StepRecord {
-            step: t,
-            loss: e.loss,
-            grad_norm: e.grad_norm,
-            w_norm: e.w_norm,
-            eff_lr: e.eff_lr,
-            two_over_eff_lr: two,
-            sharpness: sharp,
-            regime,
-            extra: if logged { problem.metrics(w, &e) } else { Vec::new() },
-        };
-        if logged {
-            for o in observers.iter_mut() {
-                o.on_step(&rec, w).map_err(RunError::Observer)?;
-            }
-        }
-        last = Some(rec);
-        if t == t_end {
-            break;
-        }
-        let cancelled = cancel.is_cancelled();
-        if cancelled {
-            w_report = Some(opt.params().to_vec());
-        }
-        opt.update();
-        t += 1;
-        let periodic = params.checkpoint_every > 0
-            && t.is_multiple_of(params.checkpoint_every)
-            && last_checkpoint.elapsed().as_secs_f64() >= params.checkpoint_min_interval_s;
-        if cancelled || periodic {
-            last_checkpoint = std::time::Instant::now();
-            st.next_step = t;
-            st.params = opt.params().to_vec();
-            st.optimizer_state = opt.state().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-            st.tracker = tracker.save();
-            for o in observers.iter_mut() {
-                o.on_checkpoint(&st).map_err(RunError::Observer)?;
-            }
-        }
-        if cancelled {
-            status = Status::Interrupted { step: t - 1 };
-            break;
+impl<'a> Runner<'a> {
+    /// Runs any objective with the standard metrics only (no tracker), with
+    /// [`RunParams::default`], no observers and a fresh cancel token.
+    pub fn new(objective: &'a dyn Hessian, optimizer: &'a mut dyn Optimizer) -> Self {
+        Self {
+            objective,
+            optimizer,
+            tracker: Box::new(NoTracker),
+            params: RunParams::default(),
+            observers: Vec::new(),
+            cancel: CancelToken::new(),
+            resume: None,
         }
     }
 
-    let w_final = w_report.unwrap_or_else(|| opt.params().to_vec());
-    let last_rec = last.as_ref();
-    let summary = RunSummary {
-        status,
-        last_step: last_rec.map_or(t0, |r| r.step),
-        final_loss: last_rec.map_or(f64::NAN, |r| r.loss),
-        final_w_norm: last_rec.map_or(f64::NAN, |r| r.w_norm),
-        final_two_over_eff_lr: last_rec.map_or(f64::NAN, |r| r.two_over_eff_lr),
-        final_sharpness: st.last_sharpness,
-        initial_sharpness: st.initial_sharpness,
-        first_eos_step: st.first_eos,
-        gradient_evals: st.gradient_evals,
-        hvps: st.hvps,
-        sharpness_evals: st.sharpness_evals,
-        sharpness_unconverged: st.sharpness_unconverged,
-        wall_time_s: start.elapsed().as_secs_f64(),
-        max_sharpness: st.max_sharpness,
-        sharpness_at_first_eos: st.sharpness_at_first_eos,
-        problem: tracker.summary(&w_final),
-    };
-    for o in observers.iter_mut() {
-        o.on_finish(&summary, &w_final).map_err(RunError::Observer)?;
+    /// Runs a problem with its tracker ([`Problem::tracker`]): its metrics
+    /// columns and summary.
+    pub fn for_problem(problem: &'a dyn Problem, optimizer: &'a mut dyn Optimizer) -> Self {
+        let tracker = problem.tracker();
+        Self::new(problem, optimizer).tracker(tracker)
     }
-    Ok(summary)
+
+    /// The step budget, logging, sharpness and checkpoint schedule.
+    pub fn params(mut self, params: RunParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// A tracker of the objective's own metrics.
+    pub fn tracker(mut self, tracker: Box<dyn Tracker + 'a>) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
+    /// Adds an observer (called in the order added).
+    pub fn observer(mut self, observer: &'a mut dyn Observer) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// The token that stops the run after the current step.
+    pub fn cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Continues from a checkpoint (the optimizer and tracker are restored
+    /// from it).
+    pub fn resume(mut self, state: RunState) -> Self {
+        self.resume = Some(state);
+        self
+    }
+
+    /// Runs to `params.steps` (or the first stop).
+    pub fn run(self) -> Result<RunSummary, RunError> {
+        let Runner { objective, optimizer: opt, mut tracker, params, mut observers, cancel, resume } = self;
+        let start = std::time::Instant::now();
+        let mut st = RunState { tracker: serde_json::Value::Null, ..Default::default() };
+        if let Some(r) = resume {
+            opt.restore(r.next_step, &r.params, &r.optimizer_state)?;
+            tracker.load(&r.tracker)?;
+            st = r;
+        }
+        if opt.params().len() != objective.dim() {
+            return Err(RunError::Dimension { got: opt.params().len(), dim: objective.dim() });
+        }
+        let obj = Counted::starting_at(objective, st.counts);
+        let names = tracker.columns();
+        for o in observers.iter_mut() {
+            o.on_start(&names).map_err(RunError::Observer)?;
+        }
+        let mut status = Status::Completed;
+        let mut last = None;
+        let t0 = opt.step();
+        let t_end = t0.max(params.steps);
+        let mut w_report: Option<Vec<f64>> = None;
+        let mut last_checkpoint = std::time::Instant::now();
+
+        let mut t = t0;
+        loop {
+            let e = opt.evaluate(&obj);
+            st.gradient_evals += 1;
+            let w = opt.params();
+            let reason = if !e.loss.is_finite() {
+                Some(format!("loss is {}", e.loss))
+            } else if !e.grad_norm.is_finite() {
+                Some(format!("gradient norm is {}", e.grad_norm))
+            } else if !w.iter().all(|x| x.is_finite()) {
+                Some("weights are not finite".to_string())
+            } else if e.w_norm < 1e-150 {
+                Some(format!("‖w‖ = {:e} collapsed to zero", e.w_norm))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                status = Status::Diverged { step: t, reason };
+                break;
+            }
+            let dense = params.dense_window.is_some_and(|(a, b)| t >= a && t <= b);
+            let due = dense || (params.sharpness_every > 0 && (t.is_multiple_of(params.sharpness_every) || t == t_end));
+            let mut sharp = None;
+            if due {
+                match spherical_sharpness(&obj, w, &params.lanczos, st.warm.as_deref()) {
+                    Ok(s) => {
+                        st.sharpness_evals += 1;
+                        st.hvps += s.hvps as u64;
+                        if !s.converged {
+                            st.sharpness_unconverged += 1;
+                        }
+                        let rec = SharpnessRecord {
+                            step: t,
+                            sharpness: s.spherical,
+                            top_k: s.top_k.clone(),
+                            residual: s.residual,
+                            hvps: s.hvps,
+                            converged: s.converged,
+                        };
+                        for o in observers.iter_mut() {
+                            o.on_sharpness(&rec).map_err(RunError::Observer)?;
+                        }
+                        if t == 0 {
+                            st.initial_sharpness = Some(s.spherical);
+                        }
+                        sharp = Some(s.spherical);
+                        st.last_sharpness = Some(s.spherical);
+                        st.warm = Some(s.eigenvector);
+                    }
+                    Err(err) => {
+                        status = Status::Diverged { step: t, reason: err.to_string() };
+                        break;
+                    }
+                }
+            }
+            let two = 2.0 / e.eff_lr;
+            let regime = st.last_sharpness.map(|s| params.band.classify(two, s));
+            if let Some(s) = sharp {
+                st.max_sharpness = Some(st.max_sharpness.map_or(s, |m: f64| m.max(s)));
+            }
+            // The first EoS step is judged on steps with a fresh sharpness only: a
+            // stale one (computed k steps ago) against a moving 2/η̃ can fake it.
+            if st.first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
+                st.first_eos = Some(t);
+                st.sharpness_at_first_eos = sharp;
+            }
+            let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
+            let extra = tracker.observe(&obj, &StepView { step: t, w, eval: &e, sharpness: sharp, logged });
+            let rec = StepRecord {
+                step: t,
+                loss: e.loss,
+                grad_norm: e.grad_norm,
+                w_norm: e.w_norm,
+                eff_lr: e.eff_lr,
+                two_over_eff_lr: two,
+                sharpness: sharp,
+                regime,
+                extra,
+            };
+            if logged {
+                for o in observers.iter_mut() {
+                    o.on_step(&rec, w).map_err(RunError::Observer)?;
+                }
+            }
+            last = Some(rec);
+            if t == t_end {
+                break;
+            }
+            let cancelled = cancel.is_cancelled();
+            if cancelled {
+                w_report = Some(opt.params().to_vec());
+            }
+            opt.update();
+            t += 1;
+            let periodic = params.checkpoint_every > 0
+                && t.is_multiple_of(params.checkpoint_every)
+                && last_checkpoint.elapsed().as_secs_f64() >= params.checkpoint_min_interval_s;
+            if cancelled || periodic {
+                last_checkpoint = std::time::Instant::now();
+                st.next_step = t;
+                st.params = opt.params().to_vec();
+                st.optimizer_state = opt.state().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                st.tracker = tracker.save();
+                st.counts = obj.counts();
+                for o in observers.iter_mut() {
+                    o.on_checkpoint(&st).map_err(RunError::Observer)?;
+                }
+            }
+            if cancelled {
+                status = Status::Interrupted { step: t - 1 };
+                break;
+            }
+        }
+
+        let w_final = w_report.unwrap_or_else(|| opt.params().to_vec());
+        let problem_summary = tracker.summary(&obj, &w_final);
+        let last_rec = last.as_ref();
+        let summary = RunSummary {
+            status,
+            last_step: last_rec.map_or(t0, |r| r.step),
+            final_loss: last_rec.map_or(f64::NAN, |r| r.loss),
+            final_w_norm: last_rec.map_or(f64::NAN, |r| r.w_norm),
+            final_two_over_eff_lr: last_rec.map_or(f64::NAN, |r| r.two_over_eff_lr),
+            final_sharpness: st.last_sharpness,
+            initial_sharpness: st.initial_sharpness,
+            first_eos_step: st.first_eos,
+            gradient_evals: st.gradient_evals,
+            hvps: st.hvps,
+            sharpness_evals: st.sharpness_evals,
+            sharpness_unconverged: st.sharpness_unconverged,
+            counts: obj.counts(),
+            wall_time_s: start.elapsed().as_secs_f64(),
+            max_sharpness: st.max_sharpness,
+            sharpness_at_first_eos: st.sharpness_at_first_eos,
+            problem: problem_summary,
+        };
+        for o in observers.iter_mut() {
+            o.on_finish(&summary, &w_final).map_err(RunError::Observer)?;
+        }
+        Ok(summary)
+    }
 }

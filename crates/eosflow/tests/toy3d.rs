@@ -7,7 +7,7 @@ use eosflow::linalg::{dot, norm};
 use eosflow::objective::finite_difference_gradient;
 use eosflow::optim::GdWd;
 use eosflow::problems::{Problem, Toy3d};
-use eosflow::run::{CancelToken, RunParams, run};
+use eosflow::run::{History, RunParams, Runner};
 use eosflow::sharpness::spherical_sharpness;
 use eosflow::spectrum::LanczosParams;
 use eosflow::{FiniteDifferenceHvp, Hessian, Objective};
@@ -151,8 +151,21 @@ fn paper_run_ends_at_the_flattest_minimiser() {
     // App. F: w0 = (0.3, 1.3, 1.2) in F's domain, η̂ = 0.5, λ̂ = 0.08, 3000 steps.
     let p = Toy3d::new(0);
     let mut opt = GdWd::new(0.5, 0.08, p.initial_point());
-    let params = RunParams { steps: 3000, sharpness_every: 100, ..Default::default() };
-    let s = run(&p, &mut opt, &params, &mut [], &CancelToken::new()).unwrap();
+    let params = RunParams { steps: 3000, sharpness_every: 100, log_every: 10, ..Default::default() };
+    let mut h = History::default();
+    let s = Runner::for_problem(&p, &mut opt).params(params).observer(&mut h).run().unwrap();
+    // Counted evaluations: one gradient per evaluated step (0..=3000), and
+    // every HVP is one of a sharpness evaluation's (toy3d's tracker calls
+    // none); the history holds every logged step (0, 10, …, 3000) with the
+    // tracker's four columns.
+    assert_eq!(s.counts.gradients, 3001);
+    assert_eq!(s.counts.losses, 0);
+    assert_eq!(s.counts.hvps, h.sharpness.iter().map(|r| r.hvps as u64).sum::<u64>());
+    assert_eq!(h.sharpness.len(), 31);
+    assert_eq!(h.steps.len(), 301);
+    assert_eq!(h.columns, ["theta_x", "theta_y", "theta_z", "sharpness_on_gamma"]);
+    assert!(h.steps.iter().all(|r| r.extra.len() == 4));
+    assert_eq!(h.summary.as_ref().unwrap().counts, s.counts);
     let th: Vec<f64> =
         s.problem["theta_final_domain"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(th[2].abs() < 1e-6, "final z = {}", th[2]);

@@ -79,9 +79,9 @@ impl Optimizer for GdWd {
     fn state(&self) -> Vec<(&'static str, f64)> {
         vec![("lr", self.lr), ("wd", self.wd)]
     }
-    fn restore(&mut self, step: u64, params: &[f64], _state: &[(String, f64)]) -> Result<(), String> {
+    fn restore(&mut self, step: u64, params: &[f64], _state: &[(String, f64)]) -> Result<(), super::RestoreError> {
         if params.len() != self.w.len() {
-            return Err(format!("checkpoint has {} parameters, the problem {}", params.len(), self.w.len()));
+            return Err(super::RestoreError::Parameters { got: params.len(), dim: self.w.len() });
         }
         self.w.copy_from_slice(params);
         self.t = step;

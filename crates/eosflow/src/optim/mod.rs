@@ -54,16 +54,23 @@ pub trait Optimizer: Send {
     /// Puts the optimizer at step `step` with parameters `params` and the
     /// scalar state `state` (as returned by [`Optimizer::state`]), for
     /// resuming from a checkpoint. Hyperparameters come from the config.
-    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), String>;
+    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), RestoreError>;
+}
+
+/// A checkpoint's optimizer state that does not fit this optimizer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    /// The saved parameter vector has the wrong length.
+    #[error("the checkpoint has {got} parameters, the problem {dim}")]
+    Parameters { got: usize, dim: usize },
+    /// A named scalar of [`Optimizer::state`] is missing.
+    #[error("the checkpoint lacks the optimizer state `{0}` (was it written by another optimizer?)")]
+    MissingState(&'static str),
 }
 
 /// The named value `name` of a saved optimizer state.
-pub(crate) fn saved(state: &[(String, f64)], name: &str) -> Result<f64, String> {
-    state
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| format!("checkpoint lacks optimizer state `{name}`"))
+pub(crate) fn saved(state: &[(String, f64)], name: &'static str) -> Result<f64, RestoreError> {
+    state.iter().find(|(k, _)| k == name).map(|(_, v)| *v).ok_or(RestoreError::MissingState(name))
 }
 
 /// ‖∇L(θ)‖ from ‖w‖ and ‖∇L(w)‖ for the declared scale invariance: the

@@ -62,9 +62,9 @@ impl Optimizer for ScalarRmsprop {
     fn state(&self) -> Vec<(&'static str, f64)> {
         vec![("moment", self.v)]
     }
-    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), String> {
+    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), super::RestoreError> {
         if params.len() != self.w.len() {
-            return Err(format!("checkpoint has {} parameters, the problem {}", params.len(), self.w.len()));
+            return Err(super::RestoreError::Parameters { got: params.len(), dim: self.w.len() });
         }
         self.v = super::saved(state, "moment")?;
         self.w.copy_from_slice(params);

@@ -68,9 +68,9 @@ impl Optimizer for SphericalGd {
             None => vec![],
         }
     }
-    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), String> {
+    fn restore(&mut self, step: u64, params: &[f64], state: &[(String, f64)]) -> Result<(), super::RestoreError> {
         if params.len() != self.theta.len() {
-            return Err(format!("checkpoint has {} parameters, the problem {}", params.len(), self.theta.len()));
+            return Err(super::RestoreError::Parameters { got: params.len(), dim: self.theta.len() });
         }
         if self.scheduler.moment().is_some() {
             self.scheduler.set_moment(super::saved(state, "moment")?);

@@ -1,9 +1,9 @@
 //! Linear regression with Batch Normalization (Section 5, App. O, Q.2).
 
-use super::{Problem, Tracker};
+use super::{Problem, StepView, Tracker, TrackerStateError};
 use crate::linalg::{axpy, dot, lstsq, norm, normalize, symmetric_eigen};
 use crate::manifold::{OscillationTracker, distance};
-use crate::objective::{Hessian, Objective};
+use crate::objective::{Counted, Hessian, Objective};
 use crate::optim::Evaluation;
 use crate::spectrum::LinOp;
 use rand::SeedableRng;
@@ -104,20 +104,6 @@ struct Gamma {
     theta_m: Vec<f64>,
 }
 
-/// The last (θ, φ) of [`LinregBn::project_exact`]: the runner asks for the
-/// same step's projection from the tracker and from the metrics.
-#[derive(Debug, Default)]
-struct ProjectionCache(std::sync::Mutex<Option<CachedProjection>>);
-
-/// (θ, its projection φ if any).
-type CachedProjection = (Vec<f64>, Option<Vec<f64>>);
-
-impl Clone for ProjectionCache {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
 /// Moments of the held-out set, so its MSE costs O(d²) per call instead of
 /// O(m·d): with a linear predictor w̃ᵀx + b̃,
 /// mean((w̃ᵀx + b̃ − y)²) = w̃ᵀM₂w̃ + 2b̃·w̃ᵀm_x − 2w̃ᵀm_xy + b̃² − 2b̃·m_y + m_yy.
@@ -209,7 +195,6 @@ pub struct LinregBn {
     v1: Vec<f64>,
     gamma: Option<Gamma>,
     test_moments: Option<TestMoments>,
-    proj_cache: ProjectionCache,
     data: LinregData,
     /// How w0 is drawn, and the seed.
     pub init: LinregInit,
@@ -309,7 +294,6 @@ impl LinregBn {
             v1,
             gamma,
             test_moments,
-            proj_cache: ProjectionCache::default(),
             data,
             init,
             init_seed,
@@ -428,20 +412,6 @@ impl LinregBn {
     /// The nearest point of Γ to θ: Π(P_V θ) (see the type's docs). None when
     /// Γ is empty or θ lies in the half-space ⟨θ, w_M⟩ ≤ 0 that Γ avoids.
     pub fn project_exact(&self, theta: &[f64]) -> Option<Vec<f64>> {
-        if let Ok(c) = self.proj_cache.0.lock()
-            && let Some((t, phi)) = c.as_ref()
-            && t.as_slice() == theta
-        {
-            return phi.clone();
-        }
-        let phi = self.project_exact_uncached(theta);
-        if let Ok(mut c) = self.proj_cache.0.lock() {
-            *c = Some((theta.to_vec(), phi.clone()));
-        }
-        phi
-    }
-
-    fn project_exact_uncached(&self, theta: &[f64]) -> Option<Vec<f64>> {
         let g = self.gamma.as_ref()?;
         let tw = dot(theta, &g.w_m);
         if tw <= 0.0 {
@@ -577,6 +547,32 @@ const COLUMNS: [&str; 7] = [
     "two_over_eff_lr_minus_phi_sharpness",
 ];
 
+impl LinregBn {
+    /// The metrics.csv columns ([`COLUMNS`]) at w_t, given θ_t = w_t/‖w_t‖
+    /// and its projection φ_t onto Γ.
+    fn row(&self, w: &[f64], theta: &[f64], phi: Option<&[f64]>, eval: &Evaluation) -> Vec<f64> {
+        let nan = f64::NAN;
+        let tm = self.theta_m();
+        let (phi_dist, phi_sharp, h) = match (phi, tm) {
+            (Some(p), Some(tm)) => {
+                (distance(p, tm), self.sharpness_on_gamma(p), crate::manifold::oscillation(theta, p, &self.v1))
+            }
+            _ => (nan, nan, nan),
+        };
+        // One set of coefficients (w̃, b̃) for both test losses.
+        let (wt, b) = self.coefficients(w);
+        vec![
+            self.truth_loss(&wt, b).unwrap_or(nan),
+            self.test_moments.as_ref().map_or(nan, |t| t.mse(&wt, b)),
+            tm.map_or(nan, |t| distance(theta, t)),
+            phi_dist,
+            phi_sharp,
+            h,
+            2.0 / eval.eff_lr - phi_sharp,
+        ]
+    }
+}
+
 impl Problem for LinregBn {
     fn name(&self) -> &'static str {
         "linreg_bn"
@@ -600,33 +596,6 @@ impl Problem for LinregBn {
                 })
                 .collect(),
         }
-    }
-    fn metric_names(&self) -> Vec<&'static str> {
-        COLUMNS.to_vec()
-    }
-    fn metrics(&self, w: &[f64], eval: &Evaluation) -> Vec<f64> {
-        let mut theta = w.to_vec();
-        normalize(&mut theta);
-        let nan = f64::NAN;
-        let tm = self.theta_m();
-        let phi = self.project_exact(&theta);
-        let (phi_dist, phi_sharp, h) = match (&phi, tm) {
-            (Some(p), Some(tm)) => {
-                (distance(p, tm), self.sharpness_on_gamma(p), crate::manifold::oscillation(&theta, p, &self.v1))
-            }
-            _ => (nan, nan, nan),
-        };
-        // One set of coefficients (w̃, b̃) for both test losses.
-        let (wt, b) = self.coefficients(w);
-        vec![
-            self.truth_loss(&wt, b).unwrap_or(nan),
-            self.test_moments.as_ref().map_or(nan, |t| t.mse(&wt, b)),
-            tm.map_or(nan, |t| distance(&theta, t)),
-            phi_dist,
-            phi_sharp,
-            h,
-            2.0 / eval.eff_lr - phi_sharp,
-        ]
     }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(LinregTracker { p: Some(self), ..Default::default() })
@@ -675,13 +644,19 @@ impl<'a> LinregTracker<'a> {
 }
 
 impl Tracker for LinregTracker<'_> {
-    fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation) {
+    fn columns(&self) -> Vec<&'static str> {
+        COLUMNS.to_vec()
+    }
+
+    fn observe(&mut self, _obj: &Counted, s: &StepView) -> Vec<f64> {
         let p = self.p();
+        let (step, w, eval) = (s.step, s.w, s.eval);
         let mut theta = w.to_vec();
         normalize(&mut theta);
         if self.st.first_tiny_loss.is_none() && eval.loss < 1e-14 {
             self.st.first_tiny_loss = Some(step);
         }
+        // One projection serves the summary's state and the row.
         let phi = p.project_exact(&theta);
         if let Some(phi) = &phi {
             let lam = p.sharpness_on_gamma(phi);
@@ -708,12 +683,14 @@ impl Tracker for LinregTracker<'_> {
                 self.st.h_abs_max = self.st.h_abs_max.max(h.abs());
             }
         }
+        let row = if s.logged { p.row(w, &theta, phi.as_deref(), eval) } else { Vec::new() };
         self.st.last_theta = theta;
         self.st.last_phi = phi;
         self.st.last_step = step;
+        row
     }
 
-    fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    fn summary(&mut self, obj: &Counted, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let p = self.p();
         let mut m = serde_json::Map::new();
         m.insert("first_step_train_loss_below_1e-14".into(), json!(self.st.first_tiny_loss));
@@ -752,7 +729,7 @@ impl Tracker for LinregTracker<'_> {
             m.insert("sharpness_min_on_gamma".into(), json!(lam_min));
             m.insert("phi_sharpness_final_rel_excess".into(), json!(lam / lam_min - 1.0));
             let lanczos = crate::sharpness::spherical_sharpness(
-                p,
+                obj,
                 phi,
                 &crate::spectrum::LanczosParams { tol: 1e-12, ..Default::default() },
                 None,
@@ -777,8 +754,8 @@ impl Tracker for LinregTracker<'_> {
     fn save(&self) -> serde_json::Value {
         serde_json::to_value(&self.st).expect("tracker state serialises")
     }
-    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        self.st = serde_json::from_value(state.clone()).map_err(|e| format!("linreg_bn tracker state: {e}"))?;
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), TrackerStateError> {
+        self.st = TrackerStateError::read("linreg_bn", state)?;
         Ok(())
     }
 }

@@ -1,9 +1,8 @@
 //! Matrix completion with Batch Normalization (App. P.1, Figs. 1, 6, 7, 11).
 
-use super::{Problem, Tracker};
+use super::{Problem, StepView, Tracker, TrackerStateError};
 use crate::linalg::{axpy, dot};
-use crate::objective::{Hessian, Objective};
-use crate::optim::Evaluation;
+use crate::objective::{Counted, Hessian, Objective};
 use crate::spectrum::LinOp;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -460,21 +459,6 @@ impl Problem for MatcompBn {
             .collect()
     }
 
-    fn metric_names(&self) -> Vec<&'static str> {
-        let mut v = vec!["test_loss", "sv2_over_sv3"];
-        v.extend(["sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8"].iter().take(self.n_singular.min(8)));
-        v
-    }
-
-    fn metrics(&self, w: &[f64], _eval: &Evaluation) -> Vec<f64> {
-        // One d×d product serves both the test loss and the SVD.
-        let r = self.recovered(w);
-        let sv = self.singular_values_of(&r, self.n_singular.clamp(3, 8));
-        let mut out = vec![self.test_loss_of(&r), sv[1] / sv[2]];
-        out.extend(sv.iter().take(self.n_singular.min(8)));
-        out
-    }
-
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(MatcompTracker { p: self, st: MatcompState::default() })
     }
@@ -496,17 +480,35 @@ struct MatcompState {
 }
 
 impl Tracker for MatcompTracker<'_> {
-    fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation) {
-        if self.st.first_fit.is_none() && eval.loss < FIT_LOSS {
-            self.st.first_fit = Some(step);
-            let r = self.p.recovered(w);
-            self.st.test_at_fit = Some(self.p.test_loss_of(&r));
-            let sv = self.p.singular_values_of(&r, 3);
-            self.st.sv_ratio_at_fit = Some(sv[1] / sv[2]);
-        }
+    fn columns(&self) -> Vec<&'static str> {
+        let mut v = vec!["test_loss", "sv2_over_sv3"];
+        v.extend(
+            ["sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8"].iter().take(self.p.n_singular.min(8)),
+        );
+        v
     }
 
-    fn summary(&self, w: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    fn observe(&mut self, _obj: &Counted, s: &StepView) -> Vec<f64> {
+        let p = self.p;
+        if self.st.first_fit.is_none() && s.eval.loss < FIT_LOSS {
+            self.st.first_fit = Some(s.step);
+            let r = p.recovered(s.w);
+            self.st.test_at_fit = Some(p.test_loss_of(&r));
+            let sv = p.singular_values_of(&r, 3);
+            self.st.sv_ratio_at_fit = Some(sv[1] / sv[2]);
+        }
+        if !s.logged {
+            return Vec::new();
+        }
+        // One d×d product serves both the test loss and the SVD.
+        let r = p.recovered(s.w);
+        let sv = p.singular_values_of(&r, p.n_singular.clamp(3, 8));
+        let mut out = vec![p.test_loss_of(&r), sv[1] / sv[2]];
+        out.extend(sv.iter().take(p.n_singular.min(8)));
+        out
+    }
+
+    fn summary(&mut self, _obj: &Counted, w: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("n_observed".into(), json!(self.p.n_obs()));
         m.insert("first_step_train_loss_below_1e-6".into(), json!(self.st.first_fit));
@@ -523,8 +525,8 @@ impl Tracker for MatcompTracker<'_> {
     fn save(&self) -> serde_json::Value {
         serde_json::to_value(&self.st).expect("tracker state serialises")
     }
-    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        self.st = serde_json::from_value(state.clone()).map_err(|e| format!("matcomp_bn tracker state: {e}"))?;
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), TrackerStateError> {
+        self.st = TrackerStateError::read("matcomp_bn", state)?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Problems: an objective with exact gradient and HVP, its default initial
-//! point, its own per-step metrics and a summary of a whole run.
+//! point, and a tracker that computes its own per-step metrics and a summary
+//! of a whole run.
 
 mod linreg_bn;
 mod matcomp_bn;
@@ -9,36 +10,100 @@ pub use linreg_bn::{GroundTruth, LinregBn, LinregData, LinregError, LinregInit};
 pub use matcomp_bn::{MatcompBn, MatcompData, MatcompError};
 pub use toy3d::Toy3d;
 
-use crate::objective::Hessian;
+use crate::objective::{Counted, Hessian};
 use crate::optim::Evaluation;
 
-/// A problem the runner can train on.
+/// A problem the runner can train on: an objective with a default w_0 and,
+/// optionally, its own metrics ([`Problem::tracker`]). Any [`Hessian`]
+/// objective also runs without being a `Problem`
+/// ([`crate::run::Runner::new`]), with the standard metrics only.
 pub trait Problem: Hessian {
     /// Short name ("toy3d", …).
     fn name(&self) -> &'static str;
     /// The problem's default w_0.
     fn initial_point(&self) -> Vec<f64>;
-    /// Names of the extra metrics.csv columns, after the common ones.
-    fn metric_names(&self) -> Vec<&'static str>;
-    /// Values of those columns at w_t, given the step's evaluation (loss,
-    /// effective LR) for columns that compare against it.
-    fn metrics(&self, w: &[f64], eval: &Evaluation) -> Vec<f64>;
-    /// A fresh tracker that sees every step and summarises the run.
-    fn tracker(&self) -> Box<dyn Tracker + '_>;
+    /// A fresh tracker that sees every step, writes the problem's metrics.csv
+    /// columns and summarises the run. The default has no columns and an
+    /// empty summary.
+    fn tracker(&self) -> Box<dyn Tracker + '_> {
+        Box::new(NoTracker)
+    }
 }
 
-/// Sees every step's parameters (logged or not) and produces the
-/// problem-specific part of summary.json.
+/// What a tracker sees of one step t (before the update).
+#[derive(Clone, Copy, Debug)]
+pub struct StepView<'a> {
+    /// t; 0 is the initial point.
+    pub step: u64,
+    /// w_t.
+    pub w: &'a [f64],
+    /// The optimizer's evaluation at w_t (loss, effective LR, …).
+    pub eval: &'a Evaluation,
+    /// The spherical sharpness at θ_t when the runner computed one this step.
+    pub sharpness: Option<f64>,
+    /// Whether step t gets a metrics.csv row: [`Tracker::observe`] then
+    /// returns its columns. Work needed only for the row (a d×d SVD, a
+    /// test-set forward pass) is done on logged steps only.
+    pub logged: bool,
+}
+
+/// Sees every step (logged or not) once, produces the problem's metrics.csv
+/// columns on logged steps and the problem-specific part of summary.json.
+///
+/// Evaluations of the objective go through `obj`, the runner's counting
+/// wrapper, so that summary.json's counts include them.
 pub trait Tracker {
-    /// Called once per step t with w_t and its evaluation, before the update.
-    fn observe(&mut self, step: u64, w: &[f64], eval: &Evaluation);
-    /// Called with the spherical sharpness at step t when the runner computed
-    /// one, before [`Tracker::observe`] of that step. The default ignores it.
-    fn observe_sharpness(&mut self, _step: u64, _sharpness: f64) {}
-    /// Key results, as JSON, given the last evaluated parameters w_T.
-    fn summary(&self, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value>;
+    /// Names of the extra metrics.csv columns, after the common ones.
+    fn columns(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// Called once per step; returns the values of [`Tracker::columns`] when
+    /// `step.logged` (and an empty vector otherwise).
+    fn observe(&mut self, obj: &Counted, step: &StepView) -> Vec<f64>;
+    /// Key results, as JSON, given the last parameters w_T.
+    fn summary(&mut self, obj: &Counted, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value>;
     /// The tracker's state, for checkpoints.
     fn save(&self) -> serde_json::Value;
     /// Restores a state written by [`Tracker::save`].
-    fn load(&mut self, state: &serde_json::Value) -> Result<(), String>;
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), TrackerStateError>;
+}
+
+/// A checkpoint's tracker state that does not fit this problem's tracker.
+#[derive(Debug, thiserror::Error)]
+#[error("the checkpoint's {problem} tracker state cannot be read: {source}")]
+pub struct TrackerStateError {
+    /// The problem whose tracker failed to load.
+    pub problem: &'static str,
+    /// What serde found.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl TrackerStateError {
+    /// Reads a state saved by `serde_json::to_value`, naming the problem on failure.
+    pub fn read<T: serde::de::DeserializeOwned>(
+        problem: &'static str,
+        state: &serde_json::Value,
+    ) -> Result<T, TrackerStateError> {
+        serde_json::from_value(state.clone()).map_err(|source| TrackerStateError { problem, source })
+    }
+}
+
+/// The tracker of an objective without metrics of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTracker;
+
+impl Tracker for NoTracker {
+    fn observe(&mut self, _obj: &Counted, _step: &StepView) -> Vec<f64> {
+        Vec::new()
+    }
+    fn summary(&mut self, _obj: &Counted, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn load(&mut self, _state: &serde_json::Value) -> Result<(), TrackerStateError> {
+        Ok(())
+    }
 }

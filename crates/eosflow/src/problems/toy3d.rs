@@ -1,9 +1,8 @@
 //! The 3D scale-invariant example of App. F (Fig. 3c).
 
-use super::{Problem, Tracker};
+use super::{Problem, StepView, Tracker, TrackerStateError};
 use crate::linalg::{dot, normalize};
-use crate::objective::{Hessian, Objective};
-use crate::optim::Evaluation;
+use crate::objective::{Counted, Hessian, Objective};
 use crate::spectrum::{DenseSymmetric, LinOp};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -185,14 +184,6 @@ impl Problem for Toy3d {
     fn initial_point(&self) -> Vec<f64> {
         self.from_domain(&self.w0_domain)
     }
-    fn metric_names(&self) -> Vec<&'static str> {
-        vec!["theta_x", "theta_y", "theta_z", "sharpness_on_gamma"]
-    }
-    fn metrics(&self, w: &[f64], _eval: &Evaluation) -> Vec<f64> {
-        let mut p = self.to_domain(w);
-        normalize(&mut p);
-        vec![p[0], p[1], p[2], Self::sharpness_on_gamma(p[2])]
-    }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(Toy3dTracker { problem: self, st: Toy3dState::default() })
     }
@@ -211,16 +202,20 @@ struct Toy3dState {
 }
 
 impl Tracker for Toy3dTracker<'_> {
-    fn observe(&mut self, step: u64, w: &[f64], _eval: &Evaluation) {
-        let mut p = self.problem.to_domain(w);
+    fn columns(&self) -> Vec<&'static str> {
+        vec!["theta_x", "theta_y", "theta_z", "sharpness_on_gamma"]
+    }
+    fn observe(&mut self, _obj: &Counted, s: &StepView) -> Vec<f64> {
+        let mut p = self.problem.to_domain(s.w);
         normalize(&mut p);
         if self.st.first_small_z.is_none() && p[2].abs() < 0.01 {
-            self.st.first_small_z = Some(step);
+            self.st.first_small_z = Some(s.step);
         }
         self.st.prev = self.st.last;
         self.st.last = Some(p);
+        if s.logged { vec![p[0], p[1], p[2], Toy3d::sharpness_on_gamma(p[2])] } else { Vec::new() }
     }
-    fn summary(&self, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    fn summary(&mut self, _obj: &Counted, _w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         let zeta = [std::f64::consts::FRAC_1_SQRT_2, std::f64::consts::FRAC_1_SQRT_2, 0.0];
         m.insert("zeta_star".into(), json!(zeta));
@@ -243,8 +238,8 @@ impl Tracker for Toy3dTracker<'_> {
     fn save(&self) -> serde_json::Value {
         serde_json::to_value(&self.st).expect("tracker state serialises")
     }
-    fn load(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        self.st = serde_json::from_value(state.clone()).map_err(|e| format!("toy3d tracker state: {e}"))?;
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), TrackerStateError> {
+        self.st = TrackerStateError::read("toy3d", state)?;
         Ok(())
     }
 }
