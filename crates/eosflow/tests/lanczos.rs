@@ -188,3 +188,31 @@ fn restricted_operator_is_the_principal_submatrix() {
     let r = lanczos_top(&Restricted::new(&a, &idx), &LanczosParams::default(), None).unwrap();
     assert!((r.eigenvalues[0] - dense[0]).abs() < 1e-9 * dense[0].abs().max(1.0));
 }
+
+/// Counts its applications.
+struct Counting<'a> {
+    a: &'a DenseSymmetric,
+    n: std::cell::Cell<usize>,
+}
+
+impl LinOp for Counting<'_> {
+    fn dim(&self) -> usize {
+        self.a.dim()
+    }
+    fn apply(&self, x: &[f64], y: &mut [f64]) {
+        self.n.set(self.n.get() + 1);
+        self.a.apply(x, y)
+    }
+}
+
+#[test]
+fn matvecs_count_every_application_including_the_confirmation() {
+    // Thick restarts (basis 10 for n = 120) and k = 3: the reported count is
+    // every application, the k confirmations of the returned pairs among them.
+    let a = random_symmetric(120, 11);
+    let op = Counting { a: &a, n: std::cell::Cell::new(0) };
+    let p = LanczosParams { k: 3, max_basis: 10, ..Default::default() };
+    let r = lanczos_top(&op, &p, None).unwrap();
+    assert!(r.converged && r.restarts > 0);
+    assert_eq!(r.matvecs, op.n.get());
+}

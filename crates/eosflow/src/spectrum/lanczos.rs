@@ -4,9 +4,13 @@
 //! Gram–Schmidt applied twice, "CGS2", which keeps ‖QᵀQ − I‖ at O(ε)), the
 //! Rayleigh–Ritz step on the projected matrix T = QᵀAQ, and thick restarts
 //! (Wu & Simon 2000) that keep the best half of the Ritz vectors when the
-//! basis is full. The products W = AQ are stored alongside Q, so the
-//! residual ‖A·y − θ·y‖ of every Ritz pair is computed *exactly* (as W·s − θ·Q·s)
-//! without extra operator applications; convergence is judged on it.
+//! basis is full. Only the basis Q is stored (not AQ), so the memory is
+//! (basis + k + 3)·n doubles. With full reorthogonalisation
+//! A·Q = Q·T + r·e_mᵀ, so the residual of Ritz pair (θ_i, y_i = Q·s_i) is
+//! ‖A·y_i − θ_i·y_i‖ = ‖r‖·|s_{m,i}| (the recurrence); when that says
+//! "converged", each returned pair is confirmed by one more operator
+//! application, ‖A·y_i − θ_i·y_i‖ computed outright, and that true residual
+//! decides and is reported. A confirmation costs k applications per call.
 //!
 //! Unlike `scipy.sparse.linalg.eigsh(which='LM')` this returns the largest
 //! algebraic eigenvalues: for an indefinite Hessian whose most negative
@@ -123,6 +127,31 @@ fn combine(v: &[Vec<f64>], s: &[f64]) -> Vec<f64> {
     y
 }
 
+/// Replaces the basis Q (m vectors) by its first p combinations
+/// Q·[s_0 … s_{p−1}], in place: coordinates are rewritten a block at a time
+/// from a copy of that block of Q, so the restart needs no second basis.
+/// Each new coordinate is Σ_j s_i[j]·q_j[c] summed in j order, as `combine`
+/// sums it.
+fn restart_in_place(q: &mut Vec<Vec<f64>>, s: &[Vec<f64>], p: usize) {
+    const BLOCK: usize = 256;
+    let (m, n) = (q.len(), q[0].len());
+    let mut old = vec![0.0; m * BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let len = BLOCK.min(n - start);
+        for (j, qj) in q.iter().enumerate() {
+            old[j * BLOCK..j * BLOCK + len].copy_from_slice(&qj[start..start + len]);
+        }
+        for (i, si) in s.iter().take(p).enumerate() {
+            let out = &mut q[i][start..start + len];
+            out.fill(0.0);
+            for (j, c) in si.iter().take(m).enumerate() {
+                axpy(*c, &old[j * BLOCK..j * BLOCK + len], out);
+            }
+        }
+    }
+    q.truncate(p);
+}
+
 /// The k largest algebraic eigenpairs of a symmetric operator.
 ///
 /// `start` is an optional warm-start vector (the previous eigenvector); without
@@ -173,11 +202,11 @@ pub fn lanczos_top(
     };
 
     let mut q: Vec<Vec<f64>> = Vec::with_capacity(mb);
-    let mut w: Vec<Vec<f64>> = Vec::with_capacity(mb);
     // Projected matrix T = QᵀAQ, row-major mb×mb.
     let mut t = vec![0.0; mb * mb];
     let mut matvecs = 0usize;
     let mut restarts = 0usize;
+    let mut confirm_failed = false;
 
     loop {
         // Expand the basis by one vector.
@@ -189,8 +218,7 @@ pub fn lanczos_top(
             return Err(LanczosError::NonFinite { matvecs });
         }
         q.push(std::mem::take(&mut q_next));
-        let mut r = aq.clone();
-        w.push(aq);
+        let mut r = aq;
         let coef = cgs2(&q, &mut r);
         for (i, c) in coef.iter().enumerate() {
             t[i * mb + j] = *c;
@@ -208,30 +236,40 @@ pub fn lanczos_top(
         let beta = norm(&r);
         let full = m == n;
         if m >= k {
-            // Cheap test first: with H·Q = Q·T + r·e_mᵀ the residual of Ritz
-            // pair i is β·|s_{m,i}|. Only when it says "converged" (or the
-            // space is exhausted) are the true residuals ‖W·s − θ·Q·s‖ formed
-            // — O(m·n) each — and they decide.
+            // The recurrence's residual of Ritz pair i is β·|s_{m,i}|. Only
+            // when it says "converged" (or the space is exhausted, or the
+            // budget spent) are the pairs formed and their true residuals
+            // ‖A·y − θ·y‖ computed, one application each; they decide.
             let floor = if full { 64.0 * (n as f64) * f64::EPSILON * scale } else { 0.0 };
             let tol = (params.tol * scale).max(floor);
             let estimate_ok = (0..k).all(|i| beta * s[i][m - 1].abs() <= tol);
             let out_of_budget = m == mb && restarts >= params.max_restarts && !full;
-            if estimate_ok || full || out_of_budget {
+            // After a confirmation has failed (the recurrence said converged,
+            // the true residual did not: a tolerance below rounding, or lost
+            // orthogonality), confirm again only with a full basis, so a
+            // tolerance that cannot be met costs k applications per restart,
+            // not k per expansion.
+            let confirm = estimate_ok && (!confirm_failed || m == mb);
+            if confirm || full || out_of_budget {
                 let mut vecs = Vec::with_capacity(k);
                 let mut res = Vec::with_capacity(k);
+                let mut ay = vec![0.0; n];
                 for i in 0..k {
-                    let y = combine(&q, &s[i]);
-                    let mut resid = combine(&w, &s[i]);
-                    axpy(-theta[i], &y, &mut resid);
-                    res.push(norm(&resid));
+                    let mut y = combine(&q, &s[i]);
+                    let ny = norm(&y);
+                    y.iter_mut().for_each(|x| *x /= ny);
+                    op.apply(&y, &mut ay);
+                    matvecs += 1;
+                    if !ay.iter().all(|x| x.is_finite()) {
+                        return Err(LanczosError::NonFinite { matvecs });
+                    }
+                    axpy(-theta[i], &y, &mut ay);
+                    res.push(norm(&ay));
                     vecs.push(y);
                 }
                 let ok = res.iter().all(|&e| e <= tol);
+                confirm_failed = !ok;
                 if ok || full || out_of_budget {
-                    for v in vecs.iter_mut() {
-                        let nv = norm(v);
-                        v.iter_mut().for_each(|x| *x /= nv);
-                    }
                     return Ok(LanczosResult {
                         eigenvalues: theta[..k].to_vec(),
                         eigenvectors: vecs,
@@ -257,14 +295,11 @@ pub fn lanczos_top(
         }
 
         if m == mb {
-            // Thick restart: keep the top p Ritz vectors (and AY alongside);
-            // T restricted to them is diag(θ). The coupling to q_next,
-            // β·s_{m,i}, is recomputed by Gram–Schmidt on the next expansion.
+            // Thick restart: keep the top p Ritz vectors; T restricted to
+            // them is diag(θ). The coupling to q_next, β·s_{m,i}, is
+            // recomputed by Gram–Schmidt on the next expansion.
             let p = (mb / 2).max(k).min(mb - 1);
-            let y: Vec<Vec<f64>> = (0..p).map(|i| combine(&q, &s[i])).collect();
-            let ay: Vec<Vec<f64>> = (0..p).map(|i| combine(&w, &s[i])).collect();
-            q = y;
-            w = ay;
+            restart_in_place(&mut q, &s, p);
             t.fill(0.0);
             for i in 0..p {
                 t[i * mb + i] = theta[i];
