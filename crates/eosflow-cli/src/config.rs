@@ -12,6 +12,10 @@ pub struct Config {
     /// Run name (default output folder `runs/<name>-<timestamp>`).
     #[serde(default = "default_name")]
     pub name: String,
+    /// The run-directory format (`crate::rundir::RUN_FORMAT`) of a run
+    /// directory's config.toml; configs written by hand leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_version: Option<u32>,
     pub problem: ProblemConfig,
     /// Data files (problems with data: linreg_bn).
     #[serde(default, skip_serializing_if = "DataConfig::is_empty")]

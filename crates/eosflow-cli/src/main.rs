@@ -258,8 +258,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plot { run_dir } => {
-            let cfg = config::load(&run_dir.join("config.toml"))
-                .with_context(|| format!("{} does not look like a run directory", run_dir.display()))?;
+            let cfg = load_run_config(&run_dir)?;
             let summary: Option<serde_json::Value> =
                 std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
             let problem = summary.as_ref().and_then(|s| s.get("problem")).and_then(|p| p.as_object());
@@ -318,9 +317,23 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     Ok(exit_code(&summary.status))
 }
 
+/// The config of a run directory, refused when a newer eosflow wrote it
+/// (format 0, before versions, reads as it is).
+fn load_run_config(dir: &Path) -> Result<Config> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{} does not look like a run directory (no config.toml)", dir.display()))?;
+    // The version first, so a newer format's unknown keys are explained as such.
+    if let Ok(t) = text.parse::<toml::Table>()
+        && let Some(v) = t.get("format_version").and_then(|v| v.as_integer())
+    {
+        rundir::check_format(&path, u32::try_from(v).unwrap_or(u32::MAX))?;
+    }
+    config::load(&path).with_context(|| format!("{} does not look like a run directory", dir.display()))
+}
+
 fn resume(dir: &Path, steps: Option<u64>) -> Result<ExitCode> {
-    let mut cfg = config::load(&dir.join("config.toml"))
-        .with_context(|| format!("{} does not look like a run directory", dir.display()))?;
+    let mut cfg = load_run_config(dir)?;
     let done: Option<serde_json::Value> =
         std::fs::read_to_string(dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let completed_at = done.as_ref().filter(|s| s["status"] == "completed").and_then(|s| s["last_step"].as_u64());
@@ -366,7 +379,8 @@ pub(crate) fn run_in_dir(
     progress_bar: bool,
     resume: Option<(eosflow::run::RunState, rundir::CsvOffsets)>,
 ) -> Result<(eosflow::run::RunSummary, Vec<PathBuf>)> {
-    let resolved = toml::to_string(cfg).context("cannot serialise the resolved config")?;
+    let versioned = Config { format_version: Some(rundir::RUN_FORMAT), ..cfg.clone() };
+    let resolved = toml::to_string(&versioned).context("cannot serialise the resolved config")?;
     rundir::write_atomic(&dir.join("config.toml"), resolved.as_bytes())?;
     if resume.is_none() && !prep.data_files.is_empty() {
         let data_dir = dir.join("data");
@@ -390,6 +404,7 @@ pub(crate) fn run_in_dir(
         runner = runner.resume(state);
     }
     let summary = runner.run()?;
+    let kernels = prep.problem.kernels();
 
     let fig_start = std::time::Instant::now();
     let figures = if cfg.output.figures {
@@ -410,7 +425,17 @@ pub(crate) fn run_in_dir(
     let obj = json.as_object_mut().unwrap();
     obj.remove("wall_time_s");
     let mut top = serde_json::Map::new();
+    top.insert("format_version".into(), rundir::RUN_FORMAT.into());
     top.insert("eosflow_version".into(), env!("CARGO_PKG_VERSION").into());
+    top.insert(
+        "eosflow".into(),
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "git_commit": env!("EOSFLOW_GIT_COMMIT"),
+            "cpu_features": cpu_features(),
+            "kernels": kernels,
+        }),
+    );
     top.insert("name".into(), cfg.name.clone().into());
     top.insert("problem_kind".into(), problem_kind(cfg).into());
     top.insert("optimizer".into(), prep.optimizer.name().into());
@@ -427,6 +452,26 @@ pub(crate) fn run_in_dir(
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(top))? + "\n";
     rundir::write_atomic(&dir.join("summary.json"), text.as_bytes())?;
     Ok((summary, figures))
+}
+
+/// The SIMD features of this CPU that eosflow's kernels (and candle's gemm)
+/// can dispatch to.
+fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    for (name, on) in [
+        ("sse4.2", std::arch::is_x86_feature_detected!("sse4.2")),
+        ("avx", std::arch::is_x86_feature_detected!("avx")),
+        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+        ("fma", std::arch::is_x86_feature_detected!("fma")),
+        ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+    ] {
+        if on {
+            f.push(name);
+        }
+    }
+    f
 }
 
 fn print_summary(cfg: &Config, s: &eosflow::run::RunSummary, dir: &Path, figures: &[PathBuf]) {

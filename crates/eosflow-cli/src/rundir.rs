@@ -67,9 +67,33 @@ pub struct CsvOffsets {
     pub sharpness_bytes: u64,
 }
 
+/// The run-directory format this eosflow writes: `format_version` in
+/// config.toml, checkpoint/state.json and summary.json.
+///
+/// - 0: eosflow 0.1.0 before formats were versioned (no `format_version`
+///   key; checkpoints without evaluation counts). Read and migrated.
+/// - 1: adds `format_version`, summary.json's `counts` and `eosflow` (version,
+///   git commit, CPU features, kernels), the checkpoint's counts.
+pub const RUN_FORMAT: u32 = 1;
+
+/// Refuses a run directory written by a newer eosflow (`what` names the file).
+pub fn check_format(what: &Path, version: u32) -> Result<()> {
+    if version > RUN_FORMAT {
+        bail!(
+            "{} was written by a newer eosflow (run-directory format {version}); this eosflow {} reads formats 0 to              {RUN_FORMAT}: use the eosflow that wrote it (its summary.json names the version and git commit), or              rerun the config with this one",
+            what.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    Ok(())
+}
+
 /// What `checkpoint/state.json` holds: the runner's state and the CSV offsets.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct CheckpointFile {
+    /// [`RUN_FORMAT`] of the writer; 0 (absent) for eosflow 0.1.0's first format.
+    #[serde(default)]
+    pub format_version: u32,
     pub eosflow_version: String,
     pub offsets: CsvOffsets,
     pub run: RunState,
@@ -87,7 +111,12 @@ pub fn write_checkpoint(dir: &Path, state: &RunState, offsets: CsvOffsets) -> Re
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let file = CheckpointFile { eosflow_version: env!("CARGO_PKG_VERSION").into(), offsets, run: state.clone() };
+    let file = CheckpointFile {
+        format_version: RUN_FORMAT,
+        eosflow_version: env!("CARGO_PKG_VERSION").into(),
+        offsets,
+        run: state.clone(),
+    };
     write_atomic(&tmp.join("state.json"), serde_json::to_string(&file)?.as_bytes())?;
     write_atomic(&tmp.join("params.npy"), &crate::npy::encode_vector(&state.params)?)?;
     if let Some(w) = &state.warm {
@@ -126,7 +155,13 @@ pub fn read_checkpoint(dir: &Path) -> Result<(RunState, CsvOffsets)> {
         .with_context(|| format!("cannot read {}", src.join("state.json").display()))?;
     let file: CheckpointFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is corrupt or from another eosflow version", src.join("state.json").display()))?;
+    check_format(&src.join("state.json"), file.format_version)?;
     let mut run = file.run;
+    if file.format_version == 0 {
+        // Format 0 counted only the runner's own gradients and sharpness
+        // HVPs: the totals go on from those (a lower bound for the rest).
+        run.counts = eosflow::Counts { gradients: run.gradient_evals, hvps: run.hvps, ..Default::default() };
+    }
     run.params = crate::npy::read_vector(&src.join("params.npy"), None)?;
     let warm = src.join("warm.npy");
     run.warm = if warm.is_file() { Some(crate::npy::read_vector(&warm, None)?) } else { None };

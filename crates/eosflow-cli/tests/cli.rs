@@ -366,3 +366,52 @@ fn matcomp_data_from_npy_reproduces_the_run_and_bad_positions_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("(3, 4) appears twice"), "{err}");
 }
+
+#[test]
+fn run_directories_carry_a_format_version_and_older_or_newer_ones_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let ckpt = "[run]\nsteps = 100\ncheckpoint_every = 50\ncheckpoint_min_interval_s = 0.0\n";
+    std::fs::write(&cfg, BASE.replace("[run]\nsteps = 50\n", ckpt)).unwrap();
+    let out = dir.path().join("out");
+    assert!(eosflow().arg("run").arg(&cfg).arg("--out").arg(&out).output().unwrap().status.success());
+    let summary = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let s = summary(&out);
+    assert_eq!(s["format_version"], 1);
+    assert_eq!(s["eosflow"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["eosflow"]["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(s["eosflow"]["kernels"], "portable");
+    assert_eq!(s["counts"]["gradients"], 101);
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("format_version = 1"), "{config}");
+    let state = std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"format_version\":1"), "{state}");
+
+    // A newer format is refused by resume and plot, naming the file and version.
+    std::fs::write(out.join("config.toml"), config.replace("format_version = 1", "format_version = 7")).unwrap();
+    for args in [vec!["resume"], vec!["plot"]] {
+        let o = eosflow().args(&args).arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("config.toml") && err.contains("format 7") && err.contains("newer eosflow"), "{err}");
+    }
+
+    // Format 0 (eosflow 0.1.0 before versions: no format key, no counts in
+    // the checkpoint) is migrated: resume extends it, counting on from the
+    // runner's own totals (101 gradients of steps 0..=100 … to 201).
+    std::fs::write(out.join("config.toml"), config.replace("format_version = 1\n", "")).unwrap();
+    let mut st: serde_json::Value = serde_json::from_str(&state).unwrap();
+    st.as_object_mut().unwrap().remove("format_version");
+    st["run"].as_object_mut().unwrap().remove("counts");
+    std::fs::write(out.join("checkpoint/state.json"), st.to_string()).unwrap();
+    let o = eosflow().args(["resume", "--steps", "200"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary(&out);
+    assert_eq!((s["format_version"].as_u64(), s["last_step"].as_u64()), (Some(1), Some(200)));
+    assert_eq!(s["counts"]["gradients"], 201);
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("format_version = 1"));
+    let o = eosflow().arg("plot").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -564,6 +564,17 @@ impl Problem for NetProblem {
         self.w0.clone()
     }
 
+    /// Convolution and elementwise kernels, precision and device; matrix
+    /// products are candle's (gemm, dispatched at run time to the CPU's SIMD).
+    fn kernels(&self) -> String {
+        let conv = match (self.params.conv, self.device.is_cpu()) {
+            (ConvImpl::Im2col, true) => "eosflow im2col convolutions and fused BN/Swish/ReLU",
+            _ => "candle's conv2d and elementwise ops",
+        };
+        let device = if self.device.is_cpu() { "cpu" } else { "cuda" };
+        format!("{conv}; {:?} on {device}; candle gemm", self.params.precision)
+    }
+
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(NetTracker { p: self, s: TrackerState::default(), last: None })
     }

@@ -459,6 +459,20 @@ impl Problem for MatcompBn {
             .collect()
     }
 
+    /// The loss/gradient and HVP kernels' dispatch: the same code compiled
+    /// for AVX-512F, AVX2 or portable (same bits on each, tested).
+    fn kernels(&self) -> String {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f".into();
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "avx2".into();
+        }
+        "portable".into()
+    }
+
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(MatcompTracker { p: self, st: MatcompState::default() })
     }

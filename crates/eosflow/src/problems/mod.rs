@@ -22,6 +22,12 @@ pub trait Problem: Hessian {
     fn name(&self) -> &'static str;
     /// The problem's default w_0.
     fn initial_point(&self) -> Vec<f64>;
+    /// Which compute kernels this problem runs on this machine (the SIMD
+    /// path a run-time dispatch picks, a backend), for summary.json. The
+    /// default: portable Rust, no dispatch.
+    fn kernels(&self) -> String {
+        "portable".into()
+    }
     /// A fresh tracker that sees every step, writes the problem's metrics.csv
     /// columns and summarises the run. The default has no columns and an
     /// empty summary.
