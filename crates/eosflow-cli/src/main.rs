@@ -486,13 +486,13 @@ fn print_summary(cfg: &Config, s: &eosflow::run::RunSummary, dir: &Path, figures
     );
     let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.6}"));
     println!(
-        "  final loss {:.6e}; sharpness: start {}, max {}, end {}; final 2/eta~ {:.6}; first EoS step {}",
+        "  final loss {:.6e}; sharpness: start {}, max {}, end {}; final 2/eta~ {:.6}; EoS entry step {}",
         s.final_loss,
         opt(s.initial_sharpness),
         opt(s.max_sharpness),
         opt(s.final_sharpness),
         s.final_two_over_eff_lr,
-        s.first_eos_step.map_or("-".into(), |v| v.to_string())
+        s.eos_entry_step.map_or("-".into(), |v| v.to_string())
     );
     if s.sharpness_unconverged > 0 {
         println!(

@@ -682,7 +682,8 @@ pub fn plot_run(
         "nn" => figures.push(("network", (1400, 1000))),
         _ => {}
     }
-    let entry = problem_summary.and_then(|m| m.get("eos_entry_step")).and_then(|v| v.as_f64());
+    // fig4's zoom starts at the entry on λ1(φ_t), found at every step.
+    let entry = problem_summary.and_then(|m| m.get("eos_entry_step_on_phi")).and_then(|v| v.as_f64());
     let fit = problem_summary.and_then(|m| m.get("fit_step")).and_then(|v| v.as_f64());
     let net_title = match problem_summary.and_then(|m| m.get("network")).and_then(|v| v.as_str()) {
         Some(n) => format!("{name}: {n}, full-batch GD+WD with ghost BN"),

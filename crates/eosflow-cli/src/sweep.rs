@@ -90,7 +90,7 @@ fn write_table(path: &std::path::Path, first: &str, results: &[(String, Result<R
     }
     let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut header: Vec<String> =
-        [first, "status", "last_step", "final_loss", "first_eos_step", "initial_sharpness"].map(String::from).to_vec();
+        [first, "status", "last_step", "final_loss", "eos_entry_step", "initial_sharpness"].map(String::from).to_vec();
     header.extend(["max_sharpness", "final_sharpness"].map(String::from));
     header.extend(keys.iter().cloned());
     w.write_record(&header)?;
@@ -109,7 +109,7 @@ fn write_table(path: &std::path::Path, first: &str, results: &[(String, Result<R
                     status,
                     sum.last_step.to_string(),
                     sum.final_loss.to_string(),
-                    sum.first_eos_step.map_or(String::new(), |v| v.to_string()),
+                    sum.eos_entry_step.map_or(String::new(), |v| v.to_string()),
                     opt(sum.initial_sharpness),
                     opt(sum.max_sharpness),
                     opt(sum.final_sharpness),
@@ -221,7 +221,7 @@ fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {
     if cfg.problem.kind() == "linreg_bn" {
         println!(
             "{:>5} {:>10} {:>14} {:>14} {:>6} {:>14} {:>14}",
-            "seed", "eos_entry", "test@entry", "test@end", "fell", "|phi-theta_M|", "lam1/lam_min-1"
+            "seed", "entry(phi)", "test@entry", "test@end", "fell", "|phi-theta_M|", "lam1/lam_min-1"
         );
         let (mut fell, mut counted) = (0, 0);
         for (s, r) in results {
@@ -241,7 +241,7 @@ fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {
             println!(
                 "{:>5} {:>10} {:>14} {:>14} {:>6} {:>14} {:>14}",
                 s,
-                sum.problem.get("eos_entry_step").map_or("-".into(), cell),
+                sum.problem.get("eos_entry_step_on_phi").map_or("-".into(), cell),
                 fmt(a),
                 fmt(b),
                 f,

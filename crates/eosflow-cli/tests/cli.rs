@@ -97,7 +97,8 @@ fn reproduce_toy3d_writes_the_whole_run_directory() {
     assert!(s["timing"]["run_s"].as_f64().unwrap() > 0.0);
     assert!(s["problem"]["midpoint_distance_to_zeta_star"].as_f64().unwrap() < 1e-8);
     assert!(s["problem"]["theta_final_domain"][2].as_f64().unwrap().abs() < 1e-6);
-    for key in ["first_eos_step", "final_two_over_eff_lr", "final_sharpness", "initial_sharpness"] {
+    for key in ["eos_entry_step", "first_in_band_step", "final_two_over_eff_lr", "final_sharpness", "initial_sharpness"]
+    {
         assert!(s.get(key).is_some(), "summary.json lacks {key}");
     }
     assert!(s["problem"].get("first_step_abs_z_below_0.01").is_some());
@@ -237,7 +238,7 @@ fn fig4_short_run_and_seed_sweep() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for key in [
         "first_step_train_loss_below_1e-14",
-        "eos_entry_step",
+        "eos_entry_step_on_phi",
         "eos_train_loss_median",
         "test_loss_at_eos_entry",
         "test_loss_final",
@@ -313,7 +314,7 @@ fn fig1_smoke_run_fits_the_observations() {
     assert!(fit < 3000);
     // At the fit the test loss is still ~1 (the paper's 1.12): fitting alone does not recover M.
     assert!(s["problem"]["test_loss_at_fit"].as_f64().unwrap() > 0.3);
-    assert!(s["first_eos_step"].as_u64().is_some(), "EoS is reached within 3000 steps");
+    assert!(s["eos_entry_step"].as_u64().is_some(), "EoS is reached within 3000 steps");
 }
 
 #[test]

@@ -596,9 +596,8 @@ struct TrackerState {
     /// (step, spherical sharpness) at every sharpness evaluation.
     #[serde(default)]
     sharpness: Vec<(u64, f64)>,
-    /// First sharpness evaluation after the fit with 2/η̃ ≤ the sharpness
-    /// (the dynamics reach the Edge of Stability), and the test accuracy at
-    /// the first evaluated step from there on.
+    /// The run's EoS entry (the runner's `eos_entry_step`, [`StepView::eos_entry`]),
+    /// and the test accuracy at the first evaluated step from there on.
     #[serde(default)]
     eos_entry_step: Option<u64>,
     #[serde(default)]
@@ -645,12 +644,7 @@ impl Tracker for NetTracker<'_> {
         } else {
             Vec::new()
         };
-        if self.s.fit_step.is_some()
-            && self.s.eos_entry_step.is_none()
-            && let Some(&(s_step, sharp)) = self.s.sharpness.last()
-            && s_step == step
-            && 2.0 / eval.eff_lr <= sharp
-        {
+        if view.eos_entry {
             self.s.eos_entry_step = Some(step);
         }
         if !step.is_multiple_of(self.p.params.eval_every.max(1)) {
@@ -695,7 +689,6 @@ impl Tracker for NetTracker<'_> {
         m.insert("fit_step".into(), json!(self.s.fit_step));
         m.insert("test_acc_at_fit".into(), json!(self.s.test_acc_at_fit));
         m.insert("train_loss_at_fit".into(), json!(self.s.train_loss_at_fit));
-        m.insert("eos_entry_step".into(), json!(self.s.eos_entry_step));
         m.insert("test_acc_at_eos_entry".into(), json!(self.s.test_acc_at_eos_entry));
         m.insert("best_test_acc".into(), json!(self.s.best_test_acc.map(|b| b.0)));
         m.insert("best_test_acc_step".into(), json!(self.s.best_test_acc.map(|b| b.1)));

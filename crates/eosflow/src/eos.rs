@@ -106,3 +106,72 @@ impl RegimeBand {
         }
     }
 }
+
+/// The Edge-of-Stability entry — one definition for the runner, every
+/// problem and the theorem experiments: the first observation t that leaves
+/// the stable regime,
+///
+/// 2/η̃_t ≤ (1 + b)·S_t,
+///
+/// after at least `run_in` consecutive observations with 2/η̃ > (1 + b)·S
+/// (stable: the descent lemma holds, Lemma 4.1). This is t1 of Thms 3.2 and
+/// 4.3, the growing effective LR reaching 2/λ1, with "reaching" read through
+/// the same band b as the `regime` column: the entry is the first step whose
+/// regime is not `stable` after a stable one. The band absorbs that S
+/// measured at θ_t sits a little below λ1 on Γ during EoS (in the App. F
+/// orbit S(θ_t) = 5.08 < 2/η̃ = 5.49 < 6 = λ1(ζ*)), so with b = 0 an entry
+/// seen at θ_t can be missed. The run-in skips a start that is unstable
+/// already (a large initial effective LR and its catapult are not an entry
+/// from the stable regime).
+///
+/// What S is, is the caller's: the runner uses the spherical sharpness
+/// measured at θ_t on its evaluation steps with b = `sharpness.eos_band`
+/// (`eos_entry_step` in summary.json; resolution `sharpness.every`);
+/// linreg_bn also applies the rule at every step to λ1(φ_t), the exact
+/// sharpness at the projection onto Γ, with b = 0 and a run-in of 10 steps
+/// (`eos_entry_step_on_phi`).
+///
+/// ```
+/// use eosflow::eos::{EosEntry, EosEntryRule};
+/// let rule = EosEntryRule { band: 0.1, run_in: 1 };
+/// let mut e = EosEntry::default();
+/// assert!(!e.observe(&rule, 0, 1.0, 2.0)); // unstable at the start: not an entry
+/// assert!(!e.observe(&rule, 10, 3.0, 2.0)); // stable
+/// assert!(e.observe(&rule, 20, 2.15, 2.0)); // within 10% of S after a stable step
+/// assert_eq!(e.step(), Some(20));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EosEntry {
+    /// The entry step, once found.
+    #[serde(rename = "eos_entry")]
+    pub entry: Option<u64>,
+    /// Consecutive stable observations up to the last one.
+    pub stable_run: u64,
+}
+
+/// The two settings of [`EosEntry`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EosEntryRule {
+    /// b ≥ 0: stable means 2/η̃ > (1 + b)·S.
+    pub band: f64,
+    /// Stable observations required before an entry.
+    pub run_in: u64,
+}
+
+impl EosEntry {
+    /// Feeds the observation (t, 2/η̃_t, S_t); true when t is the entry.
+    pub fn observe(&mut self, rule: &EosEntryRule, step: u64, two_over_eff_lr: f64, sharpness: f64) -> bool {
+        let stable = two_over_eff_lr > (1.0 + rule.band) * sharpness;
+        let entered = self.entry.is_none() && !stable && self.stable_run >= rule.run_in;
+        if entered {
+            self.entry = Some(step);
+        }
+        self.stable_run = if stable { self.stable_run + 1 } else { 0 };
+        entered
+    }
+
+    /// The entry step, if the run has entered EoS.
+    pub fn step(&self) -> Option<u64> {
+        self.entry
+    }
+}

@@ -39,7 +39,7 @@
 //! assert_eq!(summary.counts.gradients, 501);
 //! ```
 
-use crate::eos::{Regime, RegimeBand};
+use crate::eos::{EosEntry, EosEntryRule, Regime, RegimeBand};
 use crate::objective::{Counted, Counts, Hessian};
 use crate::optim::{Optimizer, RestoreError};
 use crate::problems::{NoTracker, Problem, StepView, Tracker, TrackerStateError};
@@ -161,10 +161,17 @@ pub struct RunSummary {
     pub final_sharpness: Option<f64>,
     /// Sharpness at step 0.
     pub initial_sharpness: Option<f64>,
-    /// First step with a sharpness evaluation whose regime is EoS (either side).
-    pub first_eos_step: Option<u64>,
+    /// The EoS entry ([`EosEntry`]): the first sharpness evaluation whose
+    /// regime is not `stable` (2/η̃_t ≤ (1 + b)·S_t) after a stable one.
+    pub eos_entry_step: Option<u64>,
     /// Sharpness at that step.
-    pub sharpness_at_first_eos: Option<f64>,
+    pub sharpness_at_eos_entry: Option<f64>,
+    /// First sharpness evaluation whose regime is in the EoS band (either
+    /// side of S, within `eos_band`): a different notion from the entry,
+    /// kept for the regime column's readers.
+    pub first_in_band_step: Option<u64>,
+    /// Sharpness at that step.
+    pub sharpness_at_first_in_band: Option<f64>,
     /// Largest sharpness computed.
     pub max_sharpness: Option<f64>,
     /// Gradient evaluations.
@@ -267,9 +274,16 @@ pub struct RunState {
     pub warm: Option<Vec<f64>>,
     pub last_sharpness: Option<f64>,
     pub initial_sharpness: Option<f64>,
-    pub first_eos: Option<u64>,
+    #[serde(alias = "first_eos")]
+    pub first_in_band: Option<u64>,
     pub max_sharpness: Option<f64>,
-    pub sharpness_at_first_eos: Option<f64>,
+    #[serde(alias = "sharpness_at_first_eos")]
+    pub sharpness_at_first_in_band: Option<f64>,
+    /// The EoS entry rule's state (absent in format-0 checkpoints).
+    #[serde(flatten, default)]
+    pub eos: EosEntry,
+    #[serde(default)]
+    pub sharpness_at_eos_entry: Option<f64>,
     pub gradient_evals: u64,
     pub hvps: u64,
     pub sharpness_evals: u64,
@@ -476,14 +490,19 @@ impl<'a> Runner<'a> {
             if let Some(s) = sharp {
                 st.max_sharpness = Some(st.max_sharpness.map_or(s, |m: f64| m.max(s)));
             }
-            // The first EoS step is judged on steps with a fresh sharpness only: a
-            // stale one (computed k steps ago) against a moving 2/η̃ can fake it.
-            if st.first_eos.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
-                st.first_eos = Some(t);
-                st.sharpness_at_first_eos = sharp;
+            // EoS is judged on steps with a fresh sharpness only: a stale one
+            // (computed k steps ago) against a moving 2/η̃ can fake it.
+            if st.first_in_band.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
+                st.first_in_band = Some(t);
+                st.sharpness_at_first_in_band = sharp;
+            }
+            let rule = EosEntryRule { band: params.band.band, run_in: 1 };
+            let eos_entry = sharp.is_some_and(|s| st.eos.observe(&rule, t, two, s));
+            if eos_entry {
+                st.sharpness_at_eos_entry = sharp;
             }
             let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
-            let extra = tracker.observe(&obj, &StepView { step: t, w, eval: &e, sharpness: sharp, logged });
+            let extra = tracker.observe(&obj, &StepView { step: t, w, eval: &e, sharpness: sharp, eos_entry, logged });
             let rec = StepRecord {
                 step: t,
                 loss: e.loss,
@@ -541,7 +560,10 @@ impl<'a> Runner<'a> {
             final_two_over_eff_lr: last_rec.map_or(f64::NAN, |r| r.two_over_eff_lr),
             final_sharpness: st.last_sharpness,
             initial_sharpness: st.initial_sharpness,
-            first_eos_step: st.first_eos,
+            eos_entry_step: st.eos.step(),
+            sharpness_at_eos_entry: st.sharpness_at_eos_entry,
+            first_in_band_step: st.first_in_band,
+            sharpness_at_first_in_band: st.sharpness_at_first_in_band,
             gradient_evals: st.gradient_evals,
             hvps: st.hvps,
             sharpness_evals: st.sharpness_evals,
@@ -549,7 +571,6 @@ impl<'a> Runner<'a> {
             counts: obj.counts(),
             wall_time_s: start.elapsed().as_secs_f64(),
             max_sharpness: st.max_sharpness,
-            sharpness_at_first_eos: st.sharpness_at_first_eos,
             problem: problem_summary,
         };
         for o in observers.iter_mut() {

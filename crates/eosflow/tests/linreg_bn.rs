@@ -233,7 +233,7 @@ fn theorem_5_1_on_the_paper_run_and_period_two_oscillation() {
     let cf = m["phi_sharpness_final"].as_f64().unwrap();
     assert!((lz - cf).abs() <= 1e-10 * cf);
     // EoS is entered, and there h_t changes sign at (almost) every step.
-    assert!(m["eos_entry_step"].as_u64().is_some());
+    assert!(m["eos_entry_step_on_phi"].as_u64().is_some());
     let frac = m["eos_h_sign_change_fraction"].as_f64().unwrap();
     assert!(frac > 0.99, "h_t changed sign on only {frac} of EoS steps");
     assert!(m["eos_periods"].as_u64().unwrap() >= 5, "periodic 2/η̃ switching across λ1(φ_t)");

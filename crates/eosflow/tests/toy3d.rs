@@ -174,5 +174,5 @@ fn paper_run_ends_at_the_flattest_minimiser() {
     // In EoS, 2/η̃ sits near the sharpness of Γ at ζ* (6), and θ_t
     // oscillates across Γ with period 2.
     assert!((s.final_two_over_eff_lr - 6.0).abs() < 1.0, "2/η̃ = {}", s.final_two_over_eff_lr);
-    assert!(s.first_eos_step.is_some());
+    assert!(s.eos_entry_step.is_some() && s.first_in_band_step.is_some());
 }

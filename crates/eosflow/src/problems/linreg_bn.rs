@@ -1,6 +1,7 @@
 //! Linear regression with Batch Normalization (Section 5, App. O, Q.2).
 
 use super::{Problem, StepView, Tracker, TrackerStateError};
+use crate::eos::{EosEntry, EosEntryRule};
 use crate::linalg::{axpy, dot, lstsq, norm, normalize, symmetric_eigen};
 use crate::manifold::{OscillationTracker, distance};
 use crate::objective::{Counted, Hessian, Objective};
@@ -602,11 +603,10 @@ impl Problem for LinregBn {
     }
 }
 
-/// EoS entry: the first step at which 2/η̃_t drops to λ1(φ_t) or below after
-/// at least this many consecutive steps above it (stable). The run-in
-/// excludes the first steps, where a large initial effective LR puts 2/η̃
-/// below λ1(φ_t) far from Γ and the catapult that follows oscillates
-/// across it.
+/// The run-in of [`EosEntry`] on λ1(φ_t) at every step: at least this many
+/// consecutive stable steps. It excludes the first steps, where a large
+/// initial effective LR puts 2/η̃ below λ1(φ_t) far from Γ and the catapult
+/// that follows oscillates across it.
 const STABLE_RUN: u64 = 10;
 
 /// Follows a linreg_bn run for its summary (Fig. 4's story).
@@ -620,7 +620,10 @@ struct LinregTracker<'a> {
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct LinregState {
     first_tiny_loss: Option<u64>,
-    eos_entry: Option<u64>,
+    /// [`crate::eos::EosEntry`] on λ1(φ_t) (fields `eos_entry`, `stable_run`,
+    /// as checkpoints of format 0 wrote them).
+    #[serde(flatten)]
+    eos: EosEntry,
     test_at_entry: Option<f64>,
     test_sample_at_entry: Option<f64>,
     /// Histogram of log10(train loss) over EoS steps, in bins of 0.01 decade
@@ -634,7 +637,6 @@ struct LinregState {
     last_theta: Vec<f64>,
     last_phi: Option<Vec<f64>>,
     last_step: u64,
-    stable_run: u64,
 }
 
 impl<'a> LinregTracker<'a> {
@@ -661,16 +663,13 @@ impl Tracker for LinregTracker<'_> {
         if let Some(phi) = &phi {
             let lam = p.sharpness_on_gamma(phi);
             let two = 2.0 / eval.eff_lr;
-            let stable = two > lam;
-            if self.st.eos_entry.is_none() && !stable && self.st.stable_run >= STABLE_RUN {
-                self.st.eos_entry = Some(step);
+            if self.st.eos.observe(&EosEntryRule { band: 0.0, run_in: STABLE_RUN }, step, two, lam) {
                 self.st.test_at_entry = p.population_test_loss(w);
                 self.st.test_sample_at_entry = p.sample_test_loss(w);
                 self.st.osc.reset_counts();
             }
-            self.st.stable_run = if stable { self.st.stable_run + 1 } else { 0 };
             let h = self.st.osc.observe(&theta, phi, &p.v1);
-            if self.st.eos_entry.is_some() {
+            if self.st.eos.step().is_some() {
                 let bin = if eval.loss > 0.0 { (100.0 * eval.loss.log10()).floor() as i32 } else { i32::MIN };
                 *self.st.eos_loss_log_hist.entry(bin).or_insert(0) += 1;
                 let above = two > lam;
@@ -694,11 +693,11 @@ impl Tracker for LinregTracker<'_> {
         let p = self.p();
         let mut m = serde_json::Map::new();
         m.insert("first_step_train_loss_below_1e-14".into(), json!(self.st.first_tiny_loss));
-        m.insert("eos_entry_step".into(), json!(self.st.eos_entry));
+        m.insert("eos_entry_step_on_phi".into(), json!(self.st.eos.step()));
         m.insert(
             "eos_entry_rule".into(),
             json!(
-                "first t with 2/eff_lr_t <= lambda1(phi_t) after >= 10 consecutive steps with 2/eff_lr > lambda1(phi)"
+                "eos::EosEntry with band 0 on lambda1(phi_t) at every step: first t with 2/eff_lr_t <= lambda1(phi_t) after >= 10 consecutive steps with 2/eff_lr > lambda1(phi)"
             ),
         );
         // Median of the EoS losses from the log histogram: the centre of the

@@ -47,6 +47,9 @@ pub struct StepView<'a> {
     pub eval: &'a Evaluation,
     /// The spherical sharpness at θ_t when the runner computed one this step.
     pub sharpness: Option<f64>,
+    /// Whether t is the run's EoS entry ([`crate::eos::EosEntry`] on the
+    /// runner's sharpness, `eos_entry_step` in the summary).
+    pub eos_entry: bool,
     /// Whether step t gets a metrics.csv row: [`Tracker::observe`] then
     /// returns its columns. Work needed only for the row (a d×d SVD, a
     /// test-set forward pass) is done on logged steps only.
