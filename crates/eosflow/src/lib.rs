@@ -21,6 +21,7 @@
 //! ```
 
 pub mod eos;
+pub mod identities;
 pub mod linalg;
 pub mod manifold;
 pub mod objective;

@@ -1,18 +1,17 @@
-//! Linear regression with BN (Section 5, App. O): derivatives, the
-//! scale-invariance identities, Lemma O.1, the projections onto Γ, the
+//! Linear regression with BN (Section 5, App. O): Lemma O.1 (derivatives
+//! and the scale-invariance identities run in tests/identities.rs), the projections onto Γ, the
 //! period-2 oscillation and Theorem 5.1 on the paper's full run.
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the formulas they check
 
 use eosflow::linalg::{dot, norm, normalize};
 use eosflow::manifold::{PgdProjection, distance, project_by_pgd};
-use eosflow::objective::finite_difference_gradient;
 use eosflow::optim::GdWd;
 use eosflow::problems::{LinregBn, LinregData, LinregError, LinregInit, Problem};
 use eosflow::run::{RunParams, Runner};
 use eosflow::sharpness::spherical_sharpness;
 use eosflow::spectrum::LanczosParams;
-use eosflow::{FiniteDifferenceHvp, Hessian, Objective};
+use eosflow::{Hessian, Objective};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -37,66 +36,6 @@ fn point_on_gamma(p: &LinregBn, rng: &mut ChaCha8Rng) -> Vec<f64> {
         let t: Vec<f64> = t.iter().zip(tm).map(|(a, b)| 0.5 * a + b).collect();
         if let Some(phi) = p.project_exact(&t) {
             return phi;
-        }
-    }
-}
-
-#[test]
-fn gradient_and_hvp_match_central_differences() {
-    let p = paper_problem(1);
-    let fd = FiniteDifferenceHvp::new(p.clone());
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for _ in 0..10 {
-        let w = gaussian(40, &mut rng);
-        let mut g = vec![0.0; 40];
-        p.loss_grad(&w, &mut g);
-        let gfd = finite_difference_gradient(&p, &w);
-        // Central differences err by ~ε^{2/3}·(|L'''|h² + |L|) ≈ 4e-11·M with
-        // M = O(1–10) for ‖w‖ ≈ √40 here: 1e-8 absolute leaves a wide margin.
-        for i in 0..40 {
-            assert!((g[i] - gfd[i]).abs() <= 1e-8 + 1e-7 * g[i].abs(), "∂_{i}: {} vs {}", g[i], gfd[i]);
-        }
-        let v = gaussian(40, &mut rng);
-        let (mut hv, mut hv_fd) = (vec![0.0; 40], vec![0.0; 40]);
-        p.hvp(&w, &v, &mut hv);
-        fd.hvp(&w, &v, &mut hv_fd);
-        let scale = norm(&hv).max(1e-3);
-        for i in 0..40 {
-            assert!((hv[i] - hv_fd[i]).abs() <= 1e-7 * scale, "(Hv)_{i}: {} vs {}", hv[i], hv_fd[i]);
-        }
-        // Symmetry of the exact HVP: ⟨u, Hv⟩ = ⟨v, Hu⟩ to O(ε·‖H‖·‖u‖‖v‖·d).
-        let u = gaussian(40, &mut rng);
-        let mut hu = vec![0.0; 40];
-        p.hvp(&w, &u, &mut hu);
-        let (a, b) = (dot(&u, &hv), dot(&v, &hu));
-        assert!((a - b).abs() <= 1e3 * EPS * norm(&hv) * norm(&u) * 40.0, "{a} vs {b}");
-    }
-}
-
-#[test]
-fn scale_invariance_identities() {
-    let p = paper_problem(2);
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let lp = LanczosParams { tol: 1e-13, ..Default::default() };
-    for _ in 0..10 {
-        let w = gaussian(40, &mut rng);
-        let mut g = vec![0.0; 40];
-        p.loss_grad(&w, &mut g);
-        // ⟨∇L(w), w⟩ = 0: a sum of d·n products of rounded terms, O(√(nd)·ε)
-        // relative to ‖∇L‖‖w‖.
-        assert!(dot(&g, &w).abs() <= 64.0 * EPS * norm(&g) * norm(&w));
-        // H(w)w = −∇L(w).
-        let mut hw = vec![0.0; 40];
-        p.hvp(&w, &w, &mut hw);
-        for i in 0..40 {
-            assert!((hw[i] + g[i]).abs() <= 1e3 * EPS * norm(&g).max(norm(&hw)), "{} vs {}", hw[i], -g[i]);
-        }
-        // ‖cw‖²λ1(H(cw)) independent of c.
-        let s1 = spherical_sharpness(&p, &w, &lp, None).unwrap().spherical;
-        for c in [1e-3, 4.0, 1e3] {
-            let cw: Vec<f64> = w.iter().map(|x| c * x).collect();
-            let sc = spherical_sharpness(&p, &cw, &lp, None).unwrap().spherical;
-            assert!((sc - s1).abs() <= 1e-11 * s1.abs(), "c={c}: {sc} vs {s1}");
         }
     }
 }

@@ -1,0 +1,282 @@
+//! The identities every objective must satisfy, measured: gradient and HVP
+//! against central differences, HVP symmetry, the identities of a
+//! scale-invariant loss on its declared block, Lanczos against a dense
+//! eigendecomposition, and the exponential-LR identity of GD+WD.
+//!
+//! The functions return the measured errors (relative, dimensionless); the
+//! tests decide the tolerances. One suite for every problem and network
+//! (and for a user's own objective: run [`check`] on it before a long run).
+//!
+//! ```
+//! use eosflow::identities::{check, IdentityParams};
+//! use eosflow::problems::Toy3d;
+//! let p = Toy3d::new(0);
+//! let r = check(&p, &[0.3, -1.2, 0.8], &IdentityParams::default());
+//! assert!(r.gradient_vs_fd.unwrap() < 1e-7);
+//! assert!(r.grad_dot_block.unwrap() < 1e-14);
+//! assert!(r.lanczos_vs_dense.unwrap() < 1e-12);
+//! ```
+
+use crate::linalg::{axpy, dot, norm, symmetric_eigen};
+use crate::objective::{Hessian, ScaleInvariance};
+use crate::sharpness::spherical_sharpness;
+use crate::spectrum::LanczosParams;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// What [`check`] measures.
+#[derive(Clone, Debug)]
+pub struct IdentityParams {
+    /// Compare the gradient and the HVP with central differences. Off for
+    /// ReLU networks: a difference step can cross a kink, and the result is
+    /// then meaningless (compare with a double-backward oracle instead).
+    pub finite_differences: bool,
+    /// Coordinates of the gradient compared with differences (all when D is
+    /// at most this; else this many, seeded).
+    pub fd_coordinates: usize,
+    /// Build the dense Hessian (D HVPs) and compare Lanczos with its
+    /// eigendecomposition when D ≤ this.
+    pub dense_max: usize,
+    /// The factors c of the rescaling identities (block scaled by c); the
+    /// report gives the worst over them.
+    pub scales: Vec<f64>,
+    /// Seed of the random directions u, v.
+    pub seed: u64,
+}
+
+impl Default for IdentityParams {
+    fn default() -> Self {
+        Self {
+            finite_differences: true,
+            fd_coordinates: 64,
+            dense_max: 400,
+            scales: vec![1e-3, 0.3, 7.0, 1e4],
+            seed: 0,
+        }
+    }
+}
+
+/// Measured errors, each relative to the natural scale named in its doc
+/// (so rounding alone gives O(ε·size)); `None` where not measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IdentityReport {
+    /// max_i |∂_i L − (L(w + h e_i) − L(w − h e_i))/2h| / ‖∇L‖∞ over the
+    /// compared coordinates, h = ε^{1/3}·max(1, |w_i|): truncation O(h²),
+    /// rounding O(ε·|L|/h).
+    pub gradient_vs_fd: Option<f64>,
+    /// ‖Hv − (∇L(w + h v) − ∇L(w − h v))/2h‖ / ‖Hv‖ for a unit random v,
+    /// h = ε^{1/3}·max(1, ‖w‖).
+    pub hvp_vs_fd: Option<f64>,
+    /// |⟨u, Hv⟩ − ⟨v, Hu⟩| / (‖Hv‖ + ‖Hu‖) for unit random u, v.
+    pub hvp_symmetry: f64,
+    /// |⟨∇L, ŵ⟩| / (‖∇L‖·‖ŵ‖), ŵ = w on the declared block, 0 elsewhere:
+    /// 0 for a loss invariant to scaling that block.
+    pub grad_dot_block: Option<f64>,
+    /// ‖H ŵ + P∇L‖ / (‖H‖·‖ŵ‖ + ‖∇L‖), P keeping the block's coordinates:
+    /// the derivative in w of ⟨∇L, ŵ⟩ = 0. ‖H‖ is estimated by ‖Hv‖.
+    pub hessian_times_block: Option<f64>,
+    /// |L(w with the block scaled by c) − L(w)| / |L(w)|.
+    pub loss_rescaled: Option<f64>,
+    /// ‖c·∇L(w_c) − ∇L(w)‖ / ‖∇L(w)‖ on the block, w_c = w with the block
+    /// scaled by c (∇ is (−1)-homogeneous in the block).
+    pub gradient_rescaled: Option<f64>,
+    /// ‖c²·H(w_c)v̂ − H(w)v̂‖ / ‖H(w)v̂‖ on the block, v̂ = v on the block and
+    /// 0 elsewhere (the Hessian block is (−2)-homogeneous).
+    pub hessian_rescaled: Option<f64>,
+    /// |s(cw) − s(w)| / |s(w)| for the spherical sharpness s = ‖w_S‖²λ1
+    /// (Lanczos at tol 1e-13).
+    pub sharpness_rescaled: Option<f64>,
+    /// |λ1(Lanczos) − λ1(dense)| / max|λ(dense)| on the block's Hessian,
+    /// where D ≤ `dense_max`.
+    pub lanczos_vs_dense: Option<f64>,
+}
+
+fn unit_random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    let mut v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+    let nv = norm(&v);
+    v.iter_mut().for_each(|x| *x /= nv);
+    v
+}
+
+fn hvp(obj: &dyn Hessian, w: &[f64], v: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; w.len()];
+    obj.hvp(w, v, &mut out);
+    out
+}
+
+fn grad(obj: &dyn Hessian, w: &[f64]) -> (f64, Vec<f64>) {
+    let mut g = vec![0.0; w.len()];
+    let l = obj.loss_grad(w, &mut g);
+    (l, g)
+}
+
+fn rel(a: &[f64], b: &[f64], scale: f64) -> f64 {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    norm(&d) / scale
+}
+
+/// The declared block's indices (all coordinates for `All`), or None.
+fn block(obj: &dyn Hessian, d: usize) -> Option<Vec<usize>> {
+    match obj.scale_invariance() {
+        ScaleInvariance::All => Some((0..d).collect()),
+        ScaleInvariance::Block(idx) => Some(idx),
+        ScaleInvariance::None => None,
+    }
+}
+
+/// Measures every identity at w (see [`IdentityReport`]).
+pub fn check(obj: &dyn Hessian, w: &[f64], params: &IdentityParams) -> IdentityReport {
+    let d = obj.dim();
+    assert_eq!(w.len(), d, "identities::check: w has {} entries, the objective {d}", w.len());
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let (l, g) = grad(obj, w);
+    let u = unit_random(&mut rng, d);
+    let v = unit_random(&mut rng, d);
+    let hv = hvp(obj, w, &v);
+    let hu = hvp(obj, w, &u);
+    let mut r = IdentityReport {
+        hvp_symmetry: (dot(&u, &hv) - dot(&v, &hu)).abs() / (norm(&hv) + norm(&hu)).max(f64::MIN_POSITIVE),
+        ..Default::default()
+    };
+
+    if params.finite_differences {
+        let coords: Vec<usize> = if d <= params.fd_coordinates {
+            (0..d).collect()
+        } else {
+            let mut c: Vec<usize> = (0..params.fd_coordinates).map(|k| k * d / params.fd_coordinates).collect();
+            c.dedup();
+            c
+        };
+        let gmax = g.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+        let mut x = w.to_vec();
+        let mut worst = 0.0f64;
+        for &i in &coords {
+            let h = f64::EPSILON.cbrt() * w[i].abs().max(1.0);
+            x[i] = w[i] + h;
+            let lp = obj.loss(&x);
+            x[i] = w[i] - h;
+            let lm = obj.loss(&x);
+            x[i] = w[i];
+            worst = worst.max(((lp - lm) / (2.0 * h) - g[i]).abs() / gmax);
+        }
+        r.gradient_vs_fd = Some(worst);
+        let h = f64::EPSILON.cbrt() * norm(w).max(1.0);
+        let (mut wp, mut wm) = (w.to_vec(), w.to_vec());
+        axpy(h, &v, &mut wp);
+        axpy(-h, &v, &mut wm);
+        let (_, gp) = grad(obj, &wp);
+        let (_, gm) = grad(obj, &wm);
+        let fd: Vec<f64> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * h)).collect();
+        r.hvp_vs_fd = Some(rel(&fd, &hv, norm(&hv).max(f64::MIN_POSITIVE)));
+    }
+
+    if let Some(idx) = block(obj, d) {
+        let mut wb = vec![0.0; d];
+        let mut pg = vec![0.0; d];
+        for &i in &idx {
+            wb[i] = w[i];
+            pg[i] = g[i];
+        }
+        let gn = norm(&g);
+        r.grad_dot_block = Some(dot(&g, &wb).abs() / (gn * norm(&wb)).max(f64::MIN_POSITIVE));
+        let mut hw = hvp(obj, w, &wb);
+        axpy(1.0, &pg, &mut hw);
+        r.hessian_times_block = Some(norm(&hw) / (norm(&hv) * norm(&wb) + gn).max(f64::MIN_POSITIVE));
+        let lp = LanczosParams { tol: 1e-13, max_restarts: 500, ..Default::default() };
+        let s1 = spherical_sharpness(obj, w, &lp, None).ok();
+        let mut vb = vec![0.0; d];
+        for &i in &idx {
+            vb[i] = v[i];
+        }
+        let hvb = hvp(obj, w, &vb);
+        let gb: Vec<f64> = idx.iter().map(|&i| g[i]).collect();
+        let hb: Vec<f64> = idx.iter().map(|&i| hvb[i]).collect();
+        let worst = |slot: &mut Option<f64>, x: f64| *slot = Some(slot.map_or(x, |y: f64| y.max(x)));
+        for &c in &params.scales {
+            let mut wc = w.to_vec();
+            for &i in &idx {
+                wc[i] *= c;
+            }
+            let (lc, gc) = grad(obj, &wc);
+            worst(&mut r.loss_rescaled, (lc - l).abs() / l.abs().max(f64::MIN_POSITIVE));
+            let gcb: Vec<f64> = idx.iter().map(|&i| c * gc[i]).collect();
+            worst(&mut r.gradient_rescaled, rel(&gcb, &gb, norm(&gb).max(f64::MIN_POSITIVE)));
+            let hc = hvp(obj, &wc, &vb);
+            let hcb: Vec<f64> = idx.iter().map(|&i| c * c * hc[i]).collect();
+            worst(&mut r.hessian_rescaled, rel(&hcb, &hb, norm(&hb).max(f64::MIN_POSITIVE)));
+            if let (Some(s), Ok(sc)) = (&s1, spherical_sharpness(obj, &wc, &lp, None)) {
+                worst(&mut r.sharpness_rescaled, (sc.spherical - s.spherical).abs() / s.spherical.abs());
+            }
+        }
+    }
+
+    let rows: Vec<usize> = block(obj, d).unwrap_or_else(|| (0..d).collect());
+    if rows.len() <= params.dense_max {
+        // The block's Hessian column by column from the HVP (symmetrised:
+        // the HVP is symmetric only to rounding).
+        let m = rows.len();
+        let op = obj.hessian_at(w);
+        let mut e = vec![0.0; d];
+        let mut col = vec![0.0; d];
+        let mut a = vec![0.0; m * m];
+        for (j, &cj) in rows.iter().enumerate() {
+            e[cj] = 1.0;
+            op.apply(&e, &mut col);
+            e[cj] = 0.0;
+            for (i, &ri) in rows.iter().enumerate() {
+                a[i * m + j] = col[ri];
+            }
+        }
+        for i in 0..m {
+            for j in 0..i {
+                let s = 0.5 * (a[i * m + j] + a[j * m + i]);
+                a[i * m + j] = s;
+                a[j * m + i] = s;
+            }
+        }
+        let (vals, _) = symmetric_eigen(m, &a);
+        let amax = vals.iter().fold(0.0f64, |x, y| x.max(y.abs())).max(f64::MIN_POSITIVE);
+        let lp = LanczosParams { tol: 1e-13, max_restarts: 500, ..Default::default() };
+        if let Ok(s) = spherical_sharpness(obj, w, &lp, None) {
+            let scale = block(obj, d).map_or(1.0, |idx| idx.iter().map(|&i| w[i] * w[i]).sum::<f64>());
+            r.lanczos_vs_dense = Some((s.spherical / scale - vals[0]).abs() / amax);
+        }
+    }
+    r
+}
+
+/// The exact exponential-LR identity of Li & Arora (2020) for a fully
+/// scale-invariant loss: GD+WD with (η̂, λ̂) from w_0,
+/// w_{t+1} = (1 − η̂λ̂)·w_t − η̂∇L(w_t), is GD without WD on
+/// w̃_t = w_t/(1 − η̂λ̂)^t with the learning rate η̂·(1 − η̂λ̂)^(−2t−1):
+///
+/// w̃_{t+1} = w̃_t − η̂(1 − η̂λ̂)^(−2t−1)·∇L(w̃_t),
+///
+/// because ∇L is (−1)-homogeneous. Runs both for `steps` steps and returns
+/// max_t ‖w_t/(1 − η̂λ̂)^t − w̃_t‖ / ‖w̃_t‖ (rounding grows with t through
+/// the dynamics' own sensitivity, so keep `steps` to the first tens).
+///
+/// ```
+/// use eosflow::identities::exponential_lr_identity;
+/// use eosflow::problems::{Problem, Toy3d};
+/// let p = Toy3d::new(0);
+/// assert!(exponential_lr_identity(&p, &p.initial_point(), 0.5, 0.08, 20) < 1e-12);
+/// ```
+pub fn exponential_lr_identity(obj: &dyn Hessian, w0: &[f64], lr: f64, wd: f64, steps: usize) -> f64 {
+    let rho = 1.0 - lr * wd;
+    let (mut w, mut wt) = (w0.to_vec(), w0.to_vec());
+    let mut g = vec![0.0; w0.len()];
+    let mut worst = 0.0f64;
+    for t in 0..steps {
+        obj.loss_grad(&w, &mut g);
+        w.iter_mut().zip(&g).for_each(|(x, gi)| *x = rho * *x - lr * gi);
+        obj.loss_grad(&wt, &mut g);
+        let lr_t = lr * rho.powi(-(2 * t as i32) - 1);
+        axpy(-lr_t, &g, &mut wt);
+        let f = rho.powi(-(t as i32) - 1);
+        let scaled: Vec<f64> = w.iter().map(|x| x * f).collect();
+        worst = worst.max(rel(&scaled, &wt, norm(&wt)));
+    }
+    worst
+}
