@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod fault;
 mod npy;
 mod plot;
 mod presets;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
                   (exact Hessian-vector products + Lanczos) and the Edge-of-Stability regime, and \
                   writes a run directory (config.toml, metrics.csv, sharpness.csv, summary.json, \
                   w_final.npy, figures/).\n\nExit codes: 0 completed, 1 error, 2 bad arguments, \
-                  3 the run diverged, 130 interrupted."
+                  3 the run diverged, 4 an evaluation failed in the backend (status \"error\"), 130 interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -365,6 +366,7 @@ fn exit_code(status: &Status) -> ExitCode {
     match status {
         Status::Completed => ExitCode::SUCCESS,
         Status::Diverged { .. } => ExitCode::from(3),
+        Status::Error { .. } => ExitCode::from(4),
         Status::Interrupted { .. } => ExitCode::from(130),
     }
 }
@@ -479,6 +481,7 @@ fn print_summary(cfg: &Config, s: &eosflow::run::RunSummary, dir: &Path, figures
         Status::Completed => "completed".to_string(),
         Status::Diverged { step, reason } => format!("DIVERGED at step {step}: {reason}"),
         Status::Interrupted { step } => format!("interrupted after step {step}"),
+        Status::Error { step, op, message } => format!("ERROR at step {step} in the {op}: {message}"),
     };
     println!(
         "{}: {status}; {} steps in {:.3} s ({} gradients, {} HVPs in {} sharpness evaluations)",

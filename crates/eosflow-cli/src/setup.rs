@@ -229,5 +229,6 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         checkpoint_every: cfg.run.checkpoint_every,
         checkpoint_min_interval_s: cfg.run.checkpoint_min_interval_s,
     };
+    let problem = crate::fault::wrap(problem)?;
     Ok(Prepared { problem, optimizer, params, derived, data_files })
 }

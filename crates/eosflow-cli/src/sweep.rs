@@ -104,6 +104,7 @@ fn write_table(path: &std::path::Path, first: &str, results: &[(String, Result<R
                     Status::Completed => "completed".to_string(),
                     Status::Diverged { step, .. } => format!("diverged@{step}"),
                     Status::Interrupted { step } => format!("interrupted@{step}"),
+                    Status::Error { step, .. } => format!("error@{step}"),
                 };
                 row.extend([
                     status,

@@ -1,6 +1,8 @@
 //! Reliability: a run killed (SIGKILL) or interrupted (SIGINT) at a random
 //! step and resumed ends with the same files, byte for byte, as a run that
 //! never stopped; divergence stops with status "diverged" and keeps its rows;
+//! a backend failure mid-run (injected) stops with status "error", exit 4,
+//! keeps rows and checkpoint, and resumes to identical files;
 //! runs are deterministic; unwritable outputs are reported with the path.
 
 use assert_cmd::Command;
@@ -198,4 +200,53 @@ fn unwritable_output_is_an_error_naming_the_path() {
     let o = Command::new(bin()).arg("resume").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no checkpoint to resume from"));
+}
+
+#[test]
+fn a_backend_failure_mid_run_ends_with_status_error_and_resumes_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("e.toml");
+    std::fs::write(&cfg, LONG.replace("steps = 30000", "steps = 3000")).unwrap();
+    let reference = reference(dir.path(), &cfg);
+    // The 2500th gradient (step 2499) fails as a device error would.
+    let out = dir.path().join("out");
+    let o = Command::new(bin())
+        .env("EOSFLOW_FAULT_INJECTION", "gradient:2500")
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("ERROR at step 2499 in the gradient: injected fault"), "{stdout}");
+    let s = summary_without_timing(&out);
+    assert_eq!(
+        (s["status"].as_str(), s["step"].as_u64(), s["op"].as_str()),
+        (Some("error"), Some(2499), Some("gradient"))
+    );
+    assert!(s["message"].as_str().unwrap().contains("injected fault"), "{s}");
+    // Rows of steps 0, 10, …, 2490 are kept, and the checkpoint of step 2000.
+    let rows = csv::Reader::from_path(out.join("metrics.csv")).unwrap().records().count();
+    assert_eq!(rows, 250);
+    assert!(out.join("checkpoint/state.json").is_file());
+    // Resuming (the fault gone) ends with the files of a run that never failed.
+    Command::new(bin()).arg("resume").arg(&out).assert().success();
+    assert_same(&reference, &out);
+
+    // An HVP failing inside a sharpness evaluation: the same status, naming it.
+    let out2 = dir.path().join("out2");
+    let o = Command::new(bin())
+        .env("EOSFLOW_FAULT_INJECTION", "hvp:60")
+        .arg("run")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    let s = summary_without_timing(&out2);
+    assert_eq!((s["status"].as_str(), s["op"].as_str()), (Some("error"), Some("hvp")));
+    assert!(s["step"].as_u64().unwrap() > 0, "the first evaluation used fewer than 60 HVPs: {s}");
 }

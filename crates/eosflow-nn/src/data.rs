@@ -117,19 +117,14 @@ const DIGITS_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
 /// `[1, 8, 8]` images, unstandardised.
 pub fn digits_raw() -> Result<Dataset, NnError> {
     let mut text = String::new();
-    flate2::read::GzDecoder::new(DIGITS_GZ)
-        .read_to_string(&mut text)
-        .map_err(|e| NnError::Data(format!("embedded digits.csv.gz: {e}")))?;
+    flate2::read::GzDecoder::new(DIGITS_GZ).read_to_string(&mut text).map_err(NnError::DigitsEmbedded)?;
     let mut x = Vec::with_capacity(1797 * 64);
     let mut labels = Vec::with_capacity(1797);
     for (i, line) in text.lines().enumerate() {
-        let vals: Vec<f64> = line
-            .split(',')
-            .map(|s| s.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| NnError::Data(format!("digits.csv.gz line {}: {e}", i + 1)))?;
-        if vals.len() != 65 {
-            return Err(NnError::Data(format!("digits.csv.gz line {}: {} fields, expected 65", i + 1, vals.len())));
+        let fields = line.split(',').count();
+        let vals: Vec<f64> = line.split(',').filter_map(|s| s.trim().parse::<f64>().ok()).collect();
+        if vals.len() != 65 || fields != 65 {
+            return Err(NnError::DigitsLine { line: i + 1, fields, numbers: vals.len() });
         }
         x.extend_from_slice(&vals[..64]);
         labels.push(vals[64] as u32);
@@ -153,11 +148,7 @@ pub fn digits(train_per_class: usize) -> Result<Split, NnError> {
     let all = digits_raw()?;
     let min_class = *all.class_counts().iter().min().unwrap();
     if train_per_class == 0 || train_per_class >= min_class {
-        return Err(NnError::Data(format!(
-            "digits: train_per_class = {train_per_class}, but the smallest class has {min_class} examples; \
-             choose 1 to {} so every class keeps test examples",
-            min_class - 1
-        )));
+        return Err(NnError::DigitsSplit { train_per_class, min_class });
     }
     let first = first_per_class_mask(&all, train_per_class);
     let mut train = subset(&all, |i| first[i]);
@@ -208,31 +199,16 @@ pub const CIFAR10_RECORD: usize = 1 + 3 * 32 * 32;
 
 /// Reads one CIFAR-10 binary file, pixels scaled to [0, 1].
 fn read_cifar_file(path: &std::path::Path) -> Result<Dataset, NnError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        NnError::Data(format!(
-            "{}: {e}. eosflow reads the CIFAR-10 binary version (data_batch_1.bin … data_batch_5.bin, \
-             test_batch.bin, from cifar-10-binary.tar.gz) from a folder you supply; nothing is downloaded",
-            path.display()
-        ))
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| NnError::CifarRead { path: path.to_path_buf(), source })?;
     if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR10_RECORD) {
-        return Err(NnError::Data(format!(
-            "{}: {} bytes is not a whole number of {CIFAR10_RECORD}-byte records (a label byte and 3×32×32 \
-             pixels); the file is truncated or not the CIFAR-10 binary version (a full batch has 30,730,000 bytes)",
-            path.display(),
-            bytes.len()
-        )));
+        return Err(NnError::CifarSize { path: path.to_path_buf(), bytes: bytes.len() });
     }
     let n = bytes.len() / CIFAR10_RECORD;
     let mut x = Vec::with_capacity(n * 3072);
     let mut labels = Vec::with_capacity(n);
     for (i, rec) in bytes.chunks_exact(CIFAR10_RECORD).enumerate() {
         if rec[0] > 9 {
-            return Err(NnError::Data(format!(
-                "{}: record {i} has label {}, expected 0..9 (is this CIFAR-100 or another format?)",
-                path.display(),
-                rec[0]
-            )));
+            return Err(NnError::CifarLabel { path: path.to_path_buf(), record: i, label: rec[0] });
         }
         labels.push(rec[0] as u32);
         x.extend(rec[1..].iter().map(|&b| b as f64 / 255.0));
@@ -255,9 +231,7 @@ pub fn first_per_class(d: &Dataset, per_class: usize) -> Result<Dataset, NnError
     let first = first_per_class_mask(d, per_class);
     let out = subset(d, |i| first[i]);
     if let Some((c, &k)) = out.class_counts().iter().enumerate().find(|(_, k)| **k < per_class) {
-        return Err(NnError::Data(format!(
-            "the training set has only {k} examples of class {c}, fewer than the {per_class} per class asked for"
-        )));
+        return Err(NnError::TooFewPerClass { class: c, have: k, want: per_class });
     }
     Ok(out)
 }
@@ -272,17 +246,13 @@ pub fn first_per_class(d: &Dataset, per_class: usize) -> Result<Dataset, NnError
 /// CIFAR-format samples work too.
 pub fn cifar10(dir: &std::path::Path, per_class: Option<usize>) -> Result<Split, NnError> {
     if !dir.is_dir() {
-        return Err(NnError::Data(format!(
-            "CIFAR-10 folder {} does not exist; pass the folder holding data_batch_1.bin … test_batch.bin \
-             (`--data DIR` or `[data] cifar_dir`)",
-            dir.display()
-        )));
+        return Err(NnError::CifarDir { dir: dir.to_path_buf() });
     }
     let train = concat(CIFAR10_TRAIN_FILES.iter().map(|f| read_cifar_file(&dir.join(f))).collect::<Result<_, _>>()?);
     let mut test = read_cifar_file(&dir.join(CIFAR10_TEST_FILE))?;
     let stats = train.channel_stats();
     let mut train = match per_class {
-        Some(0) => return Err(NnError::Data("per_class = 0 leaves no training examples".into())),
+        Some(0) => return Err(NnError::PerClassZero),
         Some(k) => first_per_class(&train, k)?,
         None => train,
     };

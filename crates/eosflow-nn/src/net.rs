@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
-use crate::NnError;
+use crate::{ExpectedInput, NnError};
 
 /// The affine part of a BN layer, y = γ·x̂ + β.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -197,7 +197,7 @@ impl Net {
         let mut params = Vec::new();
         let out = layout(&modules, &input_shape, "", &mut params)?;
         if out != [classes] {
-            return Err(NnError::Arch(format!("{name}: the last layer outputs shape {out:?}, expected [{classes}]")));
+            return Err(NnError::OutputShape { network: name.to_string(), got: out, classes });
         }
         let mut off = 0;
         for p in &mut params {
@@ -259,11 +259,15 @@ fn layout(
     let mut shape = shape.to_vec();
     for (i, m) in modules.iter().enumerate() {
         let name = |s: &str| format!("{prefix}{i}.{s}");
-        let bad = |what: String| Err(NnError::Arch(format!("layer {prefix}{i} ({m:?}): {what}")));
+        let layer = || format!("{prefix}{i}");
+        let module = || format!("{m:?}");
+        let bad = |expected: ExpectedInput, got: &[usize]| {
+            Err(NnError::LayerInput { layer: layer(), module: module(), got: got.to_vec(), expected })
+        };
         shape = match *m {
             Module::Linear { inp, out, bias } => {
                 if shape != [inp] {
-                    return bad(format!("input shape {shape:?}, expected [{inp}]"));
+                    return bad(ExpectedInput::Flat(inp), &shape);
                 }
                 // PyTorch's nn.Linear default (kaiming_uniform with a = √5):
                 // U(±1/√fan_in) for both weight and bias.
@@ -276,11 +280,11 @@ fn layout(
             }
             Module::Conv { cin, cout, k, stride, pad } => {
                 if shape.len() != 3 || shape[0] != cin {
-                    return bad(format!("input shape {shape:?}, expected [{cin}, h, w]"));
+                    return bad(ExpectedInput::Image(cin), &shape);
                 }
                 let o = |s: usize| (s + 2 * pad).checked_sub(k).map(|r| r / stride + 1);
                 let (Some(h), Some(w)) = (o(shape[1]), o(shape[2])) else {
-                    return bad(format!("kernel {k} larger than the padded input {shape:?}"));
+                    return Err(NnError::KernelTooLarge { layer: layer(), module: module(), k, input: shape });
                 };
                 // bearpaw/pytorch-classification: N(0, 2/n), n = k²·out_channels.
                 let std = (2.0 / (k * k * cout) as f64).sqrt();
@@ -291,7 +295,7 @@ fn layout(
             }
             Module::BatchNorm { ch, affine } => {
                 if shape.first() != Some(&ch) {
-                    return bad(format!("input shape {shape:?}, expected {ch} channels first"));
+                    return bad(ExpectedInput::ChannelsFirst(ch), &shape);
                 }
                 if affine == Affine::Trainable {
                     params.push(spec(name("gamma"), vec![ch], ParamKind::BnGamma, Init::Const(1.0)));
@@ -302,13 +306,13 @@ fn layout(
             Module::Act(_) => shape,
             Module::MeanPool2 => {
                 if shape.len() != 3 || !shape[1].is_multiple_of(2) || !shape[2].is_multiple_of(2) {
-                    return bad(format!("input shape {shape:?}: 2×2 pooling needs [c, even h, even w]"));
+                    return bad(ExpectedInput::EvenImage, &shape);
                 }
                 vec![shape[0], shape[1] / 2, shape[2] / 2]
             }
             Module::GlobalAvgPool => {
                 if shape.len() != 3 {
-                    return bad(format!("input shape {shape:?}, expected [c, h, w]"));
+                    return bad(ExpectedInput::AnyImage, &shape);
                 }
                 vec![shape[0]]
             }
@@ -317,7 +321,7 @@ fn layout(
                 let b = layout(body, &shape, &format!("{prefix}{i}.body."), params)?;
                 let s = layout(shortcut, &shape, &format!("{prefix}{i}.shortcut."), params)?;
                 if b != s {
-                    return bad(format!("body outputs {b:?} but shortcut outputs {s:?}"));
+                    return Err(NnError::ResidualShapes { layer: layer(), module: module(), body: b, shortcut: s });
                 }
                 b
             }

@@ -7,9 +7,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use eosflow::objective::Counted;
 use eosflow::problems::{Problem, StepView, Tracker, TrackerStateError};
 use eosflow::spectrum::LinOp;
-use eosflow::{Hessian, Objective, ScaleInvariance};
+use eosflow::{EvalFailure, Hessian, Objective, ScaleInvariance};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 use crate::NnError;
 use crate::data::Dataset;
@@ -76,11 +77,7 @@ impl Compute {
             // Device::new_cuda exists in every candle build (a stub without
             // its cuda feature), so this line is type-checked here too.
             Compute::Cuda(i) if cfg!(feature = "cuda") => Ok(Device::new_cuda(i)?),
-            Compute::Cuda(_) => Err(NnError::Data(
-                "this eosflow was built without CUDA support; rebuild with `cargo build --release --features cuda` \
-                 on a machine with the CUDA toolkit, or set device = \"cpu\""
-                    .into(),
-            )),
+            Compute::Cuda(_) => Err(NnError::NoCuda),
         }
     }
 }
@@ -200,63 +197,45 @@ pub struct NetProblem {
     w0: Vec<f64>,
     lmin: f64,
     device: Device,
+    /// The first backend failure of an evaluation, until taken
+    /// ([`Objective::take_failure`]).
+    failure: Mutex<Option<EvalFailure>>,
 }
 
 impl NetProblem {
     /// Checks that the data fit the network and cuts the ghost batches.
     pub fn new(net: Net, train: &Dataset, test: &Dataset, params: NetParams) -> Result<NetProblem, NnError> {
-        for (what, d) in [("training", train), ("test", test)] {
+        for (set, d) in [("training", train), ("test", test)] {
             if d.shape != net.input_shape {
-                return Err(NnError::Data(format!(
-                    "{what} examples have shape {:?}, but the network {} takes {:?}",
-                    d.shape, net.name, net.input_shape
-                )));
+                let (got, expected) = (d.shape.clone(), net.input_shape.clone());
+                return Err(NnError::InputShape { set, got, network: net.name.clone(), expected });
             }
             if d.classes != net.classes {
-                return Err(NnError::Data(format!(
-                    "{what} set has {} classes, the network outputs {}",
-                    d.classes, net.classes
-                )));
+                return Err(NnError::Classes { set, got: d.classes, network_classes: net.classes });
             }
         }
         if train.is_empty() {
-            return Err(NnError::Data("the training set is empty".into()));
+            return Err(NnError::EmptyTrainingSet);
         }
-        for (what, d) in [("training", train), ("test", test)] {
-            if let Some((i, y)) = d.labels.iter().enumerate().find(|(_, y)| **y as usize >= d.classes) {
-                return Err(NnError::Data(format!(
-                    "{what} example {i} has label {y}, but the set has {} classes (labels 0..{})",
-                    d.classes,
-                    d.classes - 1
-                )));
+        for (set, d) in [("training", train), ("test", test)] {
+            if let Some((index, &label)) = d.labels.iter().enumerate().find(|(_, y)| **y as usize >= d.classes) {
+                return Err(NnError::Label { set, index, label, classes: d.classes });
             }
             if d.x.len() != d.len() * d.example_size() {
-                return Err(NnError::Data(format!(
-                    "{what} set: {} values for {} examples of shape {:?}",
-                    d.x.len(),
-                    d.len(),
-                    d.shape
-                )));
+                return Err(NnError::DataSize { set, values: d.x.len(), examples: d.len(), shape: d.shape.clone() });
             }
         }
         if params.ghost_batch < 2 {
-            return Err(NnError::Data(format!(
-                "ghost_batch = {}: BN needs at least 2 examples per batch",
-                params.ghost_batch
-            )));
+            return Err(NnError::GhostBatchTooSmall { ghost_batch: params.ghost_batch });
         }
         let n_hess = if params.hessian_examples == 0 { train.len() } else { params.hessian_examples.min(train.len()) };
         let mut sets = vec![("training set", train.len()), ("Hessian subset", n_hess)];
         if params.test_bn == TestBn::Batch {
             sets.push(("test set", test.len()));
         }
-        for (what, n) in sets {
+        for (set, n) in sets {
             if n % params.ghost_batch == 1 {
-                return Err(NnError::Data(format!(
-                    "ghost_batch = {} cuts the {what} of {n} examples into batches whose last one has a single \
-                     example, where BN's variance is 0; choose a ghost_batch that leaves 0 or ≥ 2 examples over",
-                    params.ghost_batch
-                )));
+                return Err(NnError::GhostBatchRemainder { ghost_batch: params.ghost_batch, set, n });
             }
         }
         let lmin = l_min(&net, params.loss);
@@ -274,6 +253,7 @@ impl NetProblem {
             params,
             w0,
             lmin,
+            failure: Mutex::new(None),
         })
     }
 
@@ -298,8 +278,9 @@ impl NetProblem {
         self.lmin
     }
 
-    /// Parameter tensors of w in layout order (constants, not `Var`s).
-    pub fn param_tensors(&self, w: &[f64]) -> Vec<Tensor> {
+    /// Parameter tensors of w in layout order (constants, not `Var`s), on
+    /// the problem's device and in its precision.
+    pub fn param_tensors(&self, w: &[f64]) -> candle_core::Result<Vec<Tensor>> {
         assert_eq!(w.len(), self.net.dim(), "parameter vector length");
         self.net
             .params
@@ -308,13 +289,20 @@ impl NetProblem {
                 Tensor::from_slice(&w[p.offset..p.offset + p.len()], p.shape.as_slice(), &Device::Cpu)
                     .and_then(|t| t.to_dtype(self.params.precision.dtype()))
                     .and_then(|t| t.to_device(&self.device))
-                    .expect("parameter tensor")
             })
             .collect()
     }
 
-    fn vars(&self, w: &[f64]) -> Vec<Var> {
-        self.param_tensors(w).into_iter().map(|t| Var::from_tensor(&t).expect("f64 var")).collect()
+    fn vars(&self, w: &[f64]) -> candle_core::Result<Vec<Var>> {
+        self.param_tensors(w)?.into_iter().map(|t| Var::from_tensor(&t)).collect()
+    }
+
+    /// Keeps the first failure for [`Objective::take_failure`] and returns
+    /// NaN, the value a failed evaluation reports.
+    fn failed(&self, op: &'static str, e: candle_core::Error) -> f64 {
+        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(EvalFailure { op, source: Box::new(e) });
+        f64::NAN
     }
 
     /// The network on one batch: the logits (with their tangent along
@@ -360,53 +348,66 @@ impl NetProblem {
 
     /// The gradients of `vars` from one backward pass, as a flat vector (a
     /// parameter the loss does not reach gets zeros).
-    fn flatten_grads(&self, grads: &candle_core::backprop::GradStore, vars: &[Var]) -> Vec<f64> {
+    fn flatten_grads(&self, grads: &candle_core::backprop::GradStore, vars: &[Var]) -> candle_core::Result<Vec<f64>> {
         let mut out = vec![0.0; self.net.dim()];
         for (p, v) in self.net.params.iter().zip(vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
-                let g = to_host(g).expect("gradient to host");
-                out[p.offset..p.offset + p.len()].copy_from_slice(&g);
+                out[p.offset..p.offset + p.len()].copy_from_slice(&to_host(g)?);
             }
         }
-        out
+        Ok(out)
     }
 
     /// Σ_g (n_g/n)·(L_g, ∇L_g) over `batches`.
-    fn loss_grad_over(&self, batches: &[Batch], n: usize, w: &[f64], grad: &mut [f64]) -> f64 {
-        let vars = self.vars(w);
+    fn loss_grad_over(&self, batches: &[Batch], n: usize, w: &[f64], grad: &mut [f64]) -> candle_core::Result<f64> {
+        let vars = self.vars(w)?;
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let (losses, grads): (Vec<f64>, Vec<Vec<f64>>) = self
-            .over_batches(batches, |b| {
-                let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
-                let g = l.backward().expect("backward");
-                (scalar(&l).expect("scalar"), self.flatten_grads(&g, &vars))
-            })
-            .into_iter()
-            .unzip();
+        let parts = self.over_batches(batches, |b| {
+            let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None))?;
+            let g = l.backward()?;
+            Ok((scalar(&l)?, self.flatten_grads(&g, &vars)?))
+        });
+        let (losses, grads): (Vec<f64>, Vec<Vec<f64>>) =
+            parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?.into_iter().unzip();
         Self::weighted_sum(batches, n, &grads, grad);
-        weighted_loss(batches, n, &losses)
+        Ok(weighted_loss(batches, n, &losses))
     }
 
     /// Σ_g (n_g/n)·∇²L_g(w)·v over `batches`, by reverse-over-forward.
-    fn hvp_over(&self, batches: &[Batch], n: usize, vars: &[Var], v: &[f64], out: &mut [f64]) {
+    fn hvp_over(
+        &self,
+        batches: &[Batch],
+        n: usize,
+        vars: &[Var],
+        v: &[f64],
+        out: &mut [f64],
+    ) -> candle_core::Result<()> {
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let dirs = self.param_tensors(v);
-        let parts: Vec<Vec<f64>> = self.over_batches(batches, |b| {
-            let (_, _, dl) = self.batch_loss(&ts, Some(&dirs), b, BnSource::Batch(None)).expect("forward");
-            let grads = dl.expect("tangent").backward().expect("backward");
-            self.flatten_grads(&grads, vars)
+        let dirs = self.param_tensors(v)?;
+        let parts = self.over_batches(batches, |b| {
+            let (_, _, dl) = self.batch_loss(&ts, Some(&dirs), b, BnSource::Batch(None))?;
+            // A tangent is always carried when `dirs` is given.
+            let dl = dl.ok_or_else(|| candle_core::Error::Msg("the loss carries no tangent".into()))?;
+            self.flatten_grads(&dl.backward()?, vars)
         });
+        let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
         Self::weighted_sum(batches, n, &parts, out);
+        Ok(())
     }
 
     /// Loss and accuracy on the training and test sets at w: one forward pass
-    /// over each set.
+    /// over each set. A backend failure gives NaN values and is kept for
+    /// [`Objective::take_failure`].
     pub fn evaluate(&self, w: &[f64]) -> NetEval {
-        self.try_evaluate(w).expect("evaluation")
+        self.try_evaluate(w).unwrap_or_else(|e| {
+            let nan = self.failed("forward pass", e);
+            NetEval { train_loss: nan, train_acc: nan, test_loss: nan, test_acc: nan }
+        })
     }
 
-    fn try_evaluate(&self, w: &[f64]) -> candle_core::Result<NetEval> {
-        let ts = self.param_tensors(w);
+    /// [`NetProblem::evaluate`], returning candle's error.
+    pub fn try_evaluate(&self, w: &[f64]) -> candle_core::Result<NetEval> {
+        let ts = self.param_tensors(w)?;
         let run = |b: &Batch, bn: BnSource| -> candle_core::Result<(f64, usize)> {
             let (z, l, _) = self.batch_loss(&ts, None, b, bn)?;
             Ok((scalar(&l)?, forward::correct(&z.x, &b.labels)?))
@@ -507,27 +508,39 @@ impl Objective for NetProblem {
     }
 
     fn loss_grad(&self, w: &[f64], grad: &mut [f64]) -> f64 {
-        self.loss_grad_over(&self.train, self.n_train, w, grad)
+        self.loss_grad_over(&self.train, self.n_train, w, grad).unwrap_or_else(|e| {
+            let nan = self.failed("gradient", e);
+            grad.fill(nan);
+            nan
+        })
     }
 
     fn loss(&self, w: &[f64]) -> f64 {
-        let ts = self.param_tensors(w);
-        let losses: Vec<f64> = self.over_batches(&self.train, |b| {
-            let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None)).expect("forward");
-            scalar(&l).expect("scalar")
-        });
-        weighted_loss(&self.train, self.n_train, &losses)
+        let run = || -> candle_core::Result<f64> {
+            let ts = self.param_tensors(w)?;
+            let losses = self.over_batches(&self.train, |b| {
+                let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None))?;
+                scalar(&l)
+            });
+            let losses = losses.into_iter().collect::<candle_core::Result<Vec<f64>>>()?;
+            Ok(weighted_loss(&self.train, self.n_train, &losses))
+        };
+        run().unwrap_or_else(|e| self.failed("loss", e))
     }
 
     fn scale_invariance(&self) -> ScaleInvariance {
         self.net.scale_invariance()
+    }
+
+    fn take_failure(&self) -> Option<EvalFailure> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
 /// ∇²L(w) on the Hessian subset with the parameter tensors built once.
 struct SubsetHessian<'a> {
     p: &'a NetProblem,
-    vars: Vec<Var>,
+    vars: candle_core::Result<Vec<Var>>,
 }
 
 impl LinOp for SubsetHessian<'_> {
@@ -536,15 +549,22 @@ impl LinOp for SubsetHessian<'_> {
     }
 
     fn apply(&self, x: &[f64], y: &mut [f64]) {
-        self.p.hvp_over(&self.p.hess, self.p.n_hess, &self.vars, x, y);
+        let r = match &self.vars {
+            Ok(vars) => self.p.hvp_over(&self.p.hess, self.p.n_hess, vars, x, y),
+            Err(e) => Err(candle_core::Error::Msg(format!("parameter tensors: {e}"))),
+        };
+        if let Err(e) = r {
+            y.fill(self.p.failed("hvp", e));
+        }
     }
 }
 
 impl Hessian for NetProblem {
     /// ∇²L(w)·v of the full training loss.
     fn hvp(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
-        let vars = self.vars(w);
-        self.hvp_over(&self.train, self.n_train, &vars, v, out);
+        if let Err(e) = self.vars(w).and_then(|vars| self.hvp_over(&self.train, self.n_train, &vars, v, out)) {
+            out.fill(self.failed("hvp", e));
+        }
     }
 
     /// The Hessian of the loss on the first `hessian_examples` training

@@ -15,9 +15,9 @@ use eosflow_nn::net::{self, Activation};
 use eosflow_nn::{ConvImpl, NetParams, NetProblem};
 
 fn double_backward_hvp(p: &NetProblem, w: &[f64], v: &[f64]) -> Vec<f64> {
-    let vars: Vec<Var> = p.param_tensors(w).iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let vars: Vec<Var> = p.param_tensors(w).unwrap().iter().map(|t| Var::from_tensor(t).unwrap()).collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let dirs = p.param_tensors(v);
+    let dirs = p.param_tensors(v).unwrap();
     let loss = p.graph_loss(&ts).unwrap();
     let grads = loss.backward().unwrap();
     let mut gv: Option<Tensor> = None;

@@ -31,4 +31,4 @@ pub mod run;
 pub mod sharpness;
 pub mod spectrum;
 
-pub use objective::{Counted, Counts, FiniteDifferenceHvp, Hessian, HvpAt, Objective, ScaleInvariance};
+pub use objective::{Counted, Counts, EvalFailure, FiniteDifferenceHvp, Hessian, HvpAt, Objective, ScaleInvariance};

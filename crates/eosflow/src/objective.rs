@@ -62,6 +62,29 @@ pub trait Objective: Sync {
     fn scale_invariance(&self) -> ScaleInvariance {
         ScaleInvariance::All
     }
+
+    /// Takes the first evaluation failure since the last call: a backend
+    /// error inside a loss, gradient, HVP or forward pass (a device error, a
+    /// GPU out of memory) that the trait's infallible signatures cannot
+    /// return. A failed evaluation also writes NaN, so a caller that does
+    /// not ask stops on non-finite values anyway; the runner asks after
+    /// every evaluation and ends the run with `Status::Error` naming the
+    /// operation. Objectives that cannot fail keep the default (`None`).
+    fn take_failure(&self) -> Option<EvalFailure> {
+        None
+    }
+}
+
+/// An evaluation that failed inside an objective's backend
+/// ([`Objective::take_failure`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {source}")]
+pub struct EvalFailure {
+    /// The operation: "loss", "gradient", "hvp", "forward pass", ….
+    pub op: &'static str,
+    /// The backend's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Objectives with a Hessian-vector product ∇²L(w)·v.
@@ -137,6 +160,9 @@ impl<O: Objective> Objective for FiniteDifferenceHvp<O> {
     }
     fn scale_invariance(&self) -> ScaleInvariance {
         self.inner.scale_invariance()
+    }
+    fn take_failure(&self) -> Option<EvalFailure> {
+        self.inner.take_failure()
     }
 }
 
@@ -280,6 +306,9 @@ impl Objective for Counted<'_> {
     }
     fn scale_invariance(&self) -> ScaleInvariance {
         self.inner.scale_invariance()
+    }
+    fn take_failure(&self) -> Option<EvalFailure> {
+        self.inner.take_failure()
     }
 }
 

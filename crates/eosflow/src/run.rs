@@ -40,11 +40,11 @@
 //! ```
 
 use crate::eos::{EosEntry, EosEntryRule, Regime, RegimeBand};
-use crate::objective::{Counted, Counts, Hessian};
+use crate::objective::{Counted, Counts, Hessian, Objective};
 use crate::optim::{Optimizer, RestoreError};
 use crate::problems::{NoTracker, Problem, StepView, Tracker, TrackerStateError};
 use crate::sharpness::spherical_sharpness;
-use crate::spectrum::LanczosParams;
+use crate::spectrum::{LanczosError, LanczosParams};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,6 +141,10 @@ pub enum Status {
     Diverged { step: u64, reason: String },
     /// Stopped by the cancel token after finishing `step`.
     Interrupted { step: u64 },
+    /// An evaluation failed inside the objective's backend at `step`
+    /// ([`crate::Objective::take_failure`]: a device error, a GPU out of
+    /// memory); the rows before `step` and the last checkpoint are kept.
+    Error { step: u64, op: String, message: String },
 }
 
 /// The run's key numbers (summary.json's generic part).
@@ -248,6 +252,10 @@ pub enum RunError {
     /// The parameter vector does not match the problem.
     #[error("initial point has {got} entries, the problem has {dim} parameters")]
     Dimension { got: usize, dim: usize },
+    /// The Lanczos settings cannot work for this objective (a configuration
+    /// error, found before the first step).
+    #[error("sharpness settings: {0}")]
+    InvalidLanczos(LanczosError),
     /// A checkpoint's optimizer state does not fit this optimizer.
     #[error("cannot resume from the checkpoint: {0}")]
     ResumeOptimizer(#[from] RestoreError),
@@ -418,7 +426,18 @@ impl<'a> Runner<'a> {
         if opt.params().len() != objective.dim() {
             return Err(RunError::Dimension { got: opt.params().len(), dim: objective.dim() });
         }
+        if params.sharpness_every > 0 || params.dense_window.is_some() {
+            let n = match objective.scale_invariance() {
+                crate::ScaleInvariance::Block(idx) => idx.len(),
+                _ => objective.dim(),
+            };
+            params.lanczos.validate(n).map_err(RunError::InvalidLanczos)?;
+        }
         let obj = Counted::starting_at(objective, st.counts);
+        // A backend failure of the evaluation just made, as the run's status.
+        let failed = |t: u64| {
+            obj.take_failure().map(|f| Status::Error { step: t, op: f.op.to_string(), message: f.source.to_string() })
+        };
         let names = tracker.columns();
         for o in observers.iter_mut() {
             o.on_start(&names).map_err(RunError::Observer)?;
@@ -434,6 +453,10 @@ impl<'a> Runner<'a> {
         loop {
             let e = opt.evaluate(&obj);
             st.gradient_evals += 1;
+            if let Some(err) = failed(t) {
+                status = err;
+                break;
+            }
             let w = opt.params();
             let reason = if !e.loss.is_finite() {
                 Some(format!("loss is {}", e.loss))
@@ -480,7 +503,7 @@ impl<'a> Runner<'a> {
                         st.warm = Some(s.eigenvector);
                     }
                     Err(err) => {
-                        status = Status::Diverged { step: t, reason: err.to_string() };
+                        status = failed(t).unwrap_or(Status::Diverged { step: t, reason: err.to_string() });
                         break;
                     }
                 }
@@ -503,6 +526,10 @@ impl<'a> Runner<'a> {
             }
             let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
             let extra = tracker.observe(&obj, &StepView { step: t, w, eval: &e, sharpness: sharp, eos_entry, logged });
+            if let Some(err) = failed(t) {
+                status = err;
+                break;
+            }
             let rec = StepRecord {
                 step: t,
                 loss: e.loss,
@@ -551,6 +578,13 @@ impl<'a> Runner<'a> {
 
         let w_final = w_report.unwrap_or_else(|| opt.params().to_vec());
         let problem_summary = tracker.summary(&obj, &w_final);
+        // A failure in the summary's own evaluations leaves NaN (null) there;
+        // an earlier status says more, so it wins.
+        if let Some(err) = failed(last.as_ref().map_or(t0, |r| r.step))
+            && !matches!(status, Status::Error { .. })
+        {
+            status = err;
+        }
         let last_rec = last.as_ref();
         let summary = RunSummary {
             status,

@@ -94,3 +94,22 @@ fn a_user_objective_runs_through_the_runner() {
     let back: eosflow::run::StepRecord = serde_json::from_str(&json).unwrap();
     assert_eq!(back, h.steps[3]);
 }
+
+#[test]
+fn invalid_lanczos_settings_are_refused_before_the_first_step() {
+    // k = 4 eigenpairs of a 3-parameter scale-invariant block: a settings
+    // error, not a divergence, and no step is taken.
+    let p = Partial { toy: Toy3d::new(1), a: 1.0 };
+    let mut opt = GdWd::new(0.1, 0.01, vec![0.3, -1.1, 0.8, 2.0]);
+    let lanczos = LanczosParams { k: 4, ..Default::default() };
+    let mut h = History::default();
+    let r = Runner::new(&p, &mut opt)
+        .params(RunParams { steps: 5, sharpness_every: 1, lanczos, ..Default::default() })
+        .observer(&mut h)
+        .run();
+    assert!(matches!(
+        r,
+        Err(eosflow::run::RunError::InvalidLanczos(eosflow::spectrum::LanczosError::InvalidK { k: 4, dim: 3 }))
+    ));
+    assert!(h.steps.is_empty());
+}

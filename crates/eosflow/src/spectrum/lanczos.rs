@@ -45,6 +45,20 @@ pub struct LanczosParams {
     pub warm_mix: f64,
 }
 
+impl LanczosParams {
+    /// Checks the settings against an operator of dimension `dim`: k in
+    /// 1..=dim, tol positive and finite.
+    pub fn validate(&self, dim: usize) -> Result<(), LanczosError> {
+        if self.k == 0 || self.k > dim {
+            return Err(LanczosError::InvalidK { k: self.k, dim });
+        }
+        if !(self.tol > 0.0 && self.tol.is_finite()) {
+            return Err(LanczosError::InvalidTol(self.tol));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LanczosParams {
     fn default() -> Self {
         Self { k: 1, tol: 1e-10, max_basis: 40, max_restarts: 200, seed: 0, warm_mix: 1e-2 }
@@ -173,12 +187,7 @@ pub fn lanczos_top(
 ) -> Result<LanczosResult, LanczosError> {
     let n = op.dim();
     let k = params.k;
-    if k == 0 || k > n {
-        return Err(LanczosError::InvalidK { k, dim: n });
-    }
-    if !(params.tol > 0.0 && params.tol.is_finite()) {
-        return Err(LanczosError::InvalidTol(params.tol));
-    }
+    params.validate(n)?;
     let mb = params.max_basis.max(k + 2).min(n);
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let rand0 = random_unit(&mut rng, n);
