@@ -69,12 +69,11 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
     });
     // A network computed in f32: the same HVP in f64 at the same w and v,
     // so the report states what the precision costs in accuracy.
-    if let ProblemConfig::Nn { precision: eosflow_nn::Precision::F32, .. } = cfg.problem {
-        let mut cfg64 = cfg.clone();
-        if let ProblemConfig::Nn { precision, .. } = &mut cfg64.problem {
-            *precision = eosflow_nn::Precision::F64;
-        }
-        let (p64, _) = crate::setup::build_net_problem(&cfg64)?;
+    if let ProblemConfig::Nn(nn) = &cfg.problem
+        && nn.precision == eosflow_nn::Precision::F32
+    {
+        let nn64 = crate::problems::NnConfig { precision: eosflow_nn::Precision::F64, ..nn.clone() };
+        let (p64, _) = crate::problems::build_net_problem(&nn64, cfg)?;
         let mut hv64 = vec![0.0; w.len()];
         eosflow::Hessian::hessian_at(&p64, &w).apply(&v, &mut hv64);
         let (mut d, mut n) = (0.0, 0.0);

@@ -5,6 +5,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub use crate::problems::ProblemConfig;
+
 /// A whole run configuration. Every key is documented in the README.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -34,223 +36,6 @@ fn default_name() -> String {
     "run".into()
 }
 
-/// Which problem to train on (`kind` selects it).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProblemConfig {
-    /// App. F: L(w) = F(U·w), F(x,y,z) = 2 − (x+y)/√(x² − xy + y²).
-    Toy3d {
-        /// Seed of the random orthogonal U.
-        #[serde(default)]
-        seed: u64,
-        /// Initial point in F's coordinates (w0 = Uᵀ·w0_domain).
-        #[serde(default = "toy3d_w0")]
-        w0_domain: [f64; 3],
-    },
-    /// App. P.1: matrix completion with BN.
-    MatcompBn {
-        /// Matrix size d (generated data).
-        #[serde(default = "d50")]
-        d: usize,
-        /// Rank of the ground truth (generated data).
-        #[serde(default = "r2")]
-        rank: usize,
-        /// Number of observed entries N (generated data).
-        #[serde(default = "n800")]
-        n_obs: usize,
-        /// Seed of the data.
-        #[serde(default)]
-        seed: u64,
-        /// Std of the N(0, std²) entries of U and V at init [default: 1/√d].
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init_std: Option<f64>,
-        /// Seed of the initial weights.
-        #[serde(default)]
-        init_seed: u64,
-        /// Top singular values written to metrics.csv.
-        #[serde(default = "five")]
-        n_singular: usize,
-    },
-    /// Section 5 / App. Q.2: linear regression with BN.
-    LinregBn {
-        /// Input dimension (generated data).
-        #[serde(default = "d40")]
-        d: usize,
-        /// Training points (generated data).
-        #[serde(default = "n20")]
-        n: usize,
-        /// Held-out points (generated data).
-        #[serde(default = "n1000")]
-        n_test: usize,
-        /// Seed of the data.
-        #[serde(default)]
-        seed: u64,
-        /// Initial weights: uniform (U(−1/√d, 1/√d)) or gaussian.
-        #[serde(default)]
-        init: InitKind,
-        /// Standard deviation for init = "gaussian".
-        #[serde(default = "one_f")]
-        init_std: f64,
-        /// Seed of the initial weights.
-        #[serde(default)]
-        init_seed: u64,
-    },
-    /// A network (eosflow-nn) trained full-batch with ghost BN (App. P.2, Q.1).
-    Nn {
-        /// Dataset: "digits" (embedded 8×8 digits) or "cifar10" (binary files in `[data] cifar_dir`).
-        #[serde(default = "digits")]
-        dataset: String,
-        /// Training examples per class, the first in file order. digits
-        /// [default 100]: the rest are the test set. cifar10 [default: all
-        /// 50,000]: 200 gives CIFAR-10-2k (App. Q.1).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        train_per_class: Option<usize>,
-        /// si-mlp | si-vgg | si-resnet20 | resnet20.
-        arch: String,
-        /// si-mlp: hidden widths.
-        #[serde(default = "mlp_hidden")]
-        hidden: Vec<usize>,
-        /// si-mlp: swish | relu (si-vgg always uses Swish, the ResNets ReLU).
-        #[serde(default = "swish")]
-        activation: eosflow_nn::Activation,
-        /// si-vgg: conv channels and pools ("M"), e.g. "64 M 128 M" [default: VGG-11, config A].
-        #[serde(default = "vgg11")]
-        vgg: String,
-        /// Channel multiplier of si-vgg and the ResNets.
-        #[serde(default = "one_f")]
-        width: f64,
-        /// γ of the final fixed BN [default: (3/10)·ln 91 ≈ 1.353, App. R].
-        #[serde(default = "final_gamma")]
-        final_gamma: f64,
-        /// ce | mse.
-        #[serde(default = "ce")]
-        loss: eosflow_nn::LossKind,
-        /// Ghost batch size B.
-        #[serde(default = "n1000")]
-        ghost_batch: usize,
-        /// The Hessian (sharpness) uses the first this many training examples (0 = all).
-        #[serde(default = "n5000")]
-        hessian_examples: usize,
-        /// ε of BN; 0 keeps the loss exactly scale-invariant.
-        #[serde(default)]
-        bn_eps: f64,
-        /// BN statistics for test predictions: "train" (mean ghost-batch statistics) or "batch".
-        #[serde(default = "test_bn_train")]
-        test_bn: eosflow_nn::TestBn,
-        /// Seed of the initial weights.
-        #[serde(default)]
-        init_seed: u64,
-        /// Convolutions: "im2col" (im2col + matrix product) or "candle" (candle's conv2d).
-        #[serde(default)]
-        conv: eosflow_nn::ConvImpl,
-        /// Element type of the network's computation: "f64" or "f32" (GPU-sized runs).
-        #[serde(default)]
-        precision: eosflow_nn::Precision,
-        /// "cpu", or "cuda" / "cuda:N" (needs a build with `--features cuda`).
-        #[serde(default = "cpu")]
-        device: String,
-        /// Ghost batches computed at once (0 = one per thread); each holds its
-        /// own graph, so this bounds memory. Results do not depend on it.
-        #[serde(default = "one_usize")]
-        parallel_batches: usize,
-    },
-}
-
-fn one_usize() -> usize {
-    1
-}
-fn cpu() -> String {
-    "cpu".into()
-}
-fn digits() -> String {
-    "digits".into()
-}
-fn n5000() -> usize {
-    5000
-}
-fn mlp_hidden() -> Vec<usize> {
-    vec![256, 256]
-}
-fn swish() -> eosflow_nn::Activation {
-    eosflow_nn::Activation::Swish
-}
-fn vgg11() -> String {
-    "64 M 128 M 256 256 M 512 512 M 512 512 M".into()
-}
-fn final_gamma() -> f64 {
-    eosflow_nn::net::default_final_gamma()
-}
-fn ce() -> eosflow_nn::LossKind {
-    eosflow_nn::LossKind::Ce
-}
-fn test_bn_train() -> eosflow_nn::TestBn {
-    eosflow_nn::TestBn::Train
-}
-
-/// Parses `device`: "cpu", "cuda" (= "cuda:0") or "cuda:N".
-pub fn parse_device(s: &str) -> Result<eosflow_nn::Compute> {
-    match s {
-        "cpu" => Ok(eosflow_nn::Compute::Cpu),
-        "cuda" => Ok(eosflow_nn::Compute::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Ok(eosflow_nn::Compute::Cuda(n)),
-            None => bail!("problem.device = \"{s}\": expected \"cpu\", \"cuda\" or \"cuda:N\""),
-        },
-    }
-}
-
-/// Parses a VGG configuration: channel counts and "M" for 2×2 mean pooling.
-pub fn parse_vgg(s: &str) -> Result<Vec<eosflow_nn::net::VggItem>> {
-    use eosflow_nn::net::VggItem;
-    let items: Vec<VggItem> = s
-        .split_whitespace()
-        .map(|t| match t {
-            "M" | "m" => Ok(VggItem::Pool),
-            _ => match t.parse::<usize>() {
-                Ok(c) if c > 0 => Ok(VggItem::Conv(c)),
-                _ => bail!("problem.vgg: `{t}` is neither a channel count nor M (mean pool); e.g. \"64 M 128 M\""),
-            },
-        })
-        .collect::<Result<_>>()?;
-    check(items.iter().any(|i| matches!(i, VggItem::Conv(_))), || "problem.vgg has no conv layer".into())?;
-    Ok(items)
-}
-
-impl ProblemConfig {
-    /// The problem's name as in `[problem] kind`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProblemConfig::Toy3d { .. } => "toy3d",
-            ProblemConfig::LinregBn { .. } => "linreg_bn",
-            ProblemConfig::MatcompBn { .. } => "matcomp_bn",
-            ProblemConfig::Nn { .. } => "nn",
-        }
-    }
-
-    /// The data seed.
-    pub fn seed(&self) -> u64 {
-        match self {
-            ProblemConfig::Toy3d { seed, .. }
-            | ProblemConfig::LinregBn { seed, .. }
-            | ProblemConfig::MatcompBn { seed, .. } => *seed,
-            ProblemConfig::Nn { init_seed, .. } => *init_seed,
-        }
-    }
-
-    /// Sets every seed of the problem (data and init) to `s`, for sweeps.
-    pub fn set_seeds(&mut self, s: u64) {
-        match self {
-            ProblemConfig::Toy3d { seed, .. } => *seed = s,
-            ProblemConfig::LinregBn { seed, init_seed, .. } | ProblemConfig::MatcompBn { seed, init_seed, .. } => {
-                *seed = s;
-                *init_seed = s;
-            }
-            // The dataset is fixed (embedded or user-supplied); seeds vary the init.
-            ProblemConfig::Nn { init_seed, .. } => *init_seed = s,
-        }
-    }
-}
-
 /// `.npy` data files (relative to the config file). x files are 2-D n×d
 /// float64, y files 1-D float64.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -277,7 +62,7 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self == &DataConfig::default()
     }
     fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 7] {
@@ -291,46 +76,6 @@ impl DataConfig {
             &mut self.cifar_dir,
         ]
     }
-}
-
-/// Initial-weight distribution of linreg_bn.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum InitKind {
-    /// U(−1/√d, 1/√d), PyTorch nn.Linear's default.
-    #[default]
-    Uniform,
-    /// N(0, init_std²).
-    Gaussian,
-}
-
-fn d40() -> usize {
-    40
-}
-fn n20() -> usize {
-    20
-}
-fn n1000() -> usize {
-    1000
-}
-fn d50() -> usize {
-    50
-}
-fn r2() -> usize {
-    2
-}
-fn n800() -> usize {
-    800
-}
-fn five() -> usize {
-    5
-}
-fn one_f() -> f64 {
-    1.0
-}
-
-fn toy3d_w0() -> [f64; 3] {
-    eosflow::problems::Toy3d::PAPER_W0
 }
 
 /// Overrides of the problem's initial point.
@@ -588,11 +333,11 @@ pub fn load_with(path: &Path, sets: &[String]) -> Result<Config> {
     Ok(cfg)
 }
 
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
     if cond { Ok(()) } else { bail!(msg()) }
 }
 
-fn positive(name: &str, v: f64) -> Result<()> {
+pub(crate) fn positive(name: &str, v: f64) -> Result<()> {
     check(v > 0.0 && v.is_finite(), || format!("{name} = {v} must be a positive finite number"))
 }
 
@@ -662,108 +407,7 @@ impl Config {
                 format!("output.formats: unknown format {f:?}; use \"png\" and/or \"svg\"")
             })?;
         }
-        match &self.problem {
-            ProblemConfig::Toy3d { w0_domain, .. } => {
-                check_w0("problem.w0_domain", w0_domain)?;
-                check(self.data.is_empty(), || "[data] is not used by problem.kind = \"toy3d\"; remove it".into())?;
-            }
-            ProblemConfig::MatcompBn { d, rank, n_obs, init_std, n_singular, .. } => {
-                check(*d >= 3, || format!("problem.d = {d}: need d ≥ 3 (σ2/σ3 is reported)"))?;
-                check(*rank >= 1 && rank <= d, || format!("problem.rank = {rank} must be in 1..=d"))?;
-                check(*n_obs >= 1 && *n_obs <= d * d, || {
-                    format!("problem.n_obs = {n_obs} must be in 1..=d² = {}", d * d)
-                })?;
-                if let Some(s) = init_std {
-                    positive("problem.init_std", *s)?;
-                }
-                check(*n_singular <= 8, || "problem.n_singular must be at most 8".into())?;
-                let dc = &self.data;
-                check(dc.m_npy.is_some() == dc.omega_npy.is_some(), || {
-                    "[data]: give both m_npy and omega_npy (or neither, to generate the data)".into()
-                })?;
-                check(
-                    dc.x_npy.is_none() && dc.y_npy.is_none() && dc.x_test_npy.is_none() && dc.y_test_npy.is_none(),
-                    || "[data]: matcomp_bn reads m_npy and omega_npy, not x/y files".into(),
-                )?;
-            }
-            ProblemConfig::LinregBn { d, n, init_std, .. } => {
-                check(self.data.m_npy.is_none() && self.data.omega_npy.is_none(), || {
-                    "[data]: linreg_bn reads x_npy/y_npy, not m_npy/omega_npy".into()
-                })?;
-                check(*d >= 1, || "problem.d must be at least 1".into())?;
-                check(*n >= 2, || format!("problem.n = {n}: need at least 2 training points"))?;
-                positive("problem.init_std", *init_std)?;
-                let dc = &self.data;
-                check(dc.x_npy.is_some() == dc.y_npy.is_some(), || {
-                    "[data]: give both x_npy and y_npy (or neither, to generate the data)".into()
-                })?;
-                check(dc.x_test_npy.is_some() == dc.y_test_npy.is_some(), || {
-                    "[data]: give both x_test_npy and y_test_npy (or neither)".into()
-                })?;
-                check(dc.x_npy.is_some() || dc.x_test_npy.is_none(), || {
-                    "[data]: a test set needs the training set (x_npy, y_npy) too".into()
-                })?;
-            }
-            ProblemConfig::Nn {
-                dataset,
-                train_per_class,
-                arch,
-                hidden,
-                vgg,
-                width,
-                final_gamma,
-                ghost_batch,
-                bn_eps,
-                precision,
-                ..
-            } => {
-                // An f32 HVP is within ~3e-6 of the f64 one (BENCHMARKS.md):
-                // a Lanczos tolerance below that is never met, and the run
-                // would spend every restart before reporting non-convergence.
-                let sharpness_on = self.sharpness.every > 0 || self.run.dense_window.is_some();
-                check(*precision != eosflow_nn::Precision::F32 || !sharpness_on || self.sharpness.tol >= 1e-5, || {
-                    format!(
-                        "sharpness.tol = {:e} is below what an f32 network's HVP resolves (~3e-6 relative); \
-                         with problem.precision = \"f32\" use sharpness.tol ≥ 1e-5 (the CIFAR presets use 1e-4), \
-                         or precision = \"f64\"",
-                        self.sharpness.tol
-                    )
-                })?;
-                let only_cifar = DataConfig { cifar_dir: self.data.cifar_dir.clone(), ..Default::default() };
-                match dataset.as_str() {
-                    "digits" => check(self.data.is_empty(), || {
-                        "[data] is not used with problem.dataset = \"digits\" (embedded); remove it".into()
-                    })?,
-                    "cifar10" => {
-                        check(self.data == only_cifar, || {
-                            "[data]: with dataset = \"cifar10\" only cifar_dir is read".into()
-                        })?;
-                        check(self.data.cifar_dir.is_some(), || {
-                            "problem.dataset = \"cifar10\" needs the folder of the CIFAR-10 binary files: \
-                             `--data DIR` or `[data] cifar_dir = \"DIR\"` (nothing is downloaded)"
-                                .into()
-                        })?;
-                    }
-                    _ => bail!("problem.dataset = {dataset:?}: use \"digits\" (built in) or \"cifar10\""),
-                }
-                check(train_per_class.is_none_or(|k| k >= 1), || "problem.train_per_class must be at least 1".into())?;
-                const ARCHS: [&str; 4] = ["si-mlp", "si-vgg", "si-resnet20", "resnet20"];
-                if !ARCHS.contains(&arch.as_str()) {
-                    let best = ARCHS.iter().min_by_key(|a| strsim::levenshtein(a, arch)).unwrap();
-                    bail!("problem.arch = {arch:?} is unknown: did you mean \"{best}\"? (one of {})", ARCHS.join(", "));
-                }
-                check(!hidden.is_empty() && hidden.iter().all(|&h| h >= 1), || {
-                    "problem.hidden must list at least one positive width".into()
-                })?;
-                parse_vgg(vgg)?;
-                positive("problem.width", *width)?;
-                positive("problem.final_gamma", *final_gamma)?;
-                check(*ghost_batch >= 2, || {
-                    format!("problem.ghost_batch = {ghost_batch}: BN needs at least 2 examples")
-                })?;
-                check(*bn_eps >= 0.0 && bn_eps.is_finite(), || "problem.bn_eps must be ≥ 0".into())?;
-            }
-        }
+        self.problem.get().validate(self)?;
         check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || "init: give w0 or w0_npy, not both".into())?;
         Ok(())
     }

@@ -7,6 +7,7 @@ mod fault;
 mod npy;
 mod plot;
 mod presets;
+mod problems;
 mod rundir;
 mod setup;
 mod sweep;
@@ -265,7 +266,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let problem = summary.as_ref().and_then(|s| s.get("problem")).and_then(|p| p.as_object());
             let figs = plot::plot_run(
                 &run_dir,
-                problem_kind(&cfg),
+                cfg.problem.get().figure(),
                 &cfg.name,
                 &cfg.output.formats,
                 problem,
@@ -412,7 +413,7 @@ pub(crate) fn run_in_dir(
     let figures = if cfg.output.figures {
         plot::plot_run(
             dir,
-            problem_kind(cfg),
+            cfg.problem.get().figure(),
             &cfg.name,
             &cfg.output.formats,
             Some(&summary.problem),

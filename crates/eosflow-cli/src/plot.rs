@@ -611,10 +611,54 @@ where
 /// The combined figure of a multi-run preset from its run directories
 /// `dir/<label>/`, into `dir/figures/<name>.<fmt>`: one row per run for
 /// matrix completion (Figs. 6, 7), the runs overlaid for networks (Fig. 13).
+/// A problem's own figure (besides the overview every run gets): the
+/// problem module says which (`ProblemKind::figure`), so every problem has
+/// one and a new problem cannot silently get none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemFigure {
+    /// App. F's three panels (toy3d).
+    Toy3d,
+    /// Fig. 4's panels (linreg_bn).
+    Fig4,
+    /// Fig. 1's panels (matcomp_bn).
+    Fig1,
+    /// The network panels (accuracy, sharpness, L − L_min, ‖w‖ and η̃).
+    Network,
+}
+
+impl ProblemFigure {
+    /// The file stem under `figures/`.
+    fn stem(self) -> &'static str {
+        match self {
+            ProblemFigure::Toy3d => "toy3d",
+            ProblemFigure::Fig4 => "fig4",
+            ProblemFigure::Fig1 => "fig1",
+            ProblemFigure::Network => "network",
+        }
+    }
+
+    /// The size in pixels.
+    fn size(self) -> (u32, u32) {
+        match self {
+            ProblemFigure::Toy3d => (1800, 600),
+            ProblemFigure::Fig4 => (1800, 1000),
+            ProblemFigure::Fig1 | ProblemFigure::Network => (1400, 1000),
+        }
+    }
+}
+
+/// The figures of one run: the overview, the problem's own, the dense window.
+#[derive(Clone, Copy)]
+enum Panel {
+    Overview,
+    Own(ProblemFigure),
+    Window,
+}
+
 pub fn plot_variants(
     dir: &Path,
     name: &str,
-    problem_kind: &str,
+    figure: ProblemFigure,
     labels: &[String],
     formats: &[String],
 ) -> Result<Vec<PathBuf>> {
@@ -623,7 +667,7 @@ pub fn plot_variants(
         labels.iter().map(|l| Ok((l.clone(), RunData::load(&dir.join(l))?))).collect::<Result<_>>()?;
     let fig_dir = dir.join("figures");
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
-    let net = problem_kind == "nn";
+    let net = figure == ProblemFigure::Network;
     // Networks: accuracies are drawn from the step by which every run fits.
     let fit = labels
         .iter()
@@ -661,7 +705,7 @@ pub fn plot_variants(
 /// windows), if known.
 pub fn plot_run(
     dir: &Path,
-    problem_kind: &str,
+    figure: ProblemFigure,
     name: &str,
     formats: &[String],
     problem_summary: Option<&serde_json::Map<String, serde_json::Value>>,
@@ -673,15 +717,9 @@ pub fn plot_run(
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
     let mut out = Vec::new();
     // The toy3d story happens in its first ~100 of 3000 steps.
-    let logx = problem_kind == "toy3d";
-    let mut figures: Vec<(&str, (u32, u32))> = vec![("overview", (1400, 1000))];
-    match problem_kind {
-        "toy3d" => figures.push(("toy3d", (1800, 600))),
-        "linreg_bn" => figures.push(("fig4", (1800, 1000))),
-        "matcomp_bn" => figures.push(("fig1", (1400, 1000))),
-        "nn" => figures.push(("network", (1400, 1000))),
-        _ => {}
-    }
+    let logx = figure == ProblemFigure::Toy3d;
+    let mut figures: Vec<(Panel, &str, (u32, u32))> =
+        vec![(Panel::Overview, "overview", (1400, 1000)), (Panel::Own(figure), figure.stem(), figure.size())];
     // fig4's zoom starts at the entry on λ1(φ_t), found at every step.
     let entry = problem_summary.and_then(|m| m.get("eos_entry_step_on_phi")).and_then(|v| v.as_f64());
     let fit = problem_summary.and_then(|m| m.get("fit_step")).and_then(|v| v.as_f64());
@@ -692,26 +730,45 @@ pub fn plot_run(
     let fig1_title = format!("{name}: matrix completion with BN (Fig. 1)");
     let (lo, hi) = dense_window.map_or((0.0, 0.0), |(a, b)| (a as f64, b as f64));
     if dense_window.is_some() {
-        figures.push(("window", (1600, 600)));
+        figures.push((Panel::Window, "window", (1600, 600)));
     }
-    for (stem, size) in figures {
+    for (panel, stem, size) in figures {
         for fmt in formats {
             let path = fig_dir.join(format!("{stem}.{fmt}"));
-            let res = match (stem, fmt.as_str()) {
-                ("overview", "png") => overview(BitMapBackend::new(&path, size).into_drawing_area(), &data, name, logx),
-                ("overview", _) => overview(SVGBackend::new(&path, size).into_drawing_area(), &data, name, logx),
-                ("fig1", "png") => fig1(BitMapBackend::new(&path, size).into_drawing_area(), &data, &fig1_title),
-                ("fig1", _) => fig1(SVGBackend::new(&path, size).into_drawing_area(), &data, &fig1_title),
-                ("window", "png") => window_fig(BitMapBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
-                ("window", _) => window_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
-                ("network", "png") => {
+            let png = fmt == "png";
+            let res = match (panel, png) {
+                (Panel::Overview, true) => {
+                    overview(BitMapBackend::new(&path, size).into_drawing_area(), &data, name, logx)
+                }
+                (Panel::Overview, false) => {
+                    overview(SVGBackend::new(&path, size).into_drawing_area(), &data, name, logx)
+                }
+                (Panel::Window, true) => window_fig(BitMapBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
+                (Panel::Window, false) => window_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, lo, hi),
+                (Panel::Own(ProblemFigure::Fig1), true) => {
+                    fig1(BitMapBackend::new(&path, size).into_drawing_area(), &data, &fig1_title)
+                }
+                (Panel::Own(ProblemFigure::Fig1), false) => {
+                    fig1(SVGBackend::new(&path, size).into_drawing_area(), &data, &fig1_title)
+                }
+                (Panel::Own(ProblemFigure::Network), true) => {
                     net_fig(BitMapBackend::new(&path, size).into_drawing_area(), &data, &net_title, fit)
                 }
-                ("network", _) => net_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, &net_title, fit),
-                ("toy3d", "png") => toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data),
-                ("toy3d", _) => toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data),
-                (_, "png") => fig4(BitMapBackend::new(&path, size).into_drawing_area(), &data, entry),
-                _ => fig4(SVGBackend::new(&path, size).into_drawing_area(), &data, entry),
+                (Panel::Own(ProblemFigure::Network), false) => {
+                    net_fig(SVGBackend::new(&path, size).into_drawing_area(), &data, &net_title, fit)
+                }
+                (Panel::Own(ProblemFigure::Toy3d), true) => {
+                    toy3d(BitMapBackend::new(&path, size).into_drawing_area(), &data)
+                }
+                (Panel::Own(ProblemFigure::Toy3d), false) => {
+                    toy3d(SVGBackend::new(&path, size).into_drawing_area(), &data)
+                }
+                (Panel::Own(ProblemFigure::Fig4), true) => {
+                    fig4(BitMapBackend::new(&path, size).into_drawing_area(), &data, entry)
+                }
+                (Panel::Own(ProblemFigure::Fig4), false) => {
+                    fig4(SVGBackend::new(&path, size).into_drawing_area(), &data, entry)
+                }
             };
             res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
             out.push(path);

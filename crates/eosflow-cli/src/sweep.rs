@@ -27,7 +27,7 @@ pub fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
     Ok(seeds)
 }
 
-fn cell(v: &serde_json::Value) -> String {
+pub(crate) fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => String::new(),
         serde_json::Value::Number(n) => n.to_string(),
@@ -174,39 +174,17 @@ pub fn run_variants(
     let results = run_jobs(&jobs, &dir, force, token);
     let path = dir.join("runs.csv");
     let failed = write_table(&path, "run", &results)?;
-    let kind = jobs[0].1.problem.kind();
+    let problem = jobs[0].1.problem.get();
     for (label, r) in &results {
         match r {
-            Ok(s) if kind == "nn" => {
-                let f = |k: &str| s.problem.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4}"));
-                println!(
-                    "{label}: test acc {} at fit -> {} (median of the last tenth; best {}); sharpness {} max after fit -> {} final",
-                    f("test_acc_at_fit"),
-                    f("test_acc_median_last_tenth"),
-                    f("best_test_acc"),
-                    f("sharpness_max_after_fit"),
-                    f("sharpness_final"),
-                );
-            }
-            Ok(s) => {
-                let f = |k: &str| s.problem.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4e}"));
-                println!(
-                    "{label}: test loss {} at fit -> {} final; sharpness max {} -> final {}; sigma2/sigma3 {} -> {}",
-                    f("test_loss_at_fit"),
-                    f("test_loss_final"),
-                    s.max_sharpness.map_or("-".into(), |v| format!("{v:.3}")),
-                    s.final_sharpness.map_or("-".into(), |v| format!("{v:.3}")),
-                    f("sv2_over_sv3_at_fit"),
-                    f("sv2_over_sv3_final"),
-                );
-            }
+            Ok(s) => println!("{}", problem.variant_line(label, s)),
             Err(e) => println!("{label}: error: {e}"),
         }
     }
     let labels: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(l, _)| l.clone()).collect();
     if !labels.is_empty() {
         let formats = &jobs[0].1.output.formats;
-        for f in crate::plot::plot_variants(&dir, name, kind, &labels, formats)? {
+        for f in crate::plot::plot_variants(&dir, name, problem.figure(), &labels, formats)? {
             println!("  figure: {}", f.display());
         }
     }
@@ -218,47 +196,7 @@ pub fn run_variants(
 }
 
 fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {
-    let num = |s: &RunSummary, k: &str| s.problem.get(k).and_then(|v| v.as_f64());
-    if cfg.problem.kind() == "linreg_bn" {
-        println!(
-            "{:>5} {:>10} {:>14} {:>14} {:>6} {:>14} {:>14}",
-            "seed", "entry(phi)", "test@entry", "test@end", "fell", "|phi-theta_M|", "lam1/lam_min-1"
-        );
-        let (mut fell, mut counted) = (0, 0);
-        for (s, r) in results {
-            let Ok(sum) = r else { continue };
-            let (a, b) = (num(sum, "test_loss_at_eos_entry"), num(sum, "test_loss_final"));
-            let f = match (a, b) {
-                (Some(a), Some(b)) => {
-                    counted += 1;
-                    if b < a {
-                        fell += 1;
-                    }
-                    if b < a { "yes" } else { "no" }
-                }
-                _ => "-",
-            };
-            let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4e}"));
-            println!(
-                "{:>5} {:>10} {:>14} {:>14} {:>6} {:>14} {:>14}",
-                s,
-                sum.problem.get("eos_entry_step_on_phi").map_or("-".into(), cell),
-                fmt(a),
-                fmt(b),
-                f,
-                fmt(num(sum, "phi_dist_m_final")),
-                fmt(num(sum, "phi_sharpness_final_rel_excess")),
-            );
-        }
-        println!("test loss fell from EoS entry to the end in {fell} of {counted} seeds");
-    } else {
-        for (s, r) in results {
-            match r {
-                Ok(sum) => println!("seed {s}: last step {}, final loss {:.6e}", sum.last_step, sum.final_loss),
-                Err(e) => println!("seed {s}: error: {e}"),
-            }
-        }
-    }
+    cfg.problem.get().print_seed_table(results)
 }
 
 #[cfg(test)]

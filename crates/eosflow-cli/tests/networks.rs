@@ -147,7 +147,7 @@ fn network_runs_are_identical_under_any_thread_settings_and_after_resume() {
 #[test]
 fn bad_network_configs_are_explained() {
     let cases: &[(&str, &str, &[&str])] = &[
-        ("arch = \"si-vgg\"", "arch = \"si-vg\"", &["si-vg", "did you mean \"si-vgg\""]),
+        ("arch = \"si-vgg\"", "arch = \"si-vg\"", &["si-vg", "did you mean `si-vgg`"]),
         ("vgg = \"4 M 6\"", "vgg = \"4 X 6\"", &["`X`", "mean pool"]),
         ("ghost_batch = 100", "ghost_batch = 1", &["ghost_batch = 1"]),
         ("ghost_batch = 100", "ghost_batch = 199", &["single", "ghost_batch"]),
