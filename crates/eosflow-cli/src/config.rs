@@ -241,7 +241,10 @@ impl Default for OutputConfig {
 /// Parses TOML text. `origin` names the file in messages.
 pub fn parse(text: &str, origin: &str) -> Result<Config> {
     match toml::from_str::<Config>(text) {
-        Ok(c) => Ok(c),
+        Ok(mut c) => {
+            c.problem.get_mut().resolve().with_context(|| format!("{origin}: invalid config"))?;
+            Ok(c)
+        }
         Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e)),
     }
 }
@@ -316,7 +319,13 @@ pub fn load(path: &Path) -> Result<Config> {
 /// [`load`] with `--set` overrides.
 pub fn load_with(path: &Path, sets: &[String]) -> Result<Config> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut cfg = parse_with(&text, &path.display().to_string(), sets)?;
+    load_text(&text, path, sets)
+}
+
+/// [`load_with`] on the text of the file at `path` (already read, or
+/// migrated from an older run-directory format).
+pub fn load_text(text: &str, path: &Path, sets: &[String]) -> Result<Config> {
+    let mut cfg = parse_with(text, &path.display().to_string(), sets)?;
     // Relative paths are relative to the config file; the resolved config
     // written into the run directory holds absolute ones.
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();

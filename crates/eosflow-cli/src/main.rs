@@ -326,12 +326,21 @@ fn load_run_config(dir: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{} does not look like a run directory (no config.toml)", dir.display()))?;
     // The version first, so a newer format's unknown keys are explained as such.
-    if let Ok(t) = text.parse::<toml::Table>()
-        && let Some(v) = t.get("format_version").and_then(|v| v.as_integer())
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return config::load(&path).with_context(|| format!("{} does not look like a run directory", dir.display()));
+    };
+    let version = match table.get("format_version").and_then(|v| v.as_integer()) {
+        Some(v) => u32::try_from(v).unwrap_or(u32::MAX),
+        None => 0,
+    };
+    rundir::check_format(&path, version)?;
+    if version < 2
+        && let Some(toml::Value::Table(problem)) = table.get_mut("problem")
     {
-        rundir::check_format(&path, u32::try_from(v).unwrap_or(u32::MAX))?;
+        problems::migrate_format_1(problem);
     }
-    config::load(&path).with_context(|| format!("{} does not look like a run directory", dir.display()))
+    config::load_text(&toml::to_string(&table)?, &path, &[])
+        .with_context(|| format!("{} does not look like a run directory", dir.display()))
 }
 
 fn resume(dir: &Path, steps: Option<u64>) -> Result<ExitCode> {

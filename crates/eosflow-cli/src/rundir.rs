@@ -74,7 +74,11 @@ pub struct CsvOffsets {
 ///   key; checkpoints without evaluation counts). Read and migrated.
 /// - 1: adds `format_version`, summary.json's `counts` and `eosflow` (version,
 ///   git commit, CPU features, kernels), the checkpoint's counts.
-pub const RUN_FORMAT: u32 = 1;
+/// - 2: an `nn` config.toml holds only the keys of its architecture
+///   (`hidden`, `activation` for si-mlp; `vgg`, `width` for si-vgg; `width`
+///   for the ResNets). Formats 0 and 1 wrote all four: reading drops the
+///   others.
+pub const RUN_FORMAT: u32 = 2;
 
 /// Refuses a run directory written by a newer eosflow (`what` names the file).
 pub fn check_format(what: &Path, version: u32) -> Result<()> {

@@ -380,18 +380,18 @@ fn run_directories_carry_a_format_version_and_older_or_newer_ones_are_handled() 
         serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
     };
     let s = summary(&out);
-    assert_eq!(s["format_version"], 1);
+    assert_eq!(s["format_version"], 2);
     assert_eq!(s["eosflow"]["version"], env!("CARGO_PKG_VERSION"));
     assert!(s["eosflow"]["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(s["eosflow"]["kernels"], "portable");
     assert_eq!(s["counts"]["gradients"], 101);
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    assert!(config.contains("format_version = 1"), "{config}");
+    assert!(config.contains("format_version = 2"), "{config}");
     let state = std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
-    assert!(state.contains("\"format_version\":1"), "{state}");
+    assert!(state.contains("\"format_version\":2"), "{state}");
 
     // A newer format is refused by resume and plot, naming the file and version.
-    std::fs::write(out.join("config.toml"), config.replace("format_version = 1", "format_version = 7")).unwrap();
+    std::fs::write(out.join("config.toml"), config.replace("format_version = 2", "format_version = 7")).unwrap();
     for args in [vec!["resume"], vec!["plot"]] {
         let o = eosflow().args(&args).arg(&out).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
@@ -402,7 +402,7 @@ fn run_directories_carry_a_format_version_and_older_or_newer_ones_are_handled() 
     // Format 0 (eosflow 0.1.0 before versions: no format key, no counts in
     // the checkpoint) is migrated: resume extends it, counting on from the
     // runner's own totals (101 gradients of steps 0..=100 … to 201).
-    std::fs::write(out.join("config.toml"), config.replace("format_version = 1\n", "")).unwrap();
+    std::fs::write(out.join("config.toml"), config.replace("format_version = 2\n", "")).unwrap();
     let mut st: serde_json::Value = serde_json::from_str(&state).unwrap();
     st.as_object_mut().unwrap().remove("format_version");
     st["run"].as_object_mut().unwrap().remove("counts");
@@ -410,9 +410,9 @@ fn run_directories_carry_a_format_version_and_older_or_newer_ones_are_handled() 
     let o = eosflow().args(["resume", "--steps", "200"]).arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = summary(&out);
-    assert_eq!((s["format_version"].as_u64(), s["last_step"].as_u64()), (Some(1), Some(200)));
+    assert_eq!((s["format_version"].as_u64(), s["last_step"].as_u64()), (Some(2), Some(200)));
     assert_eq!(s["counts"]["gradients"], 201);
-    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("format_version = 1"));
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("format_version = 2"));
     let o = eosflow().arg("plot").arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -154,6 +154,13 @@ fn bad_network_configs_are_explained() {
         ("train_per_class = 20", "train_per_class = 200", &["train_per_class = 200", "174"]),
         ("vgg = \"4 M 6\"", "vgg = \"4 M M M M\"", &["pooling"]),
         ("kind = \"nn\"", "kind = \"nn\"\ndataset = \"cifar\"", &["dataset", "digits"]),
+        // A key of another architecture names itself and the architecture.
+        ("vgg = \"4 M 6\"", "vgg = \"4 M 6\"\nhidden = [8]", &["problem.hidden", "arch = \"si-vgg\"", "remove it"]),
+        (
+            "arch = \"si-vgg\"\nvgg = \"4 M 6\"",
+            "arch = \"si-resnet20\"\nvgg = \"4 M 6\"",
+            &["problem.vgg", "si-resnet20"],
+        ),
     ];
     for (from, to, needles) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -373,4 +380,33 @@ fn bench_reports_f32_accuracy_and_memory() {
     assert!(j.get("sharpness_cold_ms").is_none(), "--evals 0 skips the sharpness");
     #[cfg(target_os = "linux")]
     assert!(j["peak_rss_mb_after_steps_and_hvps"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn network_run_directories_of_format_1_are_migrated() {
+    // Formats 0 and 1 wrote every architecture key (`hidden` and
+    // `activation` on a VGG too); format 2 refuses those in a config, but
+    // `plot` and `resume` on an old run directory drop them.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, SMALL).unwrap();
+    let out = dir.path().join("out");
+    assert!(eosflow().arg("run").arg(&cfg).arg("--out").arg(&out).output().unwrap().status.success());
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(resolved.contains("format_version = 2") && !resolved.contains("hidden"), "{resolved}");
+    let old = resolved
+        .replace("format_version = 2", "format_version = 1")
+        .replace("vgg = ", "hidden = [256, 256]\nactivation = \"swish\"\nvgg = ");
+    std::fs::write(out.join("config.toml"), &old).unwrap();
+    let o = eosflow().arg("plot").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = eosflow().args(["resume", "--steps", "14"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let now = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(now.contains("format_version = 2") && !now.contains("hidden"), "{now}");
+    // The same keys in a config of format 2 are an error.
+    let bad = old.replace("format_version = 1", "format_version = 2");
+    std::fs::write(out.join("config.toml"), bad).unwrap();
+    let o = eosflow().arg("plot").arg(&out).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("problem.hidden does not apply"));
 }

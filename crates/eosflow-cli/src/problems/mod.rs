@@ -9,7 +9,7 @@ mod matcomp_bn;
 mod nn;
 mod toy3d;
 
-pub use nn::{NnConfig, build_net_problem};
+pub use nn::{NnConfig, build_net_problem, migrate_format_1};
 
 use crate::config::Config;
 use crate::plot::ProblemFigure;
@@ -29,6 +29,13 @@ pub trait ProblemKind {
     fn seed(&self) -> u64;
     /// Sets every seed of the problem (data and init) to `s`, for sweeps.
     fn set_seeds(&mut self, s: u64);
+    /// At parse time: refuses keys that do not apply given other keys of
+    /// the section (a network architecture's keys) and fills in the
+    /// defaults that depend on them, so the resolved config writes every
+    /// default out.
+    fn resolve(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Checks the section and the `[data]` keys it reads, given the whole
     /// config (some checks depend on `[sharpness]`).
     fn validate(&self, cfg: &Config) -> Result<()>;

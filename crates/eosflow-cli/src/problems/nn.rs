@@ -23,18 +23,20 @@ pub struct NnConfig {
     pub train_per_class: Option<usize>,
     /// The architecture.
     pub arch: Arch,
-    /// si-mlp: hidden widths.
-    #[serde(default = "mlp_hidden")]
-    pub hidden: Vec<usize>,
-    /// si-mlp: swish | relu (si-vgg always uses Swish, the ResNets ReLU).
-    #[serde(default = "swish")]
-    pub activation: eosflow_nn::Activation,
-    /// si-vgg: conv channels and pools ("M"), e.g. "64 M 128 M" [default: VGG-11, config A].
-    #[serde(default = "vgg11")]
-    pub vgg: String,
-    /// Channel multiplier of si-vgg and the ResNets.
-    #[serde(default = "one")]
-    pub width: f64,
+    /// si-mlp only: hidden widths [default: [256, 256]].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<usize>>,
+    /// si-mlp only: swish | relu [default: swish] (si-vgg always uses Swish,
+    /// the ResNets ReLU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<eosflow_nn::Activation>,
+    /// si-vgg only: conv channels and pools ("M"), e.g. "64 M 128 M"
+    /// [default: VGG-11, config A].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vgg: Option<String>,
+    /// si-vgg and the ResNets: channel multiplier [default: 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<f64>,
     /// γ of the final fixed BN [default: (3/10)·ln 91 ≈ 1.353, App. R].
     #[serde(default = "final_gamma")]
     pub final_gamma: f64,
@@ -88,6 +90,41 @@ pub enum Arch {
     Resnet20,
 }
 
+impl Arch {
+    /// The name in `problem.arch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::SiMlp => "si-mlp",
+            Arch::SiVgg => "si-vgg",
+            Arch::SiResnet20 => "si-resnet20",
+            Arch::Resnet20 => "resnet20",
+        }
+    }
+
+    /// Which of the architecture keys (`hidden`, `activation`, `vgg`,
+    /// `width`) this architecture reads.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Arch::SiMlp => &["hidden", "activation"],
+            Arch::SiVgg => &["vgg", "width"],
+            Arch::SiResnet20 | Arch::Resnet20 => &["width"],
+        }
+    }
+}
+
+/// The architecture keys, each read by some architectures only.
+const ARCH_KEYS: [&str; 4] = ["hidden", "activation", "vgg", "width"];
+
+/// Run directories of format ≤ 1 wrote every architecture key whatever the
+/// architecture; drops those that do not apply to `[problem] arch`, so the
+/// config reads under format 2's rule.
+pub fn migrate_format_1(problem: &mut toml::Table) {
+    let arch = problem.get("arch").and_then(|a| a.as_str()).and_then(|a| Arch::deserialize(toml::Value::from(a)).ok());
+    if let Some(arch) = arch {
+        problem.retain(|k, _| !ARCH_KEYS.contains(&k) || arch.keys().contains(&k));
+    }
+}
+
 fn one_usize() -> usize {
     1
 }
@@ -102,9 +139,6 @@ fn n1000() -> usize {
 }
 fn n5000() -> usize {
     5000
-}
-fn one() -> f64 {
-    1.0
 }
 fn mlp_hidden() -> Vec<usize> {
     vec![256, 256]
@@ -154,6 +188,22 @@ pub fn parse_vgg(s: &str) -> Result<Vec<eosflow_nn::net::VggItem>> {
     Ok(items)
 }
 
+impl NnConfig {
+    /// si-mlp's hidden widths (resolved: set by [`ProblemKind::resolve`]).
+    fn hidden(&self) -> &[usize] {
+        self.hidden.as_deref().unwrap_or(&[])
+    }
+    fn activation(&self) -> eosflow_nn::Activation {
+        self.activation.unwrap_or_else(swish)
+    }
+    fn vgg(&self) -> &str {
+        self.vgg.as_deref().unwrap_or("")
+    }
+    fn width(&self) -> f64 {
+        self.width.unwrap_or(1.0)
+    }
+}
+
 impl ProblemKind for NnConfig {
     fn kind(&self) -> &'static str {
         "nn"
@@ -164,6 +214,37 @@ impl ProblemKind for NnConfig {
     fn set_seeds(&mut self, s: u64) {
         // The dataset is fixed (embedded or user-supplied); seeds vary the init.
         self.init_seed = s;
+    }
+    /// Refuses an architecture key the chosen architecture does not read,
+    /// and writes out the defaults of those it does.
+    fn resolve(&mut self) -> Result<()> {
+        let given = [
+            ("hidden", self.hidden.is_some()),
+            ("activation", self.activation.is_some()),
+            ("vgg", self.vgg.is_some()),
+            ("width", self.width.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(k, set)| *set && !self.arch.keys().contains(k)) {
+            bail!(
+                "problem.{key} does not apply to arch = \"{}\", which reads {}; remove it",
+                self.arch.name(),
+                self.arch.keys().iter().map(|k| format!("problem.{k}")).collect::<Vec<_>>().join(" and ")
+            );
+        }
+        match self.arch {
+            Arch::SiMlp => {
+                self.hidden.get_or_insert_with(mlp_hidden);
+                self.activation.get_or_insert_with(swish);
+            }
+            Arch::SiVgg => {
+                self.vgg.get_or_insert_with(vgg11);
+                self.width.get_or_insert(1.0);
+            }
+            Arch::SiResnet20 | Arch::Resnet20 => {
+                self.width.get_or_insert(1.0);
+            }
+        }
+        Ok(())
     }
     fn validate(&self, cfg: &Config) -> Result<()> {
         // An f32 HVP is within ~3e-6 of the f64 one (BENCHMARKS.md): a
@@ -194,11 +275,17 @@ impl ProblemKind for NnConfig {
             d => bail!("problem.dataset = {d:?}: use \"digits\" (built in) or \"cifar10\""),
         }
         check(self.train_per_class.is_none_or(|k| k >= 1), || "problem.train_per_class must be at least 1".into())?;
-        check(!self.hidden.is_empty() && self.hidden.iter().all(|&h| h >= 1), || {
-            "problem.hidden must list at least one positive width".into()
-        })?;
-        parse_vgg(&self.vgg)?;
-        positive("problem.width", self.width)?;
+        if let Some(hidden) = &self.hidden {
+            check(!hidden.is_empty() && hidden.iter().all(|&h| h >= 1), || {
+                "problem.hidden must list at least one positive width".into()
+            })?;
+        }
+        if let Some(vgg) = &self.vgg {
+            parse_vgg(vgg)?;
+        }
+        if let Some(width) = self.width {
+            positive("problem.width", width)?;
+        }
         positive("problem.final_gamma", self.final_gamma)?;
         let b = self.ghost_batch;
         check(b >= 2, || format!("problem.ghost_batch = {b}: BN needs at least 2 examples"))?;
@@ -237,10 +324,10 @@ pub fn build_net_problem(nn: &NnConfig, cfg: &Config) -> Result<(eosflow_nn::Net
     let shape = &split.train.shape;
     let input = [shape[0], shape[1], shape[2]];
     let classes = split.train.classes;
-    let (width, gamma) = (nn.width, nn.final_gamma);
+    let (width, gamma) = (nn.width(), nn.final_gamma);
     let network = match nn.arch {
-        Arch::SiMlp => net::si_mlp(shape, &nn.hidden, classes, nn.activation, gamma)?,
-        Arch::SiVgg => net::si_vgg(&parse_vgg(&nn.vgg)?, width, input, classes, gamma)?,
+        Arch::SiMlp => net::si_mlp(shape, nn.hidden(), classes, nn.activation(), gamma)?,
+        Arch::SiVgg => net::si_vgg(&parse_vgg(nn.vgg())?, width, input, classes, gamma)?,
         Arch::SiResnet20 => net::resnet20(true, width, input, classes, gamma)?,
         Arch::Resnet20 => net::resnet20(false, width, input, classes, gamma)?,
     };
