@@ -2,6 +2,9 @@
 //! DejaVu Sans font (no system font needed).
 
 use anyhow::{Context, Result, anyhow};
+use eosflow::problems::{LinregBn, MatcompBn, Toy3d};
+use eosflow::run::{Column, columns as C};
+use eosflow_nn::NetProblem;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::HashMap;
@@ -42,11 +45,13 @@ impl RunData {
     pub fn load(dir: &Path) -> Result<Self> {
         Ok(Self { metrics: read_csv(&dir.join("metrics.csv"))?, sharpness: read_csv(&dir.join("sharpness.csv"))? })
     }
-    fn m(&self, name: &str) -> &[f64] {
-        self.metrics.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+    /// A metrics.csv column (empty when the run has none).
+    fn m(&self, col: Column) -> &[f64] {
+        self.metrics.get(col.name()).map(|v| v.as_slice()).unwrap_or(&[])
     }
-    fn s(&self, name: &str) -> &[f64] {
-        self.sharpness.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+    /// A sharpness.csv column.
+    fn s(&self, col: Column) -> &[f64] {
+        self.sharpness.get(col.name()).map(|v| v.as_slice()).unwrap_or(&[])
     }
 }
 
@@ -129,34 +134,30 @@ fn tick(y: f64, log: bool) -> String {
 
 /// Train and test loss against the step (matcomp_bn).
 fn loss_lines(d: &RunData) -> Vec<Line<'static>> {
-    let step = d.m("step");
-    vec![("train", series(step, d.m("loss"), true), false), ("test", series(step, d.m("test_loss"), true), false)]
+    let step = d.m(C::STEP);
+    vec![
+        ("train", series(step, d.m(C::LOSS), true), false),
+        ("test", series(step, d.m(MatcompBn::TEST_LOSS), true), false),
+    ]
 }
 
 /// 2/η̃ against the step and the sharpness at its evaluation steps.
 fn threshold_lines<'a>(d: &RunData, sharpness_label: &'a str) -> Vec<Line<'a>> {
     vec![
-        ("2/η_eff", series(d.m("step"), d.m("two_over_eff_lr"), false), false),
-        (sharpness_label, series(d.s("step"), d.s("sharpness"), false), false),
+        ("2/η_eff", series(d.m(C::STEP), d.m(C::TWO_OVER_EFF_LR), false), false),
+        (sharpness_label, series(d.s(C::STEP), d.s(C::SHARPNESS), false), false),
     ]
 }
 
 /// The top `k` singular values of the recovered matrix present in the CSV.
 fn singular_value_lines(d: &RunData, k: usize) -> Vec<Line<'static>> {
-    const COLS: [(&str, &str); 8] = [
-        ("σ1", "sv_1"),
-        ("σ2", "sv_2"),
-        ("σ3", "sv_3"),
-        ("σ4", "sv_4"),
-        ("σ5", "sv_5"),
-        ("σ6", "sv_6"),
-        ("σ7", "sv_7"),
-        ("σ8", "sv_8"),
-    ];
-    COLS.iter()
+    const LABELS: [&str; 8] = ["σ1", "σ2", "σ3", "σ4", "σ5", "σ6", "σ7", "σ8"];
+    LABELS
+        .iter()
+        .zip(MatcompBn::SV)
         .take(k)
-        .filter(|(_, n)| d.metrics.contains_key(*n))
-        .map(|(l, n)| (*l, series(d.m("step"), d.m(n), true), false))
+        .filter(|(_, c)| d.metrics.contains_key(c.name()))
+        .map(|(l, c)| (*l, series(d.m(C::STEP), d.m(c), true), false))
         .collect()
 }
 
@@ -289,18 +290,18 @@ where
     DB::ErrorType: 'static,
 {
     let a = grid(&root, name, 26, (2, 2))?;
-    let step = d.m("step");
-    panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", series(step, d.m("loss"), true), false)], true, logx)?;
+    let step = d.m(C::STEP);
+    panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", series(step, d.m(C::LOSS), true), false)], true, logx)?;
     let mut lines = vec![
-        ("2/η_eff (stability threshold)", series(step, d.m("two_over_eff_lr"), false), false),
-        ("sharpness λ1(∇²L(θ_t))", series(d.s("step"), d.s("sharpness"), false), false),
+        ("2/η_eff (stability threshold)", series(step, d.m(C::TWO_OVER_EFF_LR), false), false),
+        ("sharpness λ1(∇²L(θ_t))", series(d.s(C::STEP), d.s(C::SHARPNESS), false), false),
     ];
-    if d.metrics.contains_key("sharpness_on_gamma") {
-        lines.push(("λ1 on Γ at the same z", series(step, d.m("sharpness_on_gamma"), false), true));
+    if d.metrics.contains_key(Toy3d::SHARPNESS_ON_GAMMA.name()) {
+        lines.push(("λ1 on Γ at the same z", series(step, d.m(Toy3d::SHARPNESS_ON_GAMMA), false), true));
     }
     panel(&a[1], "(b) 2/η_eff against the spherical sharpness", "", &lines, false, logx)?;
-    panel(&a[2], "(c) parameter norm", "‖w_t‖", &[("‖w_t‖", series(step, d.m("w_norm"), false), false)], false, logx)?;
-    let eff = [("η_eff", series(step, d.m("eff_lr"), false), false)];
+    panel(&a[2], "(c) parameter norm", "‖w_t‖", &[("‖w_t‖", series(step, d.m(C::W_NORM), false), false)], false, logx)?;
+    let eff = [("η_eff", series(step, d.m(C::EFF_LR), false), false)];
     panel(&a[3], "(d) effective LR η_eff = lr / ((1 − lr·wd)·‖w‖²)", "η_eff", &eff, false, logx)?;
     root.present()?;
     Ok(())
@@ -314,12 +315,12 @@ where
     DB::ErrorType: 'static,
 {
     let cols = grid(&root, "toy3d (App. F): GD+WD moves along Γ to the flattest minimiser ζ*", 24, (1, 3))?;
-    let step = d.m("step");
-    let wn = [("‖w_t‖", series(step, d.m("w_norm"), false), false)];
+    let step = d.m(C::STEP);
+    let wn = [("‖w_t‖", series(step, d.m(C::W_NORM), false), false)];
     panel(&cols[0], "(a) ‖w_t‖ falls while the gradient is small", "‖w_t‖", &wn, false, true)?;
-    let gn = [("‖∇L(θ_t)‖", series(step, d.m("grad_norm"), false), false)];
+    let gn = [("‖∇L(θ_t)‖", series(step, d.m(C::GRAD_NORM), false), false)];
     panel(&cols[1], "(b) ‖∇L(θ_t)‖ rises again at the EoS", "‖∇L(θ_t)‖", &gn, true, true)?;
-    let (x, y, z) = (d.m("theta_x"), d.m("theta_y"), d.m("theta_z"));
+    let (x, y, z) = (d.m(Toy3d::THETA_X), d.m(Toy3d::THETA_Y), d.m(Toy3d::THETA_Z));
     let path: Vec<(f64, f64)> =
         (0..x.len()).filter(|&i| x[i].is_finite()).map(|i| ((x[i] - y[i]) / 2f64.sqrt(), z[i])).collect();
     let (u0, u1) = range(path.iter().map(|p| p.0).chain([0.0]), false);
@@ -376,22 +377,26 @@ where
 {
     let a =
         grid(&root, "linreg_bn (Fig. 4): EoS oscillation drives φ_t along Γ to the min-norm solution (M)", 24, (2, 3))?;
-    let step = d.m("step");
-    let test = if d.m("test_loss").iter().any(|v| v.is_finite()) { d.m("test_loss") } else { d.m("test_loss_sample") };
+    let step = d.m(C::STEP);
+    let test = if d.m(LinregBn::TEST_LOSS).iter().any(|v| v.is_finite()) {
+        d.m(LinregBn::TEST_LOSS)
+    } else {
+        d.m(LinregBn::TEST_LOSS_SAMPLE)
+    };
     panel(
         &a[0],
         "(a) test loss and distance to (M)",
         "",
         &[
             ("test loss", series(step, test, false), false),
-            ("‖φ_t − θ_M‖", series(step, d.m("phi_dist_m"), false), false),
+            ("‖φ_t − θ_M‖", series(step, d.m(LinregBn::PHI_DIST_M), false), false),
         ],
         false,
         false,
     )?;
-    panel(&a[1], "(b) training loss", "loss", &[("L(θ_t)", series(step, d.m("loss"), true), false)], true, false)?;
-    let two = d.m("two_over_eff_lr");
-    let lam = d.m("phi_sharpness");
+    panel(&a[1], "(b) training loss", "loss", &[("L(θ_t)", series(step, d.m(C::LOSS), true), false)], true, false)?;
+    let two = d.m(C::TWO_OVER_EFF_LR);
+    let lam = d.m(LinregBn::PHI_SHARPNESS);
     panel(
         &a[2],
         "(c) 2/η_eff against λ1(φ_t)",
@@ -414,7 +419,7 @@ where
         false,
         false,
     )?;
-    let h = d.m("h");
+    let h = d.m(LinregBn::H);
     panel(&a[4], "(d) h_t = ⟨θ_t − φ_t, v1(φ_t)⟩", "h_t", &[("h_t", series(step, h, false), false)], false, false)?;
     let mid = ((lo + hi) / 2.0).floor();
     panel(
@@ -437,7 +442,7 @@ where
     DB::ErrorType: 'static,
 {
     let a = grid(&root, title, 24, (2, 2))?;
-    let step = d.m("step");
+    let step = d.m(C::STEP);
     panel(&a[0], "(a) train and test loss", "loss", &loss_lines(d), true, false)?;
     panel(
         &a[1],
@@ -451,7 +456,7 @@ where
         &a[2],
         "(c) ‖w_t‖ and η_eff",
         "",
-        &[("‖w_t‖", series(step, d.m("w_norm"), true), false), ("η_eff", series(step, d.m("eff_lr"), true), false)],
+        &[("‖w_t‖", series(step, d.m(C::W_NORM), true), false), ("η_eff", series(step, d.m(C::EFF_LR), true), false)],
         true,
         false,
     )?;
@@ -469,26 +474,34 @@ where
     DB::ErrorType: 'static,
 {
     let a = grid(&root, title, 24, (2, 2))?;
-    let step = d.m("step");
+    let step = d.m(C::STEP);
     let vline = |lo: f64, hi: f64| -> Vec<(f64, f64)> { fit.map_or(Vec::new(), |f| vec![(f, lo), (f, hi)]) };
     // After the fit the accuracies move by a few points: draw them from the
     // fit step on, so the rise is visible.
     let from = fit.unwrap_or(f64::NEG_INFINITY);
-    let after =
-        |col: &str| -> Vec<(f64, f64)> { series(step, d.m(col), false).into_iter().filter(|p| p.0 >= from).collect() };
-    let acc = [("train accuracy", after("train_acc"), false), ("test accuracy", after("test_acc"), false)];
+    let after = |col: Column| -> Vec<(f64, f64)> {
+        series(step, d.m(col), false).into_iter().filter(|p| p.0 >= from).collect()
+    };
+    let acc = [
+        ("train accuracy", after(NetProblem::TRAIN_ACC), false),
+        ("test accuracy", after(NetProblem::TEST_ACC), false),
+    ];
     let title = match fit {
         Some(f) => format!("(a) accuracy from 100% training accuracy (step {f:.0}) on"),
         None => "(a) accuracy (training accuracy never reached 100%)".to_string(),
     };
     panel(&a[0], &title, "accuracy", &acc, false, false)?;
     let mut thr = threshold_lines(d, "spherical sharpness");
-    let top =
-        d.s("sharpness").iter().chain(d.m("two_over_eff_lr")).filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(*v));
-    let bottom = d
-        .s("sharpness")
+    let top = d
+        .s(C::SHARPNESS)
         .iter()
-        .chain(d.m("two_over_eff_lr"))
+        .chain(d.m(C::TWO_OVER_EFF_LR))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |m, v| m.max(*v));
+    let bottom = d
+        .s(C::SHARPNESS)
+        .iter()
+        .chain(d.m(C::TWO_OVER_EFF_LR))
         .filter(|v| v.is_finite() && **v > 0.0)
         .fold(f64::INFINITY, |m, v| m.min(*v));
     if fit.is_some() && top > 0.0 {
@@ -496,15 +509,15 @@ where
     }
     panel(&a[1], "(b) spherical sharpness against 2/η_eff", "", &thr, true, false)?;
     let loss = [
-        ("train L − L_min", series(step, d.m("loss_minus_lmin"), true), false),
-        ("test L − L_min", series(step, d.m("test_loss_minus_lmin"), true), false),
+        ("train L − L_min", series(step, d.m(NetProblem::LOSS_MINUS_LMIN), true), false),
+        ("test L − L_min", series(step, d.m(NetProblem::TEST_LOSS_MINUS_LMIN), true), false),
     ];
     panel(&a[2], "(c) loss minus L_min (eq. 53)", "L − L_min", &loss, true, false)?;
     panel(
         &a[3],
         "(d) ‖w_t‖ and η_eff",
         "",
-        &[("‖w_t‖", series(step, d.m("w_norm"), true), false), ("η_eff", series(step, d.m("eff_lr"), true), false)],
+        &[("‖w_t‖", series(step, d.m(C::W_NORM), true), false), ("η_eff", series(step, d.m(C::EFF_LR), true), false)],
         true,
         false,
     )?;
@@ -519,15 +532,15 @@ where
     DB::ErrorType: 'static,
 {
     let a = grid(&root, &format!("steps {lo:.0}–{hi:.0}, every step (Fig. 11)"), 24, (1, 2))?;
-    let step = d.m("step");
-    panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", window(step, d.m("loss"), lo, hi), false)], true, false)?;
+    let step = d.m(C::STEP);
+    panel(&a[0], "(a) training loss", "loss", &[("L(θ_t)", window(step, d.m(C::LOSS), lo, hi), false)], true, false)?;
     panel(
         &a[1],
         "(b) 2/η_eff against the spherical sharpness",
         "",
         &[
-            ("2/η_eff", window(step, d.m("two_over_eff_lr"), lo, hi), false),
-            ("sharpness", window(d.s("step"), d.s("sharpness"), lo, hi), false),
+            ("2/η_eff", window(step, d.m(C::TWO_OVER_EFF_LR), lo, hi), false),
+            ("sharpness", window(d.s(C::STEP), d.s(C::SHARPNESS), lo, hi), false),
         ],
         false,
         false,
@@ -583,7 +596,8 @@ where
     let acc: Vec<Line> = runs
         .iter()
         .map(|(l, d)| {
-            let pts = series(d.m("step"), d.m("test_acc"), false).into_iter().filter(|p| p.0 >= from).collect();
+            let pts =
+                series(d.m(C::STEP), d.m(NetProblem::TEST_ACC), false).into_iter().filter(|p| p.0 >= from).collect();
             (l.as_str(), pts, false)
         })
         .collect();
@@ -596,13 +610,15 @@ where
         runs.iter().map(|(l, _)| (format!("{l}: sharpness"), format!("{l}: 2/η_eff"))).collect();
     let mut sharp: Vec<Line> = Vec::new();
     for ((_, d), (ls, lt)) in runs.iter().zip(&labels) {
-        sharp.push((ls.as_str(), series(d.s("step"), d.s("sharpness"), true), false));
-        sharp.push((lt.as_str(), series(d.m("step"), d.m("two_over_eff_lr"), true), true));
+        sharp.push((ls.as_str(), series(d.s(C::STEP), d.s(C::SHARPNESS), true), false));
+        sharp.push((lt.as_str(), series(d.m(C::STEP), d.m(C::TWO_OVER_EFF_LR), true), true));
     }
     let colors: Vec<usize> = (0..sharp.len()).map(|i| i / 2).collect();
     panel_colored(&a[1], "(b) spherical sharpness (solid) and 2/η_eff (dashed)", "", &sharp, &colors, true, false)?;
-    let loss: Vec<Line> =
-        runs.iter().map(|(l, d)| (l.as_str(), series(d.m("step"), d.m("loss_minus_lmin"), true), false)).collect();
+    let loss: Vec<Line> = runs
+        .iter()
+        .map(|(l, d)| (l.as_str(), series(d.m(C::STEP), d.m(NetProblem::LOSS_MINUS_LMIN), true), false))
+        .collect();
     panel(&a[2], "(c) training loss minus L_min", "L − L_min", &loss, true, false)?;
     root.present()?;
     Ok(())

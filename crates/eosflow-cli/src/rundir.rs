@@ -240,12 +240,11 @@ impl Observer for CsvObserver {
             return Ok(());
         }
         let mut m = self.open("metrics.csv", None)?;
-        let mut header =
-            vec!["step", "loss", "grad_norm", "w_norm", "eff_lr", "two_over_eff_lr", "sharpness", "regime"];
+        let mut header: Vec<&str> = eosflow::run::columns::METRICS.iter().map(|c| c.name()).collect();
         header.extend_from_slice(extra);
         m.write_record(&header).map_err(|e| werr(&self.dir.join("metrics.csv"), e))?;
         let mut s = self.open("sharpness.csv", None)?;
-        let mut h: Vec<String> = ["step", "sharpness", "residual", "hvps", "converged"].map(String::from).to_vec();
+        let mut h: Vec<String> = eosflow::run::columns::SHARPNESS_CSV.iter().map(|c| c.name().to_string()).collect();
         h.extend((1..=self.k).map(|i| format!("lambda_{i}")));
         s.write_record(&h).map_err(|e| werr(&self.dir.join("sharpness.csv"), e))?;
         self.metrics = Some(m);

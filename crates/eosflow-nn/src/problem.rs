@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use candle_core::{DType, Device, Tensor, Var};
 use eosflow::objective::Counted;
 use eosflow::problems::{Problem, StepView, Tracker, TrackerStateError};
+use eosflow::run::Column;
 use eosflow::spectrum::LinOp;
 use eosflow::{EvalFailure, Hessian, Objective, ScaleInvariance};
 use rayon::prelude::*;
@@ -575,6 +576,20 @@ impl Hessian for NetProblem {
     }
 }
 
+/// The network problem's metrics.csv columns (logged steps).
+impl NetProblem {
+    /// Fraction of training examples classified correctly.
+    pub const TRAIN_ACC: Column = Column::new("train_acc");
+    /// Test loss.
+    pub const TEST_LOSS: Column = Column::new("test_loss");
+    /// Fraction of test examples classified correctly.
+    pub const TEST_ACC: Column = Column::new("test_acc");
+    /// L − L_min (eq. 53).
+    pub const LOSS_MINUS_LMIN: Column = Column::new("loss_minus_lmin");
+    /// Test loss − L_min.
+    pub const TEST_LOSS_MINUS_LMIN: Column = Column::new("test_loss_minus_lmin");
+}
+
 impl Problem for NetProblem {
     fn name(&self) -> &'static str {
         "nn"
@@ -649,8 +664,9 @@ impl NetTracker<'_> {
 }
 
 impl Tracker for NetTracker<'_> {
-    fn columns(&self) -> Vec<&'static str> {
-        vec!["train_acc", "test_loss", "test_acc", "loss_minus_lmin", "test_loss_minus_lmin"]
+    fn columns(&self) -> Vec<Column> {
+        use NetProblem as P;
+        vec![P::TRAIN_ACC, P::TEST_LOSS, P::TEST_ACC, P::LOSS_MINUS_LMIN, P::TEST_LOSS_MINUS_LMIN]
     }
 
     fn observe(&mut self, obj: &Counted, view: &StepView) -> Vec<f64> {

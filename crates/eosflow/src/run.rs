@@ -91,6 +91,45 @@ impl Default for RunParams {
     }
 }
 
+/// A column of metrics.csv or sharpness.csv, as a typed handle: the runner,
+/// a problem's tracker and every reader (figures, tables) name a column
+/// through the same constant, so a renamed column is a compile error, not a
+/// silently empty plot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Column(&'static str);
+
+impl Column {
+    /// A column named `name` in the CSV header.
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+    /// The header name.
+    pub const fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// The runner's own columns: metrics.csv starts with [`columns::METRICS`],
+/// sharpness.csv with [`columns::SHARPNESS_CSV`] (then `lambda_1 … lambda_k`).
+pub mod columns {
+    use super::Column;
+    pub const STEP: Column = Column::new("step");
+    pub const LOSS: Column = Column::new("loss");
+    pub const GRAD_NORM: Column = Column::new("grad_norm");
+    pub const W_NORM: Column = Column::new("w_norm");
+    pub const EFF_LR: Column = Column::new("eff_lr");
+    pub const TWO_OVER_EFF_LR: Column = Column::new("two_over_eff_lr");
+    pub const SHARPNESS: Column = Column::new("sharpness");
+    pub const REGIME: Column = Column::new("regime");
+    pub const RESIDUAL: Column = Column::new("residual");
+    pub const HVPS: Column = Column::new("hvps");
+    pub const CONVERGED: Column = Column::new("converged");
+    /// metrics.csv's common columns, in order.
+    pub const METRICS: [Column; 8] = [STEP, LOSS, GRAD_NORM, W_NORM, EFF_LR, TWO_OVER_EFF_LR, SHARPNESS, REGIME];
+    /// sharpness.csv's columns before the eigenvalues, in order.
+    pub const SHARPNESS_CSV: [Column; 5] = [STEP, SHARPNESS, RESIDUAL, HVPS, CONVERGED];
+}
+
 /// One row of metrics.csv.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -438,7 +477,7 @@ impl<'a> Runner<'a> {
         let failed = |t: u64| {
             obj.take_failure().map(|f| Status::Error { step: t, op: f.op.to_string(), message: f.source.to_string() })
         };
-        let names = tracker.columns();
+        let names: Vec<&str> = tracker.columns().iter().map(|c| c.name()).collect();
         for o in observers.iter_mut() {
             o.on_start(&names).map_err(RunError::Observer)?;
         }

@@ -6,6 +6,7 @@ use crate::linalg::{axpy, dot, lstsq, norm, normalize, symmetric_eigen};
 use crate::manifold::{OscillationTracker, distance};
 use crate::objective::{Counted, Hessian, Objective};
 use crate::optim::Evaluation;
+use crate::run::Column;
 use crate::spectrum::LinOp;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -537,15 +538,33 @@ impl Hessian for LinregBn {
     }
 }
 
-/// Names of the extra metrics.csv columns of linreg_bn.
-const COLUMNS: [&str; 7] = [
-    "test_loss",
-    "test_loss_sample",
-    "dist_theta_m",
-    "phi_dist_m",
-    "phi_sharpness",
-    "h",
-    "two_over_eff_lr_minus_phi_sharpness",
+/// linreg_bn's metrics.csv columns.
+impl LinregBn {
+    /// Population test loss (generated data).
+    pub const TEST_LOSS: Column = Column::new("test_loss");
+    /// Held-out MSE.
+    pub const TEST_LOSS_SAMPLE: Column = Column::new("test_loss_sample");
+    /// ‖θ_t − θ_M‖.
+    pub const DIST_THETA_M: Column = Column::new("dist_theta_m");
+    /// ‖φ_t − θ_M‖.
+    pub const PHI_DIST_M: Column = Column::new("phi_dist_m");
+    /// λ1(φ_t) (Lemma O.1).
+    pub const PHI_SHARPNESS: Column = Column::new("phi_sharpness");
+    /// h_t = ⟨θ_t − φ_t, v1⟩.
+    pub const H: Column = Column::new("h");
+    /// 2/η̃_t − λ1(φ_t).
+    pub const TWO_OVER_EFF_LR_MINUS_PHI_SHARPNESS: Column = Column::new("two_over_eff_lr_minus_phi_sharpness");
+}
+
+/// The extra metrics.csv columns of linreg_bn, in order.
+const COLUMNS: [Column; 7] = [
+    LinregBn::TEST_LOSS,
+    LinregBn::TEST_LOSS_SAMPLE,
+    LinregBn::DIST_THETA_M,
+    LinregBn::PHI_DIST_M,
+    LinregBn::PHI_SHARPNESS,
+    LinregBn::H,
+    LinregBn::TWO_OVER_EFF_LR_MINUS_PHI_SHARPNESS,
 ];
 
 impl LinregBn {
@@ -646,7 +665,7 @@ impl<'a> LinregTracker<'a> {
 }
 
 impl Tracker for LinregTracker<'_> {
-    fn columns(&self) -> Vec<&'static str> {
+    fn columns(&self) -> Vec<Column> {
         COLUMNS.to_vec()
     }
 

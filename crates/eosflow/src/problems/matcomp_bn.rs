@@ -3,6 +3,7 @@
 use super::{Problem, StepView, Tracker, TrackerStateError};
 use crate::linalg::{axpy, dot};
 use crate::objective::{Counted, Hessian, Objective};
+use crate::run::Column;
 use crate::spectrum::LinOp;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -440,6 +441,25 @@ impl Hessian for MatcompBn {
     }
 }
 
+/// matcomp_bn's metrics.csv columns.
+impl MatcompBn {
+    /// Mean squared error over all d² entries.
+    pub const TEST_LOSS: Column = Column::new("test_loss");
+    /// σ2/σ3 of the recovered matrix.
+    pub const SV2_OVER_SV3: Column = Column::new("sv2_over_sv3");
+    /// σ1 … σ8 of the recovered matrix (the first `n_singular` are written).
+    pub const SV: [Column; 8] = [
+        Column::new("sv_1"),
+        Column::new("sv_2"),
+        Column::new("sv_3"),
+        Column::new("sv_4"),
+        Column::new("sv_5"),
+        Column::new("sv_6"),
+        Column::new("sv_7"),
+        Column::new("sv_8"),
+    ];
+}
+
 impl Problem for MatcompBn {
     fn name(&self) -> &'static str {
         "matcomp_bn"
@@ -494,11 +514,9 @@ struct MatcompState {
 }
 
 impl Tracker for MatcompTracker<'_> {
-    fn columns(&self) -> Vec<&'static str> {
-        let mut v = vec!["test_loss", "sv2_over_sv3"];
-        v.extend(
-            ["sv_1", "sv_2", "sv_3", "sv_4", "sv_5", "sv_6", "sv_7", "sv_8"].iter().take(self.p.n_singular.min(8)),
-        );
+    fn columns(&self) -> Vec<Column> {
+        let mut v = vec![MatcompBn::TEST_LOSS, MatcompBn::SV2_OVER_SV3];
+        v.extend(MatcompBn::SV.iter().take(self.p.n_singular.min(8)));
         v
     }
 

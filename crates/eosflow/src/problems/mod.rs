@@ -12,6 +12,7 @@ pub use toy3d::Toy3d;
 
 use crate::objective::{Counted, Hessian};
 use crate::optim::Evaluation;
+use crate::run::Column;
 
 /// A problem the runner can train on: an objective with a default w_0 and,
 /// optionally, its own metrics ([`Problem::tracker`]). Any [`Hessian`]
@@ -62,8 +63,8 @@ pub struct StepView<'a> {
 /// Evaluations of the objective go through `obj`, the runner's counting
 /// wrapper, so that summary.json's counts include them.
 pub trait Tracker {
-    /// Names of the extra metrics.csv columns, after the common ones.
-    fn columns(&self) -> Vec<&'static str> {
+    /// The extra metrics.csv columns, after the common ones.
+    fn columns(&self) -> Vec<Column> {
         Vec::new()
     }
     /// Called once per step; returns the values of [`Tracker::columns`] when

@@ -3,6 +3,7 @@
 use super::{Problem, StepView, Tracker, TrackerStateError};
 use crate::linalg::{dot, normalize};
 use crate::objective::{Counted, Hessian, Objective};
+use crate::run::Column;
 use crate::spectrum::{DenseSymmetric, LinOp};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -177,6 +178,16 @@ impl Hessian for Toy3d {
     }
 }
 
+/// toy3d's metrics.csv columns.
+impl Toy3d {
+    /// θ_t in F's coordinates.
+    pub const THETA_X: Column = Column::new("theta_x");
+    pub const THETA_Y: Column = Column::new("theta_y");
+    pub const THETA_Z: Column = Column::new("theta_z");
+    /// 6/(1 − θ_z²), the sharpness of Γ at θ_t's height.
+    pub const SHARPNESS_ON_GAMMA: Column = Column::new("sharpness_on_gamma");
+}
+
 impl Problem for Toy3d {
     fn name(&self) -> &'static str {
         "toy3d"
@@ -202,8 +213,8 @@ struct Toy3dState {
 }
 
 impl Tracker for Toy3dTracker<'_> {
-    fn columns(&self) -> Vec<&'static str> {
-        vec!["theta_x", "theta_y", "theta_z", "sharpness_on_gamma"]
+    fn columns(&self) -> Vec<Column> {
+        vec![Toy3d::THETA_X, Toy3d::THETA_Y, Toy3d::THETA_Z, Toy3d::SHARPNESS_ON_GAMMA]
     }
     fn observe(&mut self, _obj: &Counted, s: &StepView) -> Vec<f64> {
         let mut p = self.problem.to_domain(s.w);
