@@ -15,10 +15,11 @@
 //! assert!(r.gradient_vs_fd.unwrap() < 1e-7);
 //! assert!(r.grad_dot_block.unwrap() < 1e-14);
 //! assert!(r.lanczos_vs_dense.unwrap() < 1e-12);
+//! assert!(r.failures(&Default::default()).is_empty());
 //! ```
 
 use crate::linalg::{axpy, dot, norm, symmetric_eigen};
-use crate::objective::{Hessian, ScaleInvariance};
+use crate::objective::{Hessian, ScaleInvariance, finite_difference_partial};
 use crate::sharpness::spherical_sharpness;
 use crate::spectrum::LanczosParams;
 use rand::SeedableRng;
@@ -92,6 +93,53 @@ pub struct IdentityReport {
     pub lanczos_vs_dense: Option<f64>,
 }
 
+/// Tolerances for [`IdentityReport::failures`], each for the errors of the
+/// kind its doc names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityTolerances {
+    /// The identities that hold exactly (symmetry, ⟨∇L, w_S⟩ = 0,
+    /// H w_S = −P∇L, the rescalings of L, ∇L, H): rounding only, O(ε·size).
+    pub exact: f64,
+    /// Gradient and HVP against central differences: truncation and
+    /// rounding of the difference, O(ε^{2/3}) relative to the derivatives'
+    /// scale.
+    pub finite_differences: f64,
+    /// The spherical sharpness under rescaling and Lanczos against the
+    /// dense Hessian: Lanczos's tolerance (1e-13 here) plus rounding.
+    pub lanczos: f64,
+}
+
+impl Default for IdentityTolerances {
+    /// 1e3·ε, 1e-6 and 1e-11: the bounds the test suite uses for problems
+    /// of up to ~10⁴ parameters built from sums of at most ~10³ products.
+    fn default() -> Self {
+        Self { exact: 1e3 * f64::EPSILON, finite_differences: 1e-6, lanczos: 1e-11 }
+    }
+}
+
+impl IdentityReport {
+    /// Every measured error above its tolerance, as "what = measured > tolerance".
+    pub fn failures(&self, tol: &IdentityTolerances) -> Vec<String> {
+        let checks = [
+            ("gradient vs central differences", self.gradient_vs_fd, tol.finite_differences),
+            ("HVP vs central differences", self.hvp_vs_fd, tol.finite_differences),
+            ("HVP symmetry", Some(self.hvp_symmetry), tol.exact),
+            ("<grad L, w_S>", self.grad_dot_block, tol.exact),
+            ("H w_S + P grad L", self.hessian_times_block, tol.exact),
+            ("L(c w_S) - L(w)", self.loss_rescaled, tol.exact),
+            ("c grad_S L(c w_S) - grad_S L(w)", self.gradient_rescaled, tol.exact),
+            ("c^2 H(c w_S) v_S - H(w) v_S", self.hessian_rescaled, tol.exact),
+            ("|w_S|^2 lambda1 under w_S -> c w_S", self.sharpness_rescaled, tol.lanczos),
+            ("Lanczos vs dense", self.lanczos_vs_dense, tol.lanczos),
+        ];
+        checks
+            .iter()
+            // NaN fails too.
+            .filter_map(|&(what, x, t)| x.filter(|x| x.is_nan() || *x > t).map(|x| format!("{what} = {x:e} > {t:e}")))
+            .collect()
+    }
+}
+
 fn unit_random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
     let mut v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
     let nv = norm(&v);
@@ -150,16 +198,10 @@ pub fn check(obj: &dyn Hessian, w: &[f64], params: &IdentityParams) -> IdentityR
         };
         let gmax = g.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
         let mut x = w.to_vec();
-        let mut worst = 0.0f64;
-        for &i in &coords {
-            let h = f64::EPSILON.cbrt() * w[i].abs().max(1.0);
-            x[i] = w[i] + h;
-            let lp = obj.loss(&x);
-            x[i] = w[i] - h;
-            let lm = obj.loss(&x);
-            x[i] = w[i];
-            worst = worst.max(((lp - lm) / (2.0 * h) - g[i]).abs() / gmax);
-        }
+        let worst = coords
+            .iter()
+            .map(|&i| (finite_difference_partial(obj, &mut x, i) - g[i]).abs() / gmax)
+            .fold(0.0f64, f64::max);
         r.gradient_vs_fd = Some(worst);
         let h = f64::EPSILON.cbrt() * norm(w).max(1.0);
         let (mut wp, mut wm) = (w.to_vec(), w.to_vec());

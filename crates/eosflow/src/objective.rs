@@ -196,17 +196,20 @@ impl<O: Objective> Hessian for FiniteDifferenceHvp<O> {
 /// ∂L/∂w_i ≈ (L(w + h e_i) − L(w − h e_i)) / (2h), h = ε^{1/3}·max(1, |w_i|).
 pub fn finite_difference_gradient(obj: &dyn Objective, w: &[f64]) -> Vec<f64> {
     let mut x = w.to_vec();
-    (0..w.len())
-        .map(|i| {
-            let h = f64::EPSILON.cbrt() * w[i].abs().max(1.0);
-            x[i] = w[i] + h;
-            let lp = obj.loss(&x);
-            x[i] = w[i] - h;
-            let lm = obj.loss(&x);
-            x[i] = w[i];
-            (lp - lm) / (2.0 * h)
-        })
-        .collect()
+    (0..w.len()).map(|i| finite_difference_partial(obj, &mut x, i)).collect()
+}
+
+/// One coordinate of [`finite_difference_gradient`] at `x` (restored on
+/// return).
+pub fn finite_difference_partial(obj: &dyn Objective, x: &mut [f64], i: usize) -> f64 {
+    let xi = x[i];
+    let h = f64::EPSILON.cbrt() * xi.abs().max(1.0);
+    x[i] = xi + h;
+    let lp = obj.loss(x);
+    x[i] = xi - h;
+    let lm = obj.loss(x);
+    x[i] = xi;
+    (lp - lm) / (2.0 * h)
 }
 
 /// Evaluations of an objective, by kind: the real cost of a run.
