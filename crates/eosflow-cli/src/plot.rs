@@ -221,6 +221,37 @@ where
     let xdesc = if logx { "step + 1" } else { "step" };
     let ys: Vec<f64> = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).collect();
     let (y0, y1) = range(ys.into_iter(), log);
+    // plotters' log axis spreads its key points unevenly over wide spans
+    // (fig1's loss spans 33 decades and was labelled down to 1e-13 only), so
+    // a log axis holding two powers of ten or more is drawn as a linear axis
+    // of log10 y, labelled at powers of ten only (a narrower one keeps
+    // plotters' labels between the decades).
+    let decades = log && y1.log10().floor() - y0.log10().ceil() >= 1.0;
+    let log10_lines: Vec<Line>;
+    let (lines, y0, y1, log) = if decades {
+        log10_lines = lines
+            .iter()
+            .map(|(l, p, d)| (*l, p.iter().filter(|q| q.1 > 0.0).map(|&(x, y)| (x, y.log10())).collect(), *d))
+            .collect();
+        (&log10_lines[..], y0.log10(), y1.log10(), false)
+    } else {
+        (lines, y0, y1, log)
+    };
+    let ytick = move |y: f64| {
+        if !decades {
+            // A key point at 0 comes out as rounding (h_t's axis read
+            // "6.9e-18"): anything below 1e-9 of the span is 0.
+            tick(if !log && y.abs() < 1e-9 * (y1 - y0) { 0.0 } else { y }, log)
+        } else if (y - y.round()).abs() < 1e-9 {
+            format!("1e{}", y.round() as i64)
+        } else {
+            String::new()
+        }
+    };
+    // On a log10 axis, few enough key points that plotters' step is a whole
+    // number of decades (a bold line halfway between decades would carry no
+    // label).
+    let y_labels = if decades { ((y1 - y0).floor() as usize + 1).min(8) } else { 10 };
     let mut b = ChartBuilder::on(area);
     b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(42).y_label_area_size(80);
     macro_rules! draw_lines {
@@ -229,9 +260,10 @@ where
                 .configure_mesh()
                 .x_desc(xdesc)
                 .x_labels(6)
+                .y_labels(y_labels)
                 .y_desc(ylabel)
                 .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| tick(*y, log))
+                .y_label_formatter(&|y| ytick(*y))
                 .label_style(("sans-serif", 15))
                 .draw()?;
             for (i, (label, pts, dashed)) in lines.iter().enumerate() {
