@@ -21,7 +21,7 @@
 use crate::linalg::{axpy, dot, norm, symmetric_eigen};
 use crate::objective::{Hessian, ScaleInvariance, finite_difference_partial};
 use crate::sharpness::spherical_sharpness;
-use crate::spectrum::LanczosParams;
+use crate::spectrum::{LanczosParams, Restricted, to_dense};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -29,7 +29,8 @@ use rand_distr::{Distribution, StandardNormal};
 /// What [`check`] measures.
 #[derive(Clone, Debug)]
 pub struct IdentityParams {
-    /// Compare the gradient and the HVP with central differences. Off for
+    /// Compare the gradient, the HVP and the third contraction with central
+    /// differences (and measure the third contraction's identities). Off for
     /// ReLU networks: a difference step can cross a kink, and the result is
     /// then meaningless (compare with a double-backward oracle instead).
     pub finite_differences: bool,
@@ -91,6 +92,18 @@ pub struct IdentityReport {
     /// |λ1(Lanczos) − λ1(dense)| / max|λ(dense)| on the block's Hessian,
     /// where D ≤ `dense_max`.
     pub lanczos_vs_dense: Option<f64>,
+    /// max_i |T_i − (g(w + h e_i) − g(w − h e_i))/2h| / ‖T‖∞ over the
+    /// compared coordinates, for T = [`Hessian::third_contraction`] at
+    /// (w, v) (exact or by HVP differences, whichever the objective has) and
+    /// g(w) = ⟨v, ∇²L(w)·v⟩, whose gradient T is.
+    pub third_vs_fd: Option<f64>,
+    /// |⟨T, ŵ⟩ + 2⟨v̂, Hv̂⟩| / (‖T‖·‖ŵ‖ + 2|⟨v̂, Hv̂⟩|) with T = ∇³L[v̂, v̂, ·],
+    /// v̂ = v on the block: differentiating H(w)·ŵ = −P∇L(w) once more gives
+    /// ∇³L[ŵ, v̂, v̂] = −2⟨v̂, Hv̂⟩ on a scale-invariant block.
+    pub third_times_block: Option<f64>,
+    /// ‖c³·T(c·w_S) − T(w)‖ / ‖T(w)‖ on the block (∇³L is (−3)-homogeneous
+    /// in the block); the worst over `scales`.
+    pub third_rescaled: Option<f64>,
 }
 
 /// Tolerances for [`IdentityReport::failures`], each for the errors of the
@@ -107,13 +120,36 @@ pub struct IdentityTolerances {
     /// The spherical sharpness under rescaling and Lanczos against the
     /// dense Hessian: Lanczos's tolerance (1e-13 here) plus rounding.
     pub lanczos: f64,
+    /// The exact identities of the third contraction (⟨T, w_S⟩ = −2⟨v, Hv⟩,
+    /// (−3)-homogeneity); `None` means `exact`. Set it to
+    /// `Some(finite_differences)` for an objective whose contraction is by
+    /// HVP differences ([`IdentityTolerances::for_objective`]).
+    pub third_exact_tol: Option<f64>,
 }
 
 impl Default for IdentityTolerances {
     /// 1e3·ε, 1e-6 and 1e-11: the bounds the test suite uses for problems
     /// of up to ~10⁴ parameters built from sums of at most ~10³ products.
     fn default() -> Self {
-        Self { exact: 1e3 * f64::EPSILON, finite_differences: 1e-6, lanczos: 1e-11 }
+        Self { exact: 1e3 * f64::EPSILON, finite_differences: 1e-6, lanczos: 1e-11, third_exact_tol: None }
+    }
+}
+
+impl IdentityTolerances {
+    /// The defaults, with the third contraction's identities held to the
+    /// finite-difference tolerance when `obj` has no exact kernel.
+    pub fn for_objective(obj: &dyn Hessian) -> Self {
+        let d = Self::default();
+        let third = (!obj.third_contraction_is_exact()).then_some(d.finite_differences);
+        Self { third_exact_tol: third, ..d }
+    }
+
+    /// The exact identities of the third contraction: `exact` for an exact
+    /// kernel. A contraction by HVP differences carries its own O(ε^{2/3})
+    /// error, so objectives without an exact kernel are held to
+    /// `finite_differences` instead (see [`IdentityReport::failures`]).
+    fn third_exact(&self) -> f64 {
+        self.third_exact_tol.unwrap_or(self.exact)
     }
 }
 
@@ -131,6 +167,9 @@ impl IdentityReport {
             ("c^2 H(c w_S) v_S - H(w) v_S", self.hessian_rescaled, tol.exact),
             ("|w_S|^2 lambda1 under w_S -> c w_S", self.sharpness_rescaled, tol.lanczos),
             ("Lanczos vs dense", self.lanczos_vs_dense, tol.lanczos),
+            ("third contraction vs central differences", self.third_vs_fd, tol.finite_differences),
+            ("<T, w_S> + 2 <v, H v>", self.third_times_block, tol.third_exact()),
+            ("c^3 T(c w_S) - T(w)", self.third_rescaled, tol.third_exact()),
         ];
         checks
             .iter()
@@ -211,6 +250,25 @@ pub fn check(obj: &dyn Hessian, w: &[f64], params: &IdentityParams) -> IdentityR
         let (_, gm) = grad(obj, &wm);
         let fd: Vec<f64> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * h)).collect();
         r.hvp_vs_fd = Some(rel(&fd, &hv, norm(&hv).max(f64::MIN_POSITIVE)));
+
+        let mut t = vec![0.0; d];
+        obj.third_contraction(w, &v, &mut t);
+        let tmax = t.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+        let quad = |x: &[f64]| dot(&v, &hvp(obj, x, &v));
+        let worst = coords
+            .iter()
+            .map(|&i| {
+                let xi = x[i];
+                let h = f64::EPSILON.cbrt() * xi.abs().max(1.0);
+                x[i] = xi + h;
+                let gp = quad(&x);
+                x[i] = xi - h;
+                let gm = quad(&x);
+                x[i] = xi;
+                ((gp - gm) / (2.0 * h) - t[i]).abs() / tmax
+            })
+            .fold(0.0f64, f64::max);
+        r.third_vs_fd = Some(worst);
     }
 
     if let Some(idx) = block(obj, d) {
@@ -234,6 +292,19 @@ pub fn check(obj: &dyn Hessian, w: &[f64], params: &IdentityParams) -> IdentityR
         let hvb = hvp(obj, w, &vb);
         let gb: Vec<f64> = idx.iter().map(|&i| g[i]).collect();
         let hb: Vec<f64> = idx.iter().map(|&i| hvb[i]).collect();
+        // The third derivative exists only where the loss is smooth: a
+        // contraction by HVP differences across a ReLU kink is meaningless.
+        let third = params.finite_differences || obj.third_contraction_is_exact();
+        let mut t = vec![0.0; d];
+        let mut tb = Vec::new();
+        if third {
+            obj.third_contraction(w, &vb, &mut t);
+            tb = idx.iter().map(|&i| t[i]).collect();
+            let vhv = dot(&vb, &hvb);
+            r.third_times_block = Some(
+                (dot(&t, &wb) + 2.0 * vhv).abs() / (norm(&t) * norm(&wb) + 2.0 * vhv.abs()).max(f64::MIN_POSITIVE),
+            );
+        }
         let worst = |slot: &mut Option<f64>, x: f64| *slot = Some(slot.map_or(x, |y: f64| y.max(x)));
         for &c in &params.scales {
             let mut wc = w.to_vec();
@@ -250,33 +321,20 @@ pub fn check(obj: &dyn Hessian, w: &[f64], params: &IdentityParams) -> IdentityR
             if let (Some(s), Ok(sc)) = (&s1, spherical_sharpness(obj, &wc, &lp, None)) {
                 worst(&mut r.sharpness_rescaled, (sc.spherical - s.spherical).abs() / s.spherical.abs());
             }
+            if third {
+                let mut tc = vec![0.0; d];
+                obj.third_contraction(&wc, &vb, &mut tc);
+                let tcb: Vec<f64> = idx.iter().map(|&i| c * c * c * tc[i]).collect();
+                worst(&mut r.third_rescaled, rel(&tcb, &tb, norm(&tb).max(f64::MIN_POSITIVE)));
+            }
         }
     }
 
     let rows: Vec<usize> = block(obj, d).unwrap_or_else(|| (0..d).collect());
     if rows.len() <= params.dense_max {
-        // The block's Hessian column by column from the HVP (symmetrised:
-        // the HVP is symmetric only to rounding).
         let m = rows.len();
         let op = obj.hessian_at(w);
-        let mut e = vec![0.0; d];
-        let mut col = vec![0.0; d];
-        let mut a = vec![0.0; m * m];
-        for (j, &cj) in rows.iter().enumerate() {
-            e[cj] = 1.0;
-            op.apply(&e, &mut col);
-            e[cj] = 0.0;
-            for (i, &ri) in rows.iter().enumerate() {
-                a[i * m + j] = col[ri];
-            }
-        }
-        for i in 0..m {
-            for j in 0..i {
-                let s = 0.5 * (a[i * m + j] + a[j * m + i]);
-                a[i * m + j] = s;
-                a[j * m + i] = s;
-            }
-        }
+        let a = to_dense(&Restricted::new(op.as_ref(), &rows));
         let (vals, _) = symmetric_eigen(m, &a);
         let amax = vals.iter().fold(0.0f64, |x, y| x.max(y.abs())).max(f64::MIN_POSITIVE);
         let lp = LanczosParams { tol: 1e-13, max_restarts: 500, ..Default::default() };

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod eos;
+pub mod flow;
 pub mod identities;
 pub mod linalg;
 pub mod manifold;

@@ -97,6 +97,72 @@ pub trait Hessian: Objective {
     /// here (the toy3d problem forms its 3×3 Hessian once). Objectives with
     /// nothing to precompute return `Box::new(HvpAt::new(self, w))`.
     fn hessian_at<'a>(&'a self, w: &[f64]) -> Box<dyn LinOp + 'a>;
+
+    /// out ← ∇³L(w)[v, v, ·] = d/dt (∇²L(w + t·v)·v) at t = 0, the gradient
+    /// of w ↦ ⟨v, ∇²L(w)·v⟩ (for a unit top eigenvector v1 of ∇²L(w) with a
+    /// simple eigenvalue it is ∇λ1(w), the driving term of the flow, eq. 3).
+    ///
+    /// The default takes central differences of two HVPs along v
+    /// ([`third_contraction_by_hvp_differences`]); problems with an exact
+    /// kernel override it and [`Hessian::third_contraction_is_exact`].
+    fn third_contraction(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        third_contraction_by_hvp_differences(self, w, v, out)
+    }
+
+    /// Whether [`Hessian::third_contraction`] is an exact kernel (`false`: the
+    /// default differences of HVPs).
+    fn third_contraction_is_exact(&self) -> bool {
+        false
+    }
+}
+
+/// ∇³L(w)[v, v, ·] ≈ (∇²L(w + h·v̂)·v − ∇²L(w − h·v̂)·v)/(2h)·‖v‖, v̂ = v/‖v‖,
+/// with h = ε^{1/3}·max(1, ‖w‖) (ε^{1/3}·‖w‖ for a fully scale-invariant
+/// loss): two HVPs.
+///
+/// The truncation error is (h²/6)·∇⁵L[v̂, v̂, v̂, v, ·]-sized and the rounding
+/// error ε‖∇²L·v‖/h; h ∝ ε^{1/3} balances them (about 10 correct digits),
+/// and the factor ‖w‖ keeps the step relative for scale-invariant losses,
+/// whose derivatives scale as powers of 1/‖w‖. The same rule as
+/// [`FiniteDifferenceHvp`], one derivative higher.
+///
+/// ```
+/// use eosflow::objective::{third_contraction_by_hvp_differences, Hessian};
+/// use eosflow::problems::Toy3d;
+/// let p = Toy3d::new(3);
+/// let (w, v) = ([0.4, -0.7, 0.6], [0.3, 0.5, -0.2]);
+/// let (mut exact, mut diff) = ([0.0; 3], [0.0; 3]);
+/// p.third_contraction(&w, &v, &mut exact);
+/// third_contraction_by_hvp_differences(&p, &w, &v, &mut diff);
+/// for i in 0..3 {
+///     assert!((exact[i] - diff[i]).abs() < 1e-7 * (1.0 + exact[i].abs()));
+/// }
+/// ```
+pub fn third_contraction_by_hvp_differences<H: Hessian + ?Sized>(obj: &H, w: &[f64], v: &[f64], out: &mut [f64]) {
+    let vn = linalg::norm(v);
+    if vn == 0.0 {
+        out.fill(0.0);
+        return;
+    }
+    let wn = linalg::norm(w);
+    // A fully scale-invariant loss looks the same at every ‖w‖, so its step
+    // is relative to ‖w‖ outright (max(1, ‖w‖) would be a huge step at
+    // ‖w‖ = 1e-3).
+    let h = match obj.scale_invariance() {
+        ScaleInvariance::All if wn > 0.0 => f64::EPSILON.cbrt() * wn,
+        _ => central_difference_step(wn),
+    };
+    let d = w.len();
+    let mut wp = w.to_vec();
+    let mut wm = w.to_vec();
+    linalg::axpy(h / vn, v, &mut wp);
+    linalg::axpy(-h / vn, v, &mut wm);
+    let mut hm = vec![0.0; d];
+    obj.hvp(&wp, v, out);
+    obj.hvp(&wm, v, &mut hm);
+    for (o, m) in out.iter_mut().zip(&hm) {
+        *o = (*o - m) / (2.0 * h) * vn;
+    }
 }
 
 /// v ↦ ∇²L(w)·v at a fixed w, through [`Hessian::hvp`].
@@ -144,7 +210,7 @@ impl<O: Objective> FiniteDifferenceHvp<O> {
 
     /// The central-difference step for a point of norm `w_norm`.
     pub fn step_size(w_norm: f64) -> f64 {
-        f64::EPSILON.cbrt() * w_norm.max(1.0)
+        central_difference_step(w_norm)
     }
 }
 
@@ -192,6 +258,12 @@ impl<O: Objective> Hessian for FiniteDifferenceHvp<O> {
     }
 }
 
+/// The step of eosflow's central differences of derivatives at a point of
+/// norm `w_norm`: h = ε^{1/3}·max(1, ‖w‖) (see [`FiniteDifferenceHvp`]).
+pub fn central_difference_step(w_norm: f64) -> f64 {
+    f64::EPSILON.cbrt() * w_norm.max(1.0)
+}
+
 /// Central-difference gradient of `obj` at `w` (a test oracle):
 /// ∂L/∂w_i ≈ (L(w + h e_i) − L(w − h e_i)) / (2h), h = ε^{1/3}·max(1, |w_i|).
 pub fn finite_difference_gradient(obj: &dyn Objective, w: &[f64]) -> Vec<f64> {
@@ -229,6 +301,10 @@ pub struct Counts {
     pub hvps: u64,
     /// Forward passes over a data set outside the three above.
     pub forward_passes: u64,
+    /// Exact [`Hessian::third_contraction`] kernels (a contraction by
+    /// differences counts as its two HVPs instead).
+    #[serde(default)]
+    pub third_contractions: u64,
 }
 
 /// Wraps an objective and counts every evaluation made through it, whoever
@@ -255,6 +331,7 @@ pub struct Counted<'a> {
     gradients: AtomicU64,
     hvps: AtomicU64,
     forward_passes: AtomicU64,
+    third_contractions: AtomicU64,
 }
 
 impl<'a> Counted<'a> {
@@ -271,6 +348,7 @@ impl<'a> Counted<'a> {
             gradients: AtomicU64::new(start.gradients),
             hvps: AtomicU64::new(start.hvps),
             forward_passes: AtomicU64::new(start.forward_passes),
+            third_contractions: AtomicU64::new(start.third_contractions),
         }
     }
 
@@ -286,6 +364,7 @@ impl<'a> Counted<'a> {
             gradients: self.gradients.load(Ordering::Relaxed),
             hvps: self.hvps.load(Ordering::Relaxed),
             forward_passes: self.forward_passes.load(Ordering::Relaxed),
+            third_contractions: self.third_contractions.load(Ordering::Relaxed),
         }
     }
 
@@ -322,6 +401,18 @@ impl Hessian for Counted<'_> {
     }
     fn hessian_at<'b>(&'b self, w: &[f64]) -> Box<dyn LinOp + 'b> {
         Box::new(CountedOp { op: self.inner.hessian_at(w), hvps: &self.hvps })
+    }
+    fn third_contraction(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        if self.inner.third_contraction_is_exact() {
+            self.third_contractions.fetch_add(1, Ordering::Relaxed);
+            self.inner.third_contraction(w, v, out)
+        } else {
+            // Through `self`, so that the two HVPs are counted.
+            third_contraction_by_hvp_differences(self, w, v, out)
+        }
+    }
+    fn third_contraction_is_exact(&self) -> bool {
+        self.inner.third_contraction_is_exact()
     }
 }
 

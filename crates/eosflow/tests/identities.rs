@@ -50,6 +50,9 @@ fn assert_identities(name: &str, r: &IdentityReport) {
         ("rescaled Hessian", r.hessian_rescaled),
         ("rescaled sharpness", r.sharpness_rescaled),
         ("Lanczos vs dense", r.lanczos_vs_dense),
+        ("third contraction vs differences", r.third_vs_fd),
+        ("<T, w> + 2 <v, H v>", r.third_times_block),
+        ("rescaled third contraction", r.third_rescaled),
     ] {
         assert!(x.is_some(), "{name}: {what} not measured");
     }

@@ -2,6 +2,7 @@
 //! point, and a tracker that computes its own per-step metrics and a summary
 //! of a whole run.
 
+mod bn_head;
 mod linreg_bn;
 mod matcomp_bn;
 mod toy3d;

@@ -62,6 +62,34 @@ fn hessian_domain(x: f64, y: f64) -> [[f64; 3]; 3] {
     [[fxx, fxy, 0.0], [fxy, fyy, 0.0], [0.0, 0.0, 0.0]]
 }
 
+/// The third derivatives (F_xxx, F_xxy, F_xyy, F_yyy) at (x, y, ·) (F does
+/// not depend on z). Each second derivative above has the form
+/// T = (3/2)[P·q^{−3/2} − (3/2)·Q·q^{−5/2}] (F_xx: P = y, Q = (xy − y²)(2x − y);
+/// F_yy: P = x, Q = (xy − x²)(2y − x)), so
+/// ∂T = (3/2)[∂P·q^{−3/2} − (3/2)(P·∂q + ∂Q)·q^{−5/2} + (15/4)·Q·∂q·q^{−7/2}],
+/// with q_x = 2x − y, q_y = 2y − x: F_xxx = ∂_x F_xx, F_xxy = ∂_y F_xx,
+/// F_xyy = ∂_x F_yy, F_yyy = ∂_y F_yy.
+fn third_domain(x: f64, y: f64) -> [f64; 4] {
+    let q = x * x - x * y + y * y;
+    let (qx, qy) = (2.0 * x - y, 2.0 * y - x);
+    let q32 = q * q.sqrt();
+    let (q52, q72) = (q32 * q, q32 * q * q);
+    let d = |dp: f64, p: f64, dq: f64, qq: f64, dqq: f64| {
+        1.5 * (dp / q32 - 1.5 * (p * dq + dqq) / q52 + 3.75 * qq * dq / q72)
+    };
+    // F_xx: P = y, Q = A·q_x with A = xy − y².
+    let a = x * y - y * y;
+    let qxx = a * qx;
+    let fxxx = d(0.0, y, qx, qxx, y * qx + 2.0 * a);
+    let fxxy = d(1.0, y, qy, qxx, (x - 2.0 * y) * qx - a);
+    // F_yy: P = x, Q = B·q_y with B = xy − x².
+    let bb = x * y - x * x;
+    let qyy = bb * qy;
+    let fxyy = d(1.0, x, qx, qyy, (y - 2.0 * x) * qy - bb);
+    let fyyy = d(0.0, x, qy, qyy, x * qy + 2.0 * bb);
+    [fxxx, fxxy, fxyy, fyyy]
+}
+
 impl Toy3d {
     /// The paper's initial point (0.3, 1.3, 1.2) in F's domain (App. F).
     pub const PAPER_W0: [f64; 3] = [0.3, 1.3, 1.2];
@@ -175,6 +203,19 @@ impl Hessian for Toy3d {
     }
     fn hessian_at<'a>(&'a self, w: &[f64]) -> Box<dyn LinOp + 'a> {
         Box::new(DenseSymmetric::new(3, self.hessian_matrix(w).to_vec()))
+    }
+    /// ∇³L(w)[v, v, ·] = Uᵀ·∇³F(U·w)[U·v, U·v, ·] exactly, from the closed-form
+    /// third derivatives of F (`third_domain`).
+    fn third_contraction(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        let p = self.to_domain(w);
+        let e = self.to_domain(v);
+        let [fxxx, fxxy, fxyy, fyyy] = third_domain(p[0], p[1]);
+        let tx = fxxx * e[0] * e[0] + 2.0 * fxxy * e[0] * e[1] + fxyy * e[1] * e[1];
+        let ty = fxxy * e[0] * e[0] + 2.0 * fxyy * e[0] * e[1] + fyyy * e[1] * e[1];
+        out.copy_from_slice(&self.from_domain(&[tx, ty, 0.0]));
+    }
+    fn third_contraction_is_exact(&self) -> bool {
+        true
     }
 }
 

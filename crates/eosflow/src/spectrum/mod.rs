@@ -1,10 +1,13 @@
-//! Matrix-free spectral tools: the [`LinOp`] interface and Lanczos.
+//! Matrix-free spectral tools: the [`LinOp`] interface, Lanczos, and the
+//! null-space split of a vector under a singular operator.
 //!
 //! Lanczos never sees a model: it is tested on plain dense matrices
 //! ([`DenseSymmetric`]) and applied to Hessians through [`crate::Hessian::hessian_at`].
 
+mod krylov;
 mod lanczos;
 
+pub use krylov::{KrylovParams, KrylovSplit, krylov_split};
 pub use lanczos::{LanczosError, LanczosParams, LanczosResult, lanczos_top};
 
 /// A symmetric linear operator y = A·x given only by its action.
@@ -54,6 +57,32 @@ impl LinOp for DenseSymmetric {
             *yi = crate::linalg::dot(&self.a[i * self.n..(i + 1) * self.n], x);
         }
     }
+}
+
+/// The operator as a dense row-major n×n matrix, column j = A·e_j (n
+/// applications), symmetrised: an HVP is symmetric only to rounding, and a
+/// dense eigensolver wants an exactly symmetric input.
+pub fn to_dense(op: &dyn LinOp) -> Vec<f64> {
+    let n = op.dim();
+    let mut e = vec![0.0; n];
+    let mut col = vec![0.0; n];
+    let mut a = vec![0.0; n * n];
+    for j in 0..n {
+        e[j] = 1.0;
+        op.apply(&e, &mut col);
+        e[j] = 0.0;
+        for i in 0..n {
+            a[i * n + j] = col[i];
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            let s = 0.5 * (a[i * n + j] + a[j * n + i]);
+            a[i * n + j] = s;
+            a[j * n + i] = s;
+        }
+    }
+    a
 }
 
 /// The restriction P·A·Pᵀ of an operator to a subset of coordinates, where P

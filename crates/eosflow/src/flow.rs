@@ -1,0 +1,510 @@
+//! The sharpness-reduction flow on the manifold Γ of local minimisers
+//! (eq. 3 / eq. 8, Thms 4.6, B.10, B.13), integrated for any objective with
+//! a gradient and an HVP.
+//!
+//! At ζ ∈ Γ with a simple top eigenvalue λ1 and unit eigenvector v1,
+//! ∇λ1(ζ) = ∇³L(ζ)[v1, v1, ·] ([`crate::Hessian::third_contraction`]: exact or
+//! by differences of HVPs), ∇_Γ is the projection onto T_ζΓ = null(H(ζ))
+//! (∩ ζ^⊥ on the sphere, [`LocalHessian::project_tangent`]), and with
+//! G = ∇_Γ log λ1 = ∇_Γ λ1/λ1 the flow is
+//!
+//! - eq. (8), Scalar RMSprop / any quasi-RMSprop scheduler with base LR η
+//!   and β = 1 − C_b·η²: dζ/dτ = −G / (4 + (2/C_b)‖G‖²), τ = t·η²;
+//! - eq. (3), GD+WD (η = √(2η_in), C_b = 2, and ζ₍₃₎(τ) = ζ₍₁₀₎(2τ)):
+//!   dζ/dτ = −2G / (4 + ‖G‖²), τ = t·η_in.
+//!
+//! Integration: Dormand–Prince 5(4) with an embedded error estimate and
+//! step-size control, on the vector field F(y) = f(R(y)), where R is the
+//! retraction onto Γ ([`retract`]): F is smooth near Γ, equals f on Γ, and
+//! its exact solutions from a point of Γ stay on Γ, so the method keeps its
+//! order; every accepted point is the retraction of the 5th-order solution
+//! (first-same-as-last: that retraction is the next step's first stage).
+//! The distance the retraction moves it is reported as `off_manifold`.
+//!
+//! ```
+//! use eosflow::flow::{Flow, FlowParams};
+//! use eosflow::problems::Toy3d;
+//! let p = Toy3d::unrotated();
+//! // A point of Γ = {x = y > 0} at height z = 0.6.
+//! let z: f64 = 0.6;
+//! let r = ((1.0 - z * z) / 2.0).sqrt();
+//! let params = FlowParams { tau_max: 20.0, ..Default::default() };
+//! let mut flow = Flow::new(&p, &[r, r, z], params).unwrap();
+//! let info = flow.run(&mut |_| {}).unwrap();
+//! // It ends at ζ* = (1/√2, 1/√2, 0), where λ1 = 6 (App. F).
+//! assert!(flow.point().zeta[2].abs() < 1e-6);
+//! assert!((flow.point().sharpness - 6.0).abs() < 1e-9);
+//! assert!(info.counts.third_contractions > 0);
+//! ```
+
+use crate::linalg::{axpy, norm};
+use crate::manifold::{LocalHessian, ManifoldDomain, ManifoldError, RetractionParams, TangentParams, retract};
+use crate::objective::{Counted, Counts, Hessian};
+
+/// Which flow, in which time unit.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FlowTime {
+    /// GD+WD, eq. (3): dζ/dτ = −2G/(4 + ‖G‖²) with τ = t·η_in (η_in = η̂λ̂),
+    /// so GD+WD's step t sits at τ = t·η_in.
+    GdWd,
+    /// A quasi-RMSprop scheduler with β = 1 − C_b·η² (Scalar RMSprop,
+    /// Cor. B.14), eq. (8): dζ/dτ = −G/(4 + (2/C_b)‖G‖²) with τ = t·η².
+    QuasiRmsprop {
+        /// C_b.
+        c_b: f64,
+    },
+}
+
+impl FlowTime {
+    /// The time unit, for every output: "tau = t*eta_in (eq. 3)" or
+    /// "tau = t*eta^2 (eq. 8)".
+    pub fn unit(&self) -> &'static str {
+        match self {
+            FlowTime::GdWd => "tau = t*eta_in (eq. 3)",
+            FlowTime::QuasiRmsprop { .. } => "tau = t*eta^2 (eq. 8)",
+        }
+    }
+
+    /// dζ/dτ given G = ∇_Γ log λ1.
+    pub fn velocity(&self, g: &[f64]) -> Vec<f64> {
+        let gg = crate::linalg::dot(g, g);
+        let c = match *self {
+            FlowTime::GdWd => -2.0 / (4.0 + gg),
+            FlowTime::QuasiRmsprop { c_b } => -1.0 / (4.0 + (2.0 / c_b) * gg),
+        };
+        g.iter().map(|x| c * x).collect()
+    }
+}
+
+/// Settings of the flow integrator (faer-style: a plain struct with
+/// `Default`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowParams {
+    /// Which flow and time unit.
+    pub time: FlowTime,
+    /// Local error tolerance per step, on ‖ζ‖-scaled positions: a step is
+    /// accepted when the 5(4) estimate ‖ζ₅ − ζ₄‖ ≤ tol·max(1, ‖ζ‖).
+    pub tol: f64,
+    /// Stop at this τ.
+    pub tau_max: f64,
+    /// Stop early once ‖∇_Γ log λ1‖ < grad_tol (a stationary point of λ1 on Γ).
+    pub grad_tol: f64,
+    /// Stop once (λ1 − λ2)/λ1 < eigengap_tol: Assumption 4.5 (a simple top
+    /// eigenvalue) fails there, λ1 is not differentiable on Γ where two
+    /// eigenvalues meet, and the flow (3) is not defined beyond (the step
+    /// size would collapse as the field turns).
+    pub eigengap_tol: f64,
+    /// Accepted steps before giving up.
+    pub max_steps: usize,
+    /// The first step; `None` picks 0.01/‖dζ/dτ‖ (capped at tau_max).
+    pub initial_step: Option<f64>,
+    /// ∇_Γ: dense or Krylov, null-space threshold, tolerances.
+    pub tangent: TangentParams,
+    /// The retraction onto Γ after every stage.
+    pub retraction: RetractionParams,
+    /// Take ∇³L[v1, v1, ·] by differences of HVPs even where the objective
+    /// has an exact kernel (a cross-check).
+    pub third_by_differences: bool,
+}
+
+impl Default for FlowParams {
+    fn default() -> Self {
+        Self {
+            time: FlowTime::GdWd,
+            tol: 1e-8,
+            tau_max: 1.0,
+            grad_tol: 1e-9,
+            eigengap_tol: 1e-3,
+            max_steps: 100_000,
+            initial_step: None,
+            tangent: TangentParams::default(),
+            retraction: RetractionParams::default(),
+            third_by_differences: false,
+        }
+    }
+}
+
+/// Errors of the flow.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FlowError {
+    /// The manifold tools failed (retraction, Lanczos, domain).
+    #[error("at tau = {tau}: {source}")]
+    Manifold {
+        /// Where.
+        tau: f64,
+        /// What.
+        #[source]
+        source: ManifoldError,
+    },
+    /// A setting is out of range.
+    #[error("flow parameter {key} = {value}: {why}")]
+    InvalidParam {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: f64,
+        /// What is allowed.
+        why: &'static str,
+    },
+    /// The step-size control shrank the step below rounding.
+    #[error(
+        "step size {h:e} underflowed at tau = {tau}: the vector field is not smooth there (a multiple top eigenvalue?)"
+    )]
+    StepUnderflow {
+        /// Where.
+        tau: f64,
+        /// The rejected step.
+        h: f64,
+    },
+    /// The start point's dimension does not match the objective.
+    #[error("the start point has {got} entries, the objective has {dim} parameters")]
+    Dimension {
+        /// Entries given.
+        got: usize,
+        /// The objective's D.
+        dim: usize,
+    },
+}
+
+impl FlowParams {
+    fn validate(&self) -> Result<(), FlowError> {
+        let pos = |key, value: f64| {
+            if value > 0.0 && value.is_finite() {
+                Ok(())
+            } else {
+                Err(FlowError::InvalidParam { key, value, why: "must be positive and finite" })
+            }
+        };
+        pos("tol", self.tol)?;
+        pos("tangent.null_tol", self.tangent.null_tol)?;
+        pos("retraction.tol", self.retraction.tol)?;
+        if !(self.tau_max >= 0.0 && self.tau_max.is_finite()) {
+            return Err(FlowError::InvalidParam {
+                key: "tau_max", value: self.tau_max, why: "must be ≥ 0 and finite"
+            });
+        }
+        if let FlowTime::QuasiRmsprop { c_b } = self.time {
+            pos("c_b", c_b)?;
+        }
+        if let Some(h) = self.initial_step {
+            pos("initial_step", h)?;
+        }
+        Ok(())
+    }
+}
+
+/// One accepted point of the flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowPoint {
+    /// τ, in the unit of [`FlowTime::unit`].
+    pub tau: f64,
+    /// ζ(τ) ∈ Γ.
+    pub zeta: Vec<f64>,
+    /// λ1(H(ζ)), the (spherical) sharpness.
+    pub sharpness: f64,
+    /// λ2(H(ζ)) (Assumption 4.5 needs λ1 > λ2).
+    pub lambda2: Option<f64>,
+    /// ‖∇_Γ log λ1(ζ)‖.
+    pub grad_gamma_norm: f64,
+    /// dζ/dτ at ζ.
+    pub velocity: Vec<f64>,
+    /// How far the step's 5th-order point was from Γ before its retraction
+    /// (0 for the start after its own retraction).
+    pub off_manifold: f64,
+    /// The step that reached this point (0 at the start).
+    pub step: f64,
+    /// L(ζ), the loss the retraction left.
+    pub loss: f64,
+    /// ‖H·∇_Γ‖/(λ1‖∇_Γ‖) of the projection (0 for an exact one).
+    pub null_residual: f64,
+    /// Evaluations since the flow started.
+    pub counts: Counts,
+}
+
+/// Why [`Flow::run`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowStop {
+    /// τ reached tau_max.
+    TauMax,
+    /// ‖∇_Γ log λ1‖ < grad_tol.
+    Stationary,
+    /// max_steps accepted steps.
+    MaxSteps,
+    /// λ1 and λ2 met ((λ1 − λ2)/λ1 < eigengap_tol).
+    MultipleTopEigenvalue,
+}
+
+/// What a finished [`Flow::run`] reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowInfo {
+    /// Why it stopped.
+    pub stop: FlowStop,
+    /// Accepted steps.
+    pub steps: usize,
+    /// Rejected steps (error above tol).
+    pub rejected: usize,
+    /// All evaluations.
+    pub counts: Counts,
+}
+
+/// Dormand–Prince 5(4) tableau (Dormand & Prince 1980; scipy's RK45).
+const C: [f64; 6] = [0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0];
+const A: [&[f64]; 6] = [
+    &[],
+    &[1.0 / 5.0],
+    &[3.0 / 40.0, 9.0 / 40.0],
+    &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
+    &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
+    &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
+];
+/// 5th-order weights (also the 7th stage's row: first-same-as-last).
+const B: [f64; 6] = [35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0];
+/// B − B̂ (B̂ the embedded 4th-order weights), for stages 1…7.
+const E: [f64; 7] = [
+    35.0 / 384.0 - 5179.0 / 57600.0,
+    0.0,
+    500.0 / 1113.0 - 7571.0 / 16695.0,
+    125.0 / 192.0 - 393.0 / 640.0,
+    -2187.0 / 6784.0 + 92097.0 / 339200.0,
+    11.0 / 84.0 - 187.0 / 2100.0,
+    -1.0 / 40.0,
+];
+
+/// The flow as a state machine (argmin-style): [`Flow::new`] retracts the
+/// start onto Γ, [`Flow::step`] takes one accepted step,
+/// [`Flow::advance_to`] lands exactly on a τ, [`Flow::run`] goes to the end.
+/// Evaluations are counted from the start ([`FlowPoint::counts`]).
+pub struct Flow<'a> {
+    obj: Counted<'a>,
+    params: FlowParams,
+    domain: ManifoldDomain,
+    point: FlowPoint,
+    /// The next step to try.
+    h: f64,
+    /// D_Γ = dim null(H) on Γ, read off the start (dense path).
+    null_dim: Option<usize>,
+    steps: usize,
+    rejected: usize,
+}
+
+/// f at a point of Γ, with what the flow reports about it.
+struct Stage {
+    zeta: Vec<f64>,
+    velocity: Vec<f64>,
+    sharpness: f64,
+    lambda2: Option<f64>,
+    grad_gamma_norm: f64,
+    moved: f64,
+    loss: f64,
+    null_residual: f64,
+    v1: Vec<f64>,
+    /// dim null(H) at ζ by the threshold (dense path).
+    null_dim: Option<usize>,
+}
+
+impl<'a> Flow<'a> {
+    /// Starts the flow at the retraction of `zeta0` onto Γ (so a nearby
+    /// iterate of GD+WD is a valid start: its projection, App. H.1).
+    pub fn new(obj: &'a dyn Hessian, zeta0: &[f64], params: FlowParams) -> Result<Self, FlowError> {
+        params.validate()?;
+        if zeta0.len() != obj.dim() {
+            return Err(FlowError::Dimension { got: zeta0.len(), dim: obj.dim() });
+        }
+        let domain = ManifoldDomain::of(obj).map_err(|source| FlowError::Manifold { tau: 0.0, source })?;
+        let mut flow = Self {
+            obj: Counted::new(obj),
+            params,
+            domain,
+            point: FlowPoint {
+                tau: 0.0,
+                zeta: Vec::new(),
+                sharpness: 0.0,
+                lambda2: None,
+                grad_gamma_norm: 0.0,
+                velocity: Vec::new(),
+                off_manifold: 0.0,
+                step: 0.0,
+                loss: 0.0,
+                null_residual: 0.0,
+                counts: Counts::default(),
+            },
+            h: 0.0,
+            null_dim: None,
+            steps: 0,
+            rejected: 0,
+        };
+        let s = flow.stage(zeta0, None, 0.0)?;
+        flow.null_dim = s.null_dim;
+        flow.h = match flow.params.initial_step {
+            Some(h) => h,
+            None => {
+                let v = norm(&s.velocity);
+                if v > 0.0 { 0.01 / v } else { flow.params.tau_max.max(1e-3) }
+            }
+        };
+        flow.point = flow.point_from(s, 0.0, 0.0, 0.0);
+        flow.point.off_manifold = 0.0;
+        Ok(flow)
+    }
+
+    /// The current point.
+    pub fn point(&self) -> &FlowPoint {
+        &self.point
+    }
+
+    /// The domain of Γ (sphere or R^D).
+    pub fn domain(&self) -> ManifoldDomain {
+        self.domain
+    }
+
+    /// The settings.
+    pub fn params(&self) -> &FlowParams {
+        &self.params
+    }
+
+    /// Accepted and rejected steps so far.
+    pub fn steps(&self) -> (usize, usize) {
+        (self.steps, self.rejected)
+    }
+
+    fn point_from(&self, s: Stage, tau: f64, step: f64, off: f64) -> FlowPoint {
+        FlowPoint {
+            tau,
+            zeta: s.zeta,
+            sharpness: s.sharpness,
+            lambda2: s.lambda2,
+            grad_gamma_norm: s.grad_gamma_norm,
+            velocity: s.velocity,
+            off_manifold: off.max(s.moved),
+            step,
+            loss: s.loss,
+            null_residual: s.null_residual,
+            counts: self.obj.counts(),
+        }
+    }
+
+    /// F(y) = f(R(y)): retract, decompose H, contract ∇³L with v1, project.
+    fn stage(&self, y: &[f64], warm: Option<&[f64]>, tau: f64) -> Result<Stage, FlowError> {
+        let obj: &dyn Hessian = &self.obj;
+        let err = |source| FlowError::Manifold { tau, source };
+        let r = retract(obj, y, self.domain, &self.params.tangent, &self.params.retraction, warm, self.null_dim)
+            .map_err(err)?;
+        let null_dim = r.hessian.null_dim_by_threshold();
+        let mut hess: LocalHessian = r.hessian;
+        let d = y.len();
+        let mut t = vec![0.0; d];
+        if self.params.third_by_differences {
+            crate::objective::third_contraction_by_hvp_differences(obj, &r.point, &hess.v1, &mut t);
+        } else {
+            obj.third_contraction(&r.point, &hess.v1, &mut t);
+        }
+        let lambda1 = hess.lambda1;
+        t.iter_mut().for_each(|x| *x /= lambda1);
+        let proj = hess.project_tangent(&t);
+        if !proj.converged {
+            return Err(err(ManifoldError::ProjectionNotConverged { max_basis: self.params.tangent.max_basis }));
+        }
+        let g = proj.vector;
+        if g.iter().any(|x| !x.is_finite()) {
+            return Err(err(ManifoldError::NonFinite { what: "tangent projection of grad log lambda1" }));
+        }
+        Ok(Stage {
+            velocity: self.params.time.velocity(&g),
+            grad_gamma_norm: norm(&g),
+            sharpness: lambda1,
+            lambda2: hess.lambda2,
+            moved: r.moved,
+            loss: r.loss,
+            null_residual: proj.null_residual,
+            v1: hess.v1.clone(),
+            zeta: r.point,
+            null_dim,
+        })
+    }
+
+    /// One accepted step towards τ = `target`, landing on it exactly when
+    /// the step reaches it (rejected tries are retried with a smaller step).
+    fn step_toward(&mut self, target: f64) -> Result<&FlowPoint, FlowError> {
+        let h_max = target - self.point.tau;
+        let d = self.point.zeta.len();
+        let y0 = self.point.zeta.clone();
+        let scale = norm(&y0).max(1.0);
+        let mut warm = None::<Vec<f64>>;
+        loop {
+            let h = self.h.min(h_max);
+            if h < 1e-14 * self.point.tau.abs().max(1.0) {
+                return Err(FlowError::StepUnderflow { tau: self.point.tau, h });
+            }
+            let mut k: Vec<Vec<f64>> = vec![self.point.velocity.clone()];
+            for (i, row) in A.iter().enumerate().skip(1) {
+                let mut y = y0.clone();
+                for (a, kj) in row.iter().zip(&k) {
+                    axpy(h * a, kj, &mut y);
+                }
+                let s = self.stage(&y, warm.as_deref(), self.point.tau + C[i] * h)?;
+                warm = Some(s.v1.clone());
+                k.push(s.velocity);
+            }
+            let mut y5 = y0.clone();
+            for (b, kj) in B.iter().zip(&k) {
+                axpy(h * b, kj, &mut y5);
+            }
+            let s7 = self.stage(&y5, warm.as_deref(), self.point.tau + h)?;
+            let mut e = vec![0.0; d];
+            for (c, kj) in E.iter().zip(k.iter().chain(std::iter::once(&s7.velocity))) {
+                axpy(h * c, kj, &mut e);
+            }
+            let err = norm(&e) / (self.params.tol * scale);
+            let factor = if err == 0.0 { 5.0 } else { (0.9 * err.powf(-0.2)).clamp(0.2, 5.0) };
+            if err <= 1.0 {
+                // Grow after an accepted step; a clipped step keeps the
+                // proposal it was clipped from.
+                self.h = if h < self.h { self.h } else { h * factor };
+                let off = crate::linalg::dist(&y5, &s7.zeta);
+                let tau = if h == h_max { target } else { self.point.tau + h };
+                self.point = self.point_from(s7, tau, h, off);
+                self.steps += 1;
+                return Ok(&self.point);
+            }
+            self.rejected += 1;
+            self.h = h * factor.min(1.0);
+        }
+    }
+
+    /// One accepted step, clipped so as not to pass tau_max.
+    pub fn step(&mut self) -> Result<&FlowPoint, FlowError> {
+        self.step_toward(self.params.tau_max)
+    }
+
+    /// Steps until τ = `tau` exactly (the last step clipped), calling
+    /// `on_step` at every accepted point, or until the flow is stationary
+    /// (‖∇_Γ log λ1‖ < grad_tol), meets a multiple top eigenvalue, or runs
+    /// out of steps.
+    pub fn advance_to(&mut self, tau: f64, on_step: &mut dyn FnMut(&FlowPoint)) -> Result<Option<FlowStop>, FlowError> {
+        while self.point.tau < tau {
+            if self.point.grad_gamma_norm < self.params.grad_tol {
+                return Ok(Some(FlowStop::Stationary));
+            }
+            if let Some(l2) = self.point.lambda2
+                && self.point.sharpness - l2 < self.params.eigengap_tol * self.point.sharpness
+            {
+                return Ok(Some(FlowStop::MultipleTopEigenvalue));
+            }
+            if self.steps >= self.params.max_steps {
+                return Ok(Some(FlowStop::MaxSteps));
+            }
+            let p = self.step_toward(tau)?;
+            on_step(p);
+        }
+        Ok(None)
+    }
+
+    /// Runs to tau_max (or stationarity, or max_steps).
+    pub fn run(&mut self, on_step: &mut dyn FnMut(&FlowPoint)) -> Result<FlowInfo, FlowError> {
+        let stop = self.advance_to(self.params.tau_max, on_step)?.unwrap_or(FlowStop::TauMax);
+        Ok(FlowInfo { stop, steps: self.steps, rejected: self.rejected, counts: self.obj.counts() })
+    }
+}
