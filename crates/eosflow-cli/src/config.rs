@@ -30,6 +30,76 @@ pub struct Config {
     pub sharpness: SharpnessConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// The sharpness-reduction flow after the run (`eosflow flow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowConfig>,
+}
+
+/// Where the flow starts.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowStart {
+    /// The projection of the run's iterate at its EoS entry.
+    #[default]
+    EosEntry,
+    /// The projection of w_0.
+    W0,
+    /// The projection of the iterate at `flow.step`.
+    Step,
+    /// The projection of the vector in `flow.npy`.
+    Npy,
+}
+
+/// `[flow]`: the sharpness-reduction flow (eq. 3 / eq. 8) from a point of
+/// the run, written to `<run dir>/flow/`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Where it starts (its projection onto Γ is ζ(0)).
+    #[serde(default)]
+    pub start: FlowStart,
+    /// The step for `start = "step"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// The file for `start = "npy"` (1-D float64, D entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npy: Option<PathBuf>,
+    /// The flow's end time, in its unit (GD+WD: τ = t·η_in); default: the
+    /// run's remaining steps, (run.steps − t_start)·η_in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tau_max: Option<f64>,
+    /// Local error tolerance per step.
+    #[serde(default = "flow_tol")]
+    pub tol: f64,
+    /// Stop when ‖∇_Γ log λ1‖ falls below this.
+    #[serde(default = "flow_grad_tol")]
+    pub grad_tol: f64,
+    /// Stop when (λ1 − λ2)/λ1 falls below this (Assumption 4.5).
+    #[serde(default = "flow_gap_tol")]
+    pub eigengap_tol: f64,
+    /// Accepted steps at most.
+    #[serde(default = "flow_max_steps")]
+    pub max_steps: usize,
+    /// ∇_Γ: `method` ("auto", "dense", "krylov"), `dense_max_dim`,
+    /// `null_tol`, `krylov_tol`, `max_basis`, `[flow.tangent.lanczos]`.
+    #[serde(default)]
+    pub tangent: eosflow::manifold::TangentParams,
+    /// The retraction: `tol`, `max_iters`, `max_descent_steps`.
+    #[serde(default)]
+    pub retraction: eosflow::manifold::RetractionParams,
+}
+
+fn flow_tol() -> f64 {
+    1e-8
+}
+fn flow_grad_tol() -> f64 {
+    1e-9
+}
+fn flow_gap_tol() -> f64 {
+    1e-3
+}
+fn flow_max_steps() -> usize {
+    100_000
 }
 
 fn default_name() -> String {
@@ -156,6 +226,14 @@ pub struct RunConfig {
     /// …but at most one periodic checkpoint per this many seconds.
     #[serde(default = "ckpt_interval_default")]
     pub checkpoint_min_interval_s: f64,
+    /// Save w_t at these steps as snapshots/w_step_<t>.npy (the starts of
+    /// `eosflow flow` and of spectra).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub save_w_at: Vec<u64>,
+    /// Save w_t at the EoS entry (summary's eos_entry_step) as
+    /// snapshots/w_eos_entry.npy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub save_w_at_eos_entry: bool,
 }
 
 fn ckpt_interval_default() -> f64 {
@@ -332,6 +410,9 @@ pub fn load_text(text: &str, path: &Path, sets: &[String]) -> Result<Config> {
     let base = std::path::absolute(&base).unwrap_or(base);
     let mut paths = cfg.data.paths_mut().into_iter().collect::<Vec<_>>();
     paths.push(&mut cfg.init.w0_npy);
+    if let Some(f) = cfg.flow.as_mut() {
+        paths.push(&mut f.npy);
+    }
     for p in paths {
         if let Some(rel) = p.as_ref()
             && rel.is_relative()
@@ -418,6 +499,24 @@ impl Config {
         }
         self.problem.get().validate(self)?;
         check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || "init: give w0 or w0_npy, not both".into())?;
+        if let Some(f) = &self.flow {
+            positive("flow.tol", f.tol)?;
+            check(f.grad_tol >= 0.0, || "flow.grad_tol must be ≥ 0".into())?;
+            check(f.eigengap_tol >= 0.0 && f.eigengap_tol < 1.0, || "flow.eigengap_tol must be in [0, 1)".into())?;
+            positive("flow.tangent.null_tol", f.tangent.null_tol)?;
+            if let Some(t) = f.tau_max {
+                check(t >= 0.0 && t.is_finite(), || format!("flow.tau_max = {t} must be ≥ 0 and finite"))?;
+            }
+            match f.start {
+                FlowStart::Step => check(f.step.is_some_and(|s| s <= self.run.steps), || {
+                    format!("flow.start = \"step\" needs flow.step, a step of the run (0..={})", self.run.steps)
+                })?,
+                FlowStart::Npy => {
+                    check(f.npy.is_some(), || "flow.start = \"npy\" needs flow.npy = \"file.npy\"".into())?
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }

@@ -125,6 +125,12 @@ impl Hessian for FaultInjection {
     fn third_contraction_is_exact(&self) -> bool {
         self.inner.third_contraction_is_exact()
     }
+    fn residual_geometry<'a>(&'a self, w: &[f64]) -> Option<Box<dyn eosflow::ResidualGeometry + 'a>> {
+        self.inner.residual_geometry(w)
+    }
+    fn has_residual_geometry(&self) -> bool {
+        self.inner.has_residual_geometry()
+    }
 }
 
 impl Problem for FaultInjection {
@@ -136,6 +142,12 @@ impl Problem for FaultInjection {
     }
     fn kernels(&self) -> String {
         self.inner.kernels()
+    }
+    fn point_columns(&self) -> Vec<eosflow::run::Column> {
+        self.inner.point_columns()
+    }
+    fn point_values(&self, w: &[f64]) -> Vec<f64> {
+        self.inner.point_values(w)
     }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         self.inner.tracker()

@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod fault;
+mod flow;
 mod npy;
 mod plot;
 mod presets;
@@ -135,6 +136,24 @@ enum Cmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Integrate the sharpness-reduction flow (eq. 3 / eq. 8) from a point of
+    /// a finished run, into RUN_DIR/flow/ (flow.csv, summary.json, figures),
+    /// compared with the run
+    Flow {
+        /// A run directory written by `eosflow run` or `eosflow reproduce`
+        run_dir: PathBuf,
+        /// Where the flow starts: eos_entry, w0, a step number, or a .npy file
+        /// (its projection onto Γ is ζ(0)) [default: the config's flow.start,
+        /// else eos_entry]
+        #[arg(long)]
+        start: Option<String>,
+        /// The flow's end time τ_max (GD+WD: τ = t·η_in) [default: the run's end]
+        #[arg(long)]
+        tau_max: Option<f64>,
+        /// Override a config value, e.g. `--set flow.tol=1e-10`
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
         /// A run directory written by `eosflow run` or `eosflow reproduce`
@@ -259,6 +278,38 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Flow { run_dir, start, tau_max, set } => {
+            let mut cfg = load_run_config(&run_dir)?;
+            if !set.is_empty() {
+                let mut table: toml::Table = toml::from_str(&toml::to_string(&cfg)?)?;
+                config::apply_sets(&mut table, &set)?;
+                cfg = config::load_text(&toml::to_string(&table)?, &run_dir.join("config.toml"), &[])?;
+            }
+            let mut fc = cfg.flow.clone().unwrap_or_default();
+            if let Some(s) = start {
+                match s.as_str() {
+                    "eos_entry" => fc.start = config::FlowStart::EosEntry,
+                    "w0" => fc.start = config::FlowStart::W0,
+                    _ if s.parse::<u64>().is_ok() => {
+                        fc.start = config::FlowStart::Step;
+                        fc.step = s.parse().ok();
+                    }
+                    _ if s.ends_with(".npy") => {
+                        fc.start = config::FlowStart::Npy;
+                        fc.npy = Some(std::path::absolute(&s)?);
+                    }
+                    _ => bail!("--start {s}: expected eos_entry, w0, a step number or a .npy file"),
+                }
+            }
+            if tau_max.is_some() {
+                fc.tau_max = tau_max;
+            }
+            cfg.flow = Some(fc);
+            cfg.validate()?;
+            let outcome = flow::run_flow(&cfg, &run_dir)?;
+            flow::print_outcome(&outcome);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Plot { run_dir } => {
             let cfg = load_run_config(&run_dir)?;
             let summary: Option<serde_json::Value> =
@@ -316,6 +367,10 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     rundir::create(&dir, out.force)?;
     let (summary, figures) = run_in_dir(&cfg, prep, &dir, &token, true, None)?;
     print_summary(&cfg, &summary, &dir, &figures);
+    if cfg.flow.is_some() && summary.status == Status::Completed {
+        let outcome = flow::run_flow(&cfg, &dir)?;
+        flow::print_outcome(&outcome);
+    }
     Ok(exit_code(&summary.status))
 }
 

@@ -208,6 +208,24 @@ fn panel_colored<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    panel_x(area, title, ylabel, lines, colors, log, logx, None)
+}
+
+/// [`panel_colored`] with another x axis than the step (`xlabel`; linear).
+#[allow(clippy::too_many_arguments)] // the panel's full description, as in panel_colored
+fn panel_x<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    lines: &[Line],
+    colors: &[usize],
+    log: bool,
+    logx: bool,
+    xlabel: Option<&str>,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
     // On a log step axis, step t is drawn at t + 1 so step 0 stays visible.
     let shifted: Vec<Line>;
     let lines = if logx {
@@ -218,7 +236,8 @@ where
     };
     let xs = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0));
     let (x0, x1) = if logx { (1.0, range(xs, false).1.max(2.0)) } else { range(xs, false) };
-    let xdesc = if logx { "step + 1" } else { "step" };
+    let xdesc = xlabel.unwrap_or(if logx { "step + 1" } else { "step" });
+    let xfmt = move |x: f64| if xlabel.is_some() { tick(x, false) } else { format!("{x:.0}") };
     let ys: Vec<f64> = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).collect();
     let (y0, y1) = range(ys.into_iter(), log);
     // plotters' log axis spreads its key points unevenly over wide spans
@@ -262,7 +281,7 @@ where
                 .x_labels(6)
                 .y_labels(y_labels)
                 .y_desc(ylabel)
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_label_formatter(&|x| xfmt(*x))
                 .y_label_formatter(&|y| ytick(*y))
                 .label_style(("sans-serif", 15))
                 .draw()?;
@@ -821,6 +840,125 @@ pub fn plot_run(
             res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
             out.push(path);
         }
+    }
+    Ok(out)
+}
+
+/// What a flow figure puts beside the flow: GD+WD's sharpness column (on or
+/// near Γ) and the problem's columns, each in metrics.csv and flow.csv
+/// under one name.
+pub struct FlowFigure {
+    /// GD+WD's sharpness to compare λ1(ζ(τ)) with, and its label.
+    pub sharpness: (Column, &'static str),
+    /// Further panels: (flow.csv column, GD+WD's metrics.csv column, y
+    /// label, log scale).
+    pub panels: Vec<(Column, Column, &'static str, bool)>,
+}
+
+/// flow.csv's own columns.
+pub mod flow_columns {
+    use eosflow::run::Column;
+    /// τ in the flow's unit.
+    pub const TAU: Column = Column::new("tau");
+    /// λ1(H(ζ(τ))).
+    pub const SHARPNESS: Column = Column::new("sharpness");
+    /// ‖∇_Γ log λ1(ζ(τ))‖.
+    pub const GRAD_GAMMA_NORM: Column = Column::new("grad_gamma_norm");
+    /// The GD+WD step that τ corresponds to, t_start + τ/(τ per step).
+    pub const GD_STEP: Column = Column::new("gd_step");
+    /// λ2(H(ζ)).
+    pub const LAMBDA2: Column = Column::new("lambda2");
+    /// Distance of the step's 5th-order point from Γ before its retraction.
+    pub const OFF_MANIFOLD: Column = Column::new("off_manifold");
+    /// L(ζ) after the retraction.
+    pub const LOSS: Column = Column::new("loss");
+    /// The integrator's step in τ.
+    pub const STEP_SIZE: Column = Column::new("step_size");
+    /// Evaluations so far.
+    pub const GRADIENTS: Column = Column::new("gradients");
+    pub const HVPS: Column = Column::new("hvps");
+    pub const THIRD_CONTRACTIONS: Column = Column::new("third_contractions");
+}
+
+/// The flow against GD+WD: the flow's λ1(ζ(τ)) and GD+WD's reference
+/// sharpness at τ = (t − t_start)·(τ per step), the problem's columns the
+/// same way, and the flow's ‖∇_Γ log λ1‖.
+fn flow_fig<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    flow: &HashMap<String, Vec<f64>>,
+    gd: Option<&RunData>,
+    fig: &FlowFigure,
+    gd_tau: &dyn Fn(f64) -> f64,
+    title: &str,
+    unit: &str,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    use flow_columns as F;
+    let col = |c: Column| flow.get(c.name()).map(|v| v.as_slice()).unwrap_or(&[]);
+    let tau = col(F::TAU);
+    let tau_end = tau.iter().copied().fold(0.0f64, f64::max);
+    let n_panels = 2 + fig.panels.len();
+    let shape = if n_panels <= 3 { (1, n_panels) } else { (2, n_panels.div_ceil(2)) };
+    let cells = grid(&root, title, 24, shape)?;
+    // GD+WD's steps within the flow's τ range, on the flow's time axis.
+    let gd_series = |c: Column, positive: bool| -> Vec<(f64, f64)> {
+        let Some(d) = gd else { return Vec::new() };
+        let x: Vec<f64> = d.m(C::STEP).iter().map(|&t| gd_tau(t)).collect();
+        // Empty cells (the runner's sharpness between evaluations) drop out.
+        series(&x, d.m(c), positive).into_iter().filter(|p| p.0 >= 0.0 && p.0 <= tau_end).collect()
+    };
+    let xlabel = format!("τ  ({unit})");
+    let (sc, slabel) = fig.sharpness;
+    // The flow dashed over GD+WD, so that both stay visible where they agree.
+    let lines = [("GD+WD", gd_series(sc, true), false), ("flow: λ1(ζ(τ))", series(tau, col(F::SHARPNESS), true), true)];
+    let ylabel = format!("λ1  (GD+WD: {slabel})");
+    panel_x(&cells[0], "(a) sharpness: flow vs GD+WD", &ylabel, &lines, &[0, 1], false, false, Some(&xlabel))?;
+    for (i, (fc, gc, label, log)) in fig.panels.iter().enumerate() {
+        let lines = [("GD+WD", gd_series(*gc, *log), false), ("flow", series(tau, col(*fc), *log), true)];
+        let t = format!("({}) {label}", (b'b' + i as u8) as char);
+        panel_x(&cells[1 + i], &t, label, &lines, &[0, 1], *log, false, Some(&xlabel))?;
+    }
+    let g = [
+        ("‖∇_Γ log λ1‖", series(tau, col(F::GRAD_GAMMA_NORM), true), false),
+        ("distance off Γ before retraction", series(tau, col(F::OFF_MANIFOLD), true), false),
+    ];
+    let t = format!("({}) the flow's gradient and retraction", (b'b' + fig.panels.len() as u8) as char);
+    panel_x(&cells[1 + fig.panels.len()], &t, "", &g, &[1, 2], true, false, Some(&xlabel))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws `flow_dir/figures/flow.{png,svg}` from `flow_dir/flow.csv` and,
+/// when `gd_dir` holds a GD+WD run, its metrics.csv; `gd_tau(t)` maps a
+/// GD+WD step to the flow's τ.
+pub fn plot_flow(
+    flow_dir: &Path,
+    gd_dir: Option<&Path>,
+    fig: &FlowFigure,
+    gd_tau: &dyn Fn(f64) -> f64,
+    title: &str,
+    unit: &str,
+    formats: &[String],
+) -> Result<Vec<PathBuf>> {
+    register_font();
+    let flow = read_csv(&flow_dir.join("flow.csv"))?;
+    let gd = gd_dir.map(RunData::load).transpose()?;
+    let fig_dir = flow_dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let n = fig.panels.len() + 2;
+    let size = if n <= 3 { (600 * n as u32, 540) } else { (1400, 1040) };
+    let mut out = Vec::new();
+    for fmt in formats {
+        let path = fig_dir.join(format!("flow.{fmt}"));
+        let res = if fmt == "png" {
+            flow_fig(BitMapBackend::new(&path, size).into_drawing_area(), &flow, gd.as_ref(), fig, gd_tau, title, unit)
+        } else {
+            flow_fig(SVGBackend::new(&path, size).into_drawing_area(), &flow, gd.as_ref(), fig, gd_tau, title, unit)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+        out.push(path);
     }
     Ok(out)
 }

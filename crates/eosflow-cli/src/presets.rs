@@ -50,6 +50,43 @@ pub const PRESETS: &[Preset] = &[
         variants: &[],
     },
     Preset {
+        name: "flow-toy3d",
+        figure: "Fig. 3c, eq. (3)",
+        shows: "toy3d, then the sharpness-reduction flow from its EoS entry's projection, against GD+WD",
+        expected_time: "0.1 s",
+        paper_steps: "",
+        toml: include_str!("../../../configs/toy3d.toml"),
+        // The flow reaches ζ* by τ ≈ 10 (GD+WD step 250 of 3000).
+        patch: "name = \"flow-toy3d\"\n[flow]\nstart = \"eos_entry\"\ntau_max = 10.0\n",
+        variants: &[],
+    },
+    Preset {
+        name: "flow-fig4",
+        figure: "Fig. 4, Thm 5.1, eq. (3)",
+        shows: "fig4, then the flow from its EoS entry's projection: λ1 and ‖ζ − θ_M‖ against GD+WD's φ_t",
+        expected_time: "~1 s",
+        paper_steps: "",
+        toml: include_str!("../../../configs/fig4.toml"),
+        // Lanczos every 50 steps (not 1000) places the EoS entry to 50 steps.
+        patch: "name = \"flow-fig4\"\n[sharpness]\nevery = 50\n[flow]\nstart = \"eos_entry\"\n",
+        variants: &[],
+    },
+    Preset {
+        name: "flow-fig1",
+        figure: "Fig. 1, Sec. 6, eq. (3)",
+        shows: "fig1, then the flow alone from its EoS entry: does it reach GD+WD's low rank and test loss?",
+        expected_time: "~55 s",
+        paper_steps: "",
+        toml: include_str!("../../../configs/fig1.toml"),
+        // D = 5000 with an 800-dimensional normal space: ∇_Γ by the residual
+        // Jacobian's 800×800 Gram matrix. The step size is held by the
+        // flow's stiffness, not by tol (1e-5 and 1e-6 take 252 and 260
+        // steps); Lanczos at 1e-9 is 8% faster than 1e-11 with the same
+        // endpoint to 10 digits.
+        patch: "name = \"flow-fig1\"\n[flow]\nstart = \"eos_entry\"\ntol = 1e-6\n[flow.tangent.lanczos]\ntol = 1e-9\n",
+        variants: &[],
+    },
+    Preset {
         name: "fig6",
         figure: "Fig. 6 / App. P.1",
         shows: "matrix completion, d=50, N = 400/800/1200/1600 (4 runs in parallel)",

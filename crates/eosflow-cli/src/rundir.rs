@@ -8,7 +8,16 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// The files eosflow writes into a run directory (removed by `--force`).
-pub const OUTPUTS: &[&str] = &["config.toml", "metrics.csv", "sharpness.csv", "summary.json", "w_final.npy", "figures"];
+pub const OUTPUTS: &[&str] =
+    &["config.toml", "metrics.csv", "sharpness.csv", "summary.json", "w_final.npy", "figures", "snapshots", "flow"];
+
+/// The snapshot of w at step t (`run.save_w_at`), under `snapshots/`.
+pub fn snapshot_name(step: u64) -> String {
+    format!("w_step_{step}.npy")
+}
+
+/// The snapshot at the EoS entry (`run.save_w_at_eos_entry`), under `snapshots/`.
+pub const EOS_ENTRY_SNAPSHOT: &str = "w_eos_entry.npy";
 
 /// Creates `dir`, refusing a non-empty one unless `force`; with `force`,
 /// removes eosflow's own outputs from a previous run (nothing else).
@@ -292,6 +301,20 @@ impl Observer for CsvObserver {
         row.extend(r.top_k.iter().map(|x| fmt(*x)));
         let path = self.dir.join("sharpness.csv");
         self.sharpness.as_mut().expect("on_start first").write_record(&row).map_err(|e| werr(&path, e))
+    }
+
+    fn on_snapshot(&mut self, step: u64, w: &[f64], eos_entry: bool) -> Result<(), ObserverError> {
+        let dir = self.dir.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(|e| werr(&dir, e))?;
+        let bytes = crate::npy::encode_vector(w).map_err(|e| werr(&dir, e))?;
+        let mut names = vec![snapshot_name(step)];
+        if eos_entry {
+            names.push(EOS_ENTRY_SNAPSHOT.to_string());
+        }
+        for name in names {
+            write_atomic(&dir.join(&name), &bytes).map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
     }
 
     fn on_finish(&mut self, _s: &RunSummary, w: &[f64]) -> Result<(), ObserverError> {

@@ -83,7 +83,24 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         dense_window: cfg.run.dense_window.map(|[a, b]| (a, b)),
         checkpoint_every: cfg.run.checkpoint_every,
         checkpoint_min_interval_s: cfg.run.checkpoint_min_interval_s,
+        snapshot_at: snapshot_steps(cfg),
+        snapshot_at_eos_entry: cfg.run.save_w_at_eos_entry
+            || cfg.flow.as_ref().is_some_and(|f| f.start == crate::config::FlowStart::EosEntry),
     };
     let problem = crate::fault::wrap(problem)?;
     Ok(Prepared { problem, optimizer, params, derived, data_files })
+}
+
+/// run.save_w_at, plus the flow's start step.
+fn snapshot_steps(cfg: &Config) -> Vec<u64> {
+    let mut v = cfg.run.save_w_at.clone();
+    if let Some(f) = &cfg.flow
+        && f.start == crate::config::FlowStart::Step
+        && let Some(s) = f.step
+    {
+        v.push(s);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
 }

@@ -19,6 +19,10 @@
 //! its exact solutions from a point of Γ stay on Γ, so the method keeps its
 //! order; every accepted point is the retraction of the 5th-order solution
 //! (first-same-as-last: that retraction is the next step's first stage).
+//! On the residual path (Γ = {r = 0}) F(y) projects onto null(J(y)) at y
+//! itself — the tangent of the level set of r through y — so only the
+//! accepted points are retracted (Gauss–Newton), and F at each one starts
+//! the next step.
 //! The distance the retraction moves it is reported as `off_manifold`.
 //!
 //! ```
@@ -130,7 +134,7 @@ impl Default for FlowParams {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FlowError {
     /// The manifold tools failed (retraction, Lanczos, domain).
-    #[error("at tau = {tau}: {source}")]
+    #[error("at tau = {tau}")]
     Manifold {
         /// Where.
         tau: f64,
@@ -286,6 +290,8 @@ pub struct Flow<'a> {
     h: f64,
     /// D_Γ = dim null(H) on Γ, read off the start (dense path).
     null_dim: Option<usize>,
+    /// Whether every stage is retracted onto Γ (all but the residual path).
+    retract_stages: bool,
     steps: usize,
     rejected: usize,
 }
@@ -314,6 +320,7 @@ impl<'a> Flow<'a> {
             return Err(FlowError::Dimension { got: zeta0.len(), dim: obj.dim() });
         }
         let domain = ManifoldDomain::of(obj).map_err(|source| FlowError::Manifold { tau: 0.0, source })?;
+        let retract_stages = !crate::manifold::uses_residual(obj, zeta0.len(), &params.tangent);
         let mut flow = Self {
             obj: Counted::new(obj),
             params,
@@ -333,6 +340,7 @@ impl<'a> Flow<'a> {
             },
             h: 0.0,
             null_dim: None,
+            retract_stages,
             steps: 0,
             rejected: 0,
         };
@@ -388,10 +396,29 @@ impl<'a> Flow<'a> {
 
     /// F(y) = f(R(y)): retract, decompose H, contract ∇³L with v1, project.
     fn stage(&self, y: &[f64], warm: Option<&[f64]>, tau: f64) -> Result<Stage, FlowError> {
+        self.stage_at(y, warm, tau, true)
+    }
+
+    /// F at y, with the retraction onto Γ first (`retract`) or, on the
+    /// residual path, at y itself: there null(J(y)) is the tangent space of
+    /// the level set {r = r(y)}, a smooth extension of T_ζΓ whose solutions
+    /// from Γ stay on Γ, so the stages need no retraction — only the
+    /// accepted points do.
+    fn stage_at(&self, y: &[f64], warm: Option<&[f64]>, tau: f64, retract_first: bool) -> Result<Stage, FlowError> {
         let obj: &dyn Hessian = &self.obj;
         let err = |source| FlowError::Manifold { tau, source };
-        let r = retract(obj, y, self.domain, &self.params.tangent, &self.params.retraction, warm, self.null_dim)
-            .map_err(err)?;
+        let r = if retract_first {
+            retract(obj, y, self.domain, &self.params.tangent, &self.params.retraction, warm, self.null_dim)
+                .map_err(err)?
+        } else {
+            let mut z = y.to_vec();
+            if self.domain == ManifoldDomain::Sphere {
+                crate::linalg::normalize(&mut z);
+            }
+            let hessian =
+                LocalHessian::new(obj, &z, self.domain, &self.params.tangent, warm, self.null_dim).map_err(err)?;
+            crate::manifold::Retracted { loss: obj.loss(&z), point: z, moved: 0.0, iters: 0, hessian }
+        };
         let null_dim = r.hessian.null_dim_by_threshold();
         let mut hess: LocalHessian = r.hessian;
         let d = y.len();
@@ -444,7 +471,7 @@ impl<'a> Flow<'a> {
                 for (a, kj) in row.iter().zip(&k) {
                     axpy(h * a, kj, &mut y);
                 }
-                let s = self.stage(&y, warm.as_deref(), self.point.tau + C[i] * h)?;
+                let s = self.stage_at(&y, warm.as_deref(), self.point.tau + C[i] * h, self.retract_stages)?;
                 warm = Some(s.v1.clone());
                 k.push(s.velocity);
             }
@@ -452,7 +479,7 @@ impl<'a> Flow<'a> {
             for (b, kj) in B.iter().zip(&k) {
                 axpy(h * b, kj, &mut y5);
             }
-            let s7 = self.stage(&y5, warm.as_deref(), self.point.tau + h)?;
+            let s7 = self.stage_at(&y5, warm.as_deref(), self.point.tau + h, self.retract_stages)?;
             let mut e = vec![0.0; d];
             for (c, kj) in E.iter().zip(k.iter().chain(std::iter::once(&s7.velocity))) {
                 axpy(h * c, kj, &mut e);
@@ -463,6 +490,9 @@ impl<'a> Flow<'a> {
                 // Grow after an accepted step; a clipped step keeps the
                 // proposal it was clipped from.
                 self.h = if h < self.h { self.h } else { h * factor };
+                // Without stage retractions the accepted point is retracted
+                // here, and F there starts the next step.
+                let s7 = if self.retract_stages { s7 } else { self.stage(&y5, warm.as_deref(), self.point.tau + h)? };
                 let off = crate::linalg::dist(&y5, &s7.zeta);
                 let tau = if h == h_max { target } else { self.point.tau + h };
                 self.point = self.point_from(s7, tau, h, off);

@@ -32,4 +32,6 @@ pub mod run;
 pub mod sharpness;
 pub mod spectrum;
 
-pub use objective::{Counted, Counts, EvalFailure, FiniteDifferenceHvp, Hessian, HvpAt, Objective, ScaleInvariance};
+pub use objective::{
+    Counted, Counts, EvalFailure, FiniteDifferenceHvp, Hessian, HvpAt, Objective, ResidualGeometry, ScaleInvariance,
+};

@@ -133,6 +133,31 @@ pub fn symmetric_eigen(n: usize, a: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
     (vals, vecs)
 }
 
+/// The Cholesky factorisation A = LLᵀ of a dense symmetric positive
+/// definite matrix (faer), for repeated solves.
+pub struct Cholesky {
+    llt: faer::linalg::solvers::Llt<f64>,
+    n: usize,
+}
+
+impl Cholesky {
+    /// Factorises a row-major n×n matrix (its lower triangle); None when it
+    /// is not numerically positive definite.
+    pub fn new(n: usize, a: &[f64]) -> Option<Self> {
+        assert_eq!(a.len(), n * n, "Cholesky: expected an n×n matrix");
+        let m = faer::Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
+        m.llt(faer::Side::Lower).ok().map(|llt| Self { llt, n })
+    }
+
+    /// x = A⁻¹·b.
+    pub fn solve(&self, b: &[f64]) -> Vec<f64> {
+        use faer::linalg::solvers::Solve;
+        let mut x = faer::Mat::<f64>::from_fn(self.n, 1, |i, _| b[i]);
+        self.llt.solve_in_place(x.as_mut());
+        (0..self.n).map(|i| x[(i, 0)]).collect()
+    }
+}
+
 /// Least-squares solution of A·x ≈ b for a dense m×n matrix A (row-major,
 /// m ≥ n, full column rank) by Householder QR (faer).
 pub fn lstsq(m: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {

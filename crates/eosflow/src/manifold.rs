@@ -46,11 +46,21 @@ pub enum ManifoldError {
         "retraction onto Γ: the Newton step is still {step:e} (> tol {tol:e}) after {iters} iterations; start closer to Γ (a projection of a fitted iterate) or raise retraction.max_iters"
     )]
     RetractionNotConverged { step: f64, iters: usize, tol: f64 },
+    /// `tangent.method = "residual"` on an objective without a residual form.
+    #[error(
+        "tangent.method = \"residual\" needs an objective with a residual form (linreg_bn, matcomp_bn); use \"auto\", \"dense\" or \"krylov\""
+    )]
+    NoResidualForm,
     /// The Krylov split of a projection did not converge.
     #[error(
         "the tangent projection did not converge within a Krylov basis of {max_basis}: raise tangent.max_basis (memory max_basis·D doubles) or use tangent.method = \"dense\""
     )]
     ProjectionNotConverged { max_basis: usize },
+    /// The descent that finds D_Γ did not reach Γ.
+    #[error(
+        "retraction onto Γ: gradient descent towards Γ still has ‖∇L‖ = {grad:e} (> {tol:e}) after {steps} steps; start from a fitted iterate (flow.start = \"eos_entry\" or a later step) or raise retraction.max_descent_steps"
+    )]
+    DescentNotConverged { grad: f64, steps: usize, tol: f64 },
     /// λ1(H) ≤ 0 (or not finite): not near a local minimum.
     #[error("λ1(H) = {lambda1:e} is not positive: the point is not near a manifold of local minimisers")]
     NotAMinimum { lambda1: f64 },
@@ -173,7 +183,8 @@ impl ManifoldDomain {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TangentMethod {
-    /// Dense when D ≤ `dense_max_dim`, else Krylov.
+    /// Dense when D ≤ `dense_max_dim`; else Residual when the objective
+    /// has a residual form, else Krylov.
     #[default]
     Auto,
     /// Form H (D HVPs) and eigendecompose it: null(H) is the span of the
@@ -182,6 +193,10 @@ pub enum TangentMethod {
     /// Lanczos for λ1, v1; projections and solves by the Krylov split
     /// ([`crate::spectrum::krylov_split`]) with the same threshold.
     Krylov,
+    /// Lanczos for λ1, v1; Γ = {r = 0} through the objective's residual
+    /// Jacobian ([`crate::Hessian::residual_geometry`]): T_ζΓ = null(J),
+    /// projections with the m×m Gram matrix JJᵀ, Gauss–Newton retraction.
+    Residual,
 }
 
 /// Settings of the tangent-space projection ∇_Γ and of the pseudo-inverse
@@ -204,7 +219,8 @@ pub struct TangentParams {
     pub krylov_tol: f64,
     /// Krylov: the largest basis (memory max_basis·D doubles).
     pub max_basis: usize,
-    /// Lanczos (Krylov path) for λ1, λ2 and v1, warm-started from the last v1.
+    /// Lanczos (Krylov and residual paths) for λ1, λ2 and v1 (k is raised
+    /// to 2 at least), warm-started from the last v1.
     pub lanczos: crate::spectrum::LanczosParams,
 }
 
@@ -238,6 +254,8 @@ pub struct LocalHessian<'a> {
     dense: Option<(Vec<f64>, Vec<Vec<f64>>)>,
     /// Dense: which eigenpairs span null(H).
     null_mask: Vec<bool>,
+    /// Residual: J at w and the pseudo-inverse of JJᵀ.
+    residual: Option<ResidualSplit<'a>>,
     null_tol: f64,
     krylov: crate::spectrum::KrylovParams,
     /// HVPs used so far (forming H or Lanczos, and every projection).
@@ -277,6 +295,86 @@ impl crate::spectrum::LinOp for SphereTangentOp<'_> {
     }
 }
 
+/// J at w with a factorisation of JJᵀ, for projections and Gauss–Newton
+/// steps. When the geometry names the null vectors n_i of JJᵀ, it is
+/// G + c·Σ n̂_i n̂_iᵀ (c = tr G/m) by Cholesky — positive definite exactly
+/// when those span the whole null space — and (JJᵀ)⁺y = P·(G + c·NNᵀ)⁻¹·P·y
+/// with P the projector off them; else (or when Cholesky fails: a further
+/// rank loss) an eigendecomposition with eigenvalues ≤ null_tol·max as zero.
+struct ResidualSplit<'a> {
+    geom: Box<dyn crate::ResidualGeometry + 'a>,
+    solver: GramSolver,
+}
+
+enum GramSolver {
+    Cholesky { chol: crate::linalg::Cholesky, null: Vec<Vec<f64>> },
+    Eigen { vals: Vec<f64>, vecs: Vec<Vec<f64>>, thr: f64 },
+}
+
+impl<'a> ResidualSplit<'a> {
+    fn new(geom: Box<dyn crate::ResidualGeometry + 'a>, null_tol: f64) -> Self {
+        let m = geom.residual().len();
+        let mut g = geom.gram();
+        // Orthonormal null vectors (Gram–Schmidt).
+        let mut null: Vec<Vec<f64>> = Vec::new();
+        for mut v in geom.gram_null_vectors() {
+            for u in &null {
+                let c = dot(&v, u);
+                axpy(-c, u, &mut v);
+            }
+            if normalize(&mut v) > 0.0 {
+                null.push(v);
+            }
+        }
+        if !null.is_empty() {
+            let c = (0..m).map(|i| g[i * m + i]).sum::<f64>() / m as f64;
+            for u in &null {
+                for i in 0..m {
+                    for j in 0..m {
+                        g[i * m + j] += c * u[i] * u[j];
+                    }
+                }
+            }
+            if let Some(chol) = crate::linalg::Cholesky::new(m, &g) {
+                return Self { geom, solver: GramSolver::Cholesky { chol, null } };
+            }
+            g = geom.gram();
+        }
+        let (vals, vecs) = crate::linalg::symmetric_eigen(m, &g);
+        let thr = null_tol * vals.first().copied().unwrap_or(0.0).abs();
+        Self { geom, solver: GramSolver::Eigen { vals, vecs, thr } }
+    }
+    fn jvp(&self, v: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.geom.residual().len()];
+        self.geom.jvp(v, &mut out);
+        out
+    }
+    /// (JJᵀ)⁺·y.
+    fn gram_pinv(&self, y: &[f64]) -> Vec<f64> {
+        match &self.solver {
+            GramSolver::Cholesky { chol, null } => {
+                let off = |mut v: Vec<f64>| {
+                    for u in null {
+                        let c = dot(&v, u);
+                        axpy(-c, u, &mut v);
+                    }
+                    v
+                };
+                off(chol.solve(&off(y.to_vec())))
+            }
+            GramSolver::Eigen { vals, vecs, thr } => {
+                let mut x = vec![0.0; y.len()];
+                for (l, u) in vals.iter().zip(vecs) {
+                    if l.abs() > *thr {
+                        axpy(dot(u, y) / l, u, &mut x);
+                    }
+                }
+                x
+            }
+        }
+    }
+}
+
 /// A vector projected onto T_wΓ by [`LocalHessian::project_tangent`].
 #[derive(Clone, Debug)]
 pub struct TangentProjection {
@@ -309,16 +407,36 @@ impl<'a> LocalHessian<'a> {
         warm: Option<&[f64]>,
         null_dim: Option<usize>,
     ) -> Result<Self, ManifoldError> {
+        Self::build(obj, w, domain, p, warm, null_dim, None)
+    }
+
+    /// [`LocalHessian::new`], reusing a residual split already made at w.
+    fn build(
+        obj: &'a dyn crate::Hessian,
+        w: &[f64],
+        domain: ManifoldDomain,
+        p: &TangentParams,
+        warm: Option<&[f64]>,
+        null_dim: Option<usize>,
+        split: Option<ResidualSplit<'a>>,
+    ) -> Result<Self, ManifoldError> {
         let d = w.len();
+        let mut residual = None;
         let op: Box<dyn crate::spectrum::LinOp + 'a> = match domain {
             ManifoldDomain::Sphere => Box::new(SphereTangentOp::new(obj.hessian_at(w), w)),
             ManifoldDomain::FullSpace => obj.hessian_at(w),
         };
-        let dense = match p.method {
-            TangentMethod::Dense => true,
-            TangentMethod::Krylov => false,
-            TangentMethod::Auto => d <= p.dense_max_dim,
+        let method = match p.method {
+            TangentMethod::Auto if d <= p.dense_max_dim => TangentMethod::Dense,
+            TangentMethod::Auto if obj.has_residual_geometry() => TangentMethod::Residual,
+            TangentMethod::Auto => TangentMethod::Krylov,
+            m => m,
         };
+        let mut split = split.filter(|_| method == TangentMethod::Residual);
+        if method == TangentMethod::Residual && split.is_none() {
+            residual = Some(obj.residual_geometry(w).ok_or(ManifoldError::NoResidualForm)?);
+        }
+        let dense = method == TangentMethod::Dense;
         let mut h = Self {
             op,
             point: w.to_vec(),
@@ -328,6 +446,7 @@ impl<'a> LocalHessian<'a> {
             v1: Vec::new(),
             dense: None,
             null_mask: Vec::new(),
+            residual: None,
             null_tol: p.null_tol,
             krylov: crate::spectrum::KrylovParams { tol: p.krylov_tol, null_tol: p.null_tol, max_basis: p.max_basis },
             hvps: 0,
@@ -352,7 +471,8 @@ impl<'a> LocalHessian<'a> {
             };
             h.dense = Some((vals, vecs));
         } else {
-            let lp = crate::spectrum::LanczosParams { k: p.lanczos.k.clamp(1, d), ..p.lanczos.clone() };
+            // k ≥ 2: λ2 gives the gap of Assumption 4.5.
+            let lp = crate::spectrum::LanczosParams { k: p.lanczos.k.max(2).min(d), ..p.lanczos.clone() };
             let r = crate::spectrum::lanczos_top(h.op.as_ref(), &lp, warm)?;
             h.hvps += r.matvecs;
             h.lambda1 = r.eigenvalues[0];
@@ -362,6 +482,10 @@ impl<'a> LocalHessian<'a> {
         if !(h.lambda1 > 0.0 && h.lambda1.is_finite()) {
             return Err(ManifoldError::NotAMinimum { lambda1: h.lambda1 });
         }
+        if let Some(geom) = residual {
+            split = Some(ResidualSplit::new(geom, p.null_tol));
+        }
+        h.residual = split;
         Ok(h)
     }
 
@@ -384,7 +508,13 @@ impl<'a> LocalHessian<'a> {
         self.remove_radial(&mut r);
         let mut hvps = 0;
         let mut converged = true;
-        if let Some((_, vecs)) = &self.dense {
+        if let Some(rs) = &self.residual {
+            // r − Jᵀ(JJᵀ)⁺J·r: the component in null(J).
+            let c = rs.gram_pinv(&rs.jvp(&r));
+            let mut back = vec![0.0; r.len()];
+            rs.geom.vjp(&c, &mut back);
+            axpy(-1.0, &back, &mut r);
+        } else if let Some((_, vecs)) = &self.dense {
             let mut out = vec![0.0; r.len()];
             for (null, u) in self.null_mask.iter().zip(vecs) {
                 if *null {
@@ -423,6 +553,20 @@ impl<'a> LocalHessian<'a> {
             let m = crate::spectrum::krylov_split(self.op.as_ref(), g, self.lambda1, &self.krylov);
             self.hvps += m.matvecs;
             m.solution
+        }
+    }
+
+    /// The retraction's step at w for the gradient g = ∇L(w): Gauss–Newton
+    /// J⁺·r(w) = Jᵀ(JJᵀ)⁺·r on the residual path, else Newton H⁺·g.
+    pub fn retraction_step(&mut self, g: &[f64]) -> Vec<f64> {
+        match &self.residual {
+            Some(rs) => {
+                let c = rs.gram_pinv(rs.geom.residual());
+                let mut x = vec![0.0; g.len()];
+                rs.geom.vjp(&c, &mut x);
+                x
+            }
+            None => self.pseudo_solve(g),
         }
     }
 
@@ -520,35 +664,64 @@ pub fn retract<'a>(
     }
     let h0 = LocalHessian::new(obj, &z, domain, tangent, warm, None)?;
     if h0.dense.is_none() {
+        // Krylov: thresholds on Ritz values; Residual: Gauss–Newton, whose
+        // split (null(J)) does not move off Γ.
+        drop(h0);
         return newton_retract(obj, y, domain, tangent, p, warm, None);
     }
     // D_Γ by the threshold needs a point where the zero eigenvalues have not
     // moved: off Γ by δ a tangent direction's eigenvalue is O(δ·‖∇³L‖), far
     // above null_tol·λ1. Gradient descent with step 1/λ1 (a discretised Φ)
     // gets there; Newton then starts again from y with the count.
+    // The step starts at 1/λ1(y) and is halved whenever the loss would rise
+    // (λ1 grows along the way from a point far from Γ) and doubled back
+    // after a success, never beyond 1/λ1(y).
     let lambda1 = h0.lambda1;
     let mut g = vec![0.0; z.len()];
+    let mut lr = 1.0 / lambda1;
+    let mut loss = obj.loss_grad(&z, &mut g);
+    let mut trial = z.clone();
     let mut reached = false;
     for _ in 0..p.max_descent_steps {
-        obj.loss_grad(&z, &mut g);
         if norm(&g) <= 1e-2 * tangent.null_tol * lambda1 {
             reached = true;
             break;
         }
-        axpy(-1.0 / lambda1, &g, &mut z);
+        trial.copy_from_slice(&z);
+        axpy(-lr, &g, &mut trial);
         if domain == ManifoldDomain::Sphere {
-            normalize(&mut z);
+            normalize(&mut trial);
+        }
+        let l = obj.loss(&trial);
+        if l <= loss {
+            std::mem::swap(&mut z, &mut trial);
+            loss = obj.loss_grad(&z, &mut g);
+            lr = (2.0 * lr).min(1.0 / lambda1);
+        } else {
+            lr *= 0.5;
+            if lr < 1e-12 / lambda1 {
+                break;
+            }
         }
     }
     if !reached {
-        return Err(ManifoldError::RetractionNotConverged {
-            step: norm(&g) / lambda1,
-            iters: p.max_descent_steps,
-            tol: 1e-2 * tangent.null_tol,
+        return Err(ManifoldError::DescentNotConverged {
+            grad: norm(&g),
+            steps: p.max_descent_steps,
+            tol: 1e-2 * tangent.null_tol * lambda1,
         });
     }
     let k = LocalHessian::new(obj, &z, domain, tangent, Some(&h0.v1), None)?.null_dim_by_threshold();
     newton_retract(obj, y, domain, tangent, p, Some(&h0.v1), k)
+}
+
+/// Whether [`LocalHessian::new`] takes the residual path for this objective.
+pub(crate) fn uses_residual(obj: &dyn crate::Hessian, d: usize, tangent: &TangentParams) -> bool {
+    match tangent.method {
+        TangentMethod::Residual => true,
+        TangentMethod::Auto => d > tangent.dense_max_dim && obj.has_residual_geometry(),
+        _ => false,
+    }
 }
 
 fn newton_retract<'a>(
@@ -567,10 +740,40 @@ fn newton_retract<'a>(
     let mut g = vec![0.0; z.len()];
     let mut warm = warm.map(|v| v.to_vec());
     let mut last_step = f64::INFINITY;
-    for iters in 0..=p.max_iters {
+    // The residual path's Gauss–Newton steps need J only: λ1 and v1 (a
+    // Lanczos run) are computed once, at the point reached.
+    let residual = uses_residual(obj, z.len(), tangent);
+    let mut iters0 = 0;
+    let mut converged_split = None;
+    if residual {
+        while iters0 < p.max_iters {
+            let geom = obj.residual_geometry(&z).ok_or(ManifoldError::NoResidualForm)?;
+            let split = ResidualSplit::new(geom, tangent.null_tol);
+            let c = split.gram_pinv(split.geom.residual());
+            let mut x = vec![0.0; z.len()];
+            split.geom.vjp(&c, &mut x);
+            let step = norm(&x);
+            if !step.is_finite() {
+                return Err(ManifoldError::NonFinite { what: "retraction" });
+            }
+            if step <= p.tol {
+                // z stays put: its split serves the decomposition below.
+                converged_split = Some(split);
+                break;
+            }
+            last_step = step;
+            axpy(-1.0, &x, &mut z);
+            if domain == ManifoldDomain::Sphere {
+                normalize(&mut z);
+            }
+            iters0 += 1;
+        }
+    }
+    for iters in iters0..=p.max_iters {
         let loss = obj.loss_grad(&z, &mut g);
-        let mut hess = LocalHessian::new(obj, &z, domain, tangent, warm.as_deref(), null_dim)?;
-        let x = hess.pseudo_solve(&g);
+        let split = converged_split.take();
+        let mut hess = LocalHessian::build(obj, &z, domain, tangent, warm.as_deref(), null_dim, split)?;
+        let x = hess.retraction_step(&g);
         let step = norm(&x);
         if !step.is_finite() || !loss.is_finite() {
             return Err(ManifoldError::NonFinite { what: "retraction" });

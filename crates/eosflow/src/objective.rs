@@ -114,6 +114,41 @@ pub trait Hessian: Objective {
     fn third_contraction_is_exact(&self) -> bool {
         false
     }
+
+    /// Γ as the zero set of residuals, when the objective has that form
+    /// (the squared-loss BN problems: L = c·‖r(w)‖² with Γ = {r = 0}): the
+    /// residual map's Jacobian J at w. Then T_ζΓ = null(J(ζ)) = null(H(ζ))
+    /// (H = 2c·JᵀJ on Γ), so the flow projects with the m×m Gram matrix
+    /// JJᵀ instead of a D-dimensional Krylov space, and retracts by
+    /// Gauss–Newton on r. The default: no such form.
+    fn residual_geometry<'a>(&'a self, _w: &[f64]) -> Option<Box<dyn ResidualGeometry + 'a>> {
+        None
+    }
+
+    /// Whether [`Hessian::residual_geometry`] returns one (without building it).
+    fn has_residual_geometry(&self) -> bool {
+        false
+    }
+}
+
+/// The residual map r: R^D → R^m of an objective at one point w
+/// ([`Hessian::residual_geometry`]), with J = ∂r/∂w.
+pub trait ResidualGeometry {
+    /// r(w).
+    fn residual(&self) -> &[f64];
+    /// out (m) ← J·v.
+    fn jvp(&self, v: &[f64], out: &mut [f64]);
+    /// out (D) ← Jᵀ·y.
+    fn vjp(&self, y: &[f64], out: &mut [f64]);
+    /// J·Jᵀ, m×m row-major.
+    fn gram(&self) -> Vec<f64>;
+    /// Vectors known to span null(Jᵀ) (the residuals' own constraints, such
+    /// as u ⟂ … of a BN head, ‖u‖² = n). With them JJᵀ is factorised by
+    /// Cholesky after adding their projector, instead of an m×m
+    /// eigendecomposition. The default: none known.
+    fn gram_null_vectors(&self) -> Vec<Vec<f64>> {
+        Vec::new()
+    }
 }
 
 /// ∇³L(w)[v, v, ·] ≈ (∇²L(w + h·v̂)·v − ∇²L(w − h·v̂)·v)/(2h)·‖v‖, v̂ = v/‖v‖,
@@ -305,6 +340,10 @@ pub struct Counts {
     /// differences counts as its two HVPs instead).
     #[serde(default)]
     pub third_contractions: u64,
+    /// Residual Jacobians built ([`Hessian::residual_geometry`]; each costs
+    /// about a gradient plus its Gram matrix).
+    #[serde(default)]
+    pub residual_jacobians: u64,
 }
 
 /// Wraps an objective and counts every evaluation made through it, whoever
@@ -332,6 +371,7 @@ pub struct Counted<'a> {
     hvps: AtomicU64,
     forward_passes: AtomicU64,
     third_contractions: AtomicU64,
+    residual_jacobians: AtomicU64,
 }
 
 impl<'a> Counted<'a> {
@@ -349,6 +389,7 @@ impl<'a> Counted<'a> {
             hvps: AtomicU64::new(start.hvps),
             forward_passes: AtomicU64::new(start.forward_passes),
             third_contractions: AtomicU64::new(start.third_contractions),
+            residual_jacobians: AtomicU64::new(start.residual_jacobians),
         }
     }
 
@@ -365,6 +406,7 @@ impl<'a> Counted<'a> {
             hvps: self.hvps.load(Ordering::Relaxed),
             forward_passes: self.forward_passes.load(Ordering::Relaxed),
             third_contractions: self.third_contractions.load(Ordering::Relaxed),
+            residual_jacobians: self.residual_jacobians.load(Ordering::Relaxed),
         }
     }
 
@@ -413,6 +455,14 @@ impl Hessian for Counted<'_> {
     }
     fn third_contraction_is_exact(&self) -> bool {
         self.inner.third_contraction_is_exact()
+    }
+    fn residual_geometry<'b>(&'b self, w: &[f64]) -> Option<Box<dyn ResidualGeometry + 'b>> {
+        let g = self.inner.residual_geometry(w)?;
+        self.residual_jacobians.fetch_add(1, Ordering::Relaxed);
+        Some(g)
+    }
+    fn has_residual_geometry(&self) -> bool {
+        self.inner.has_residual_geometry()
     }
 }
 

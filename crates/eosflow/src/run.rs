@@ -70,6 +70,11 @@ pub struct RunParams {
     /// Observers get a [`RunState`] every `checkpoint_every` steps and when
     /// the run is cancelled; 0 turns periodic checkpoints off.
     pub checkpoint_every: u64,
+    /// Steps at which observers get w_t ([`Observer::on_snapshot`]): the
+    /// iterates a flow or a spectrum starts from.
+    pub snapshot_at: Vec<u64>,
+    /// Also a snapshot at the EoS entry (`eos_entry_step`).
+    pub snapshot_at_eos_entry: bool,
     /// A periodic checkpoint is skipped when less than this many seconds
     /// have passed since the previous one (or the start): a run of a few
     /// seconds is not worth its fsyncs. 0 checkpoints at every multiple.
@@ -86,6 +91,8 @@ impl Default for RunParams {
             band: RegimeBand::default(),
             dense_window: None,
             checkpoint_every: 0,
+            snapshot_at: Vec::new(),
+            snapshot_at_eos_entry: false,
             checkpoint_min_interval_s: 0.0,
         }
     }
@@ -245,6 +252,12 @@ pub trait Observer {
     }
     /// Each logged step, with w_t.
     fn on_step(&mut self, _rec: &StepRecord, _w: &[f64]) -> Result<(), ObserverError> {
+        Ok(())
+    }
+    /// w_t at a step of `snapshot_at`, or at the EoS entry when
+    /// `snapshot_at_eos_entry` (then `eos_entry` is true; a step can be both,
+    /// and is then reported once).
+    fn on_snapshot(&mut self, _step: u64, _w: &[f64], _eos_entry: bool) -> Result<(), ObserverError> {
         Ok(())
     }
     /// Each sharpness evaluation.
@@ -583,6 +596,12 @@ impl<'a> Runner<'a> {
             if logged {
                 for o in observers.iter_mut() {
                     o.on_step(&rec, w).map_err(RunError::Observer)?;
+                }
+            }
+            let snap_entry = eos_entry && params.snapshot_at_eos_entry;
+            if snap_entry || params.snapshot_at.contains(&t) {
+                for o in observers.iter_mut() {
+                    o.on_snapshot(t, w, snap_entry).map_err(RunError::Observer)?;
                 }
             }
             last = Some(rec);

@@ -230,32 +230,38 @@ fn tangent_projections_are_null_space_projections_dense_and_matrix_free() {
     for (name, obj, z) in [("linreg_bn", &lin as &dyn Hessian, lin_z), ("matcomp_bn", &mc as &dyn Hessian, mc_z)] {
         let d = z.len();
         let g = gaussian(d, &mut rng);
-        let krylov = TangentParams { method: TangentMethod::Krylov, ..Default::default() };
-        let mut hd = LocalHessian::new(obj, &z, ManifoldDomain::Sphere, &dense, None, None).unwrap();
-        let mut hm = LocalHessian::new(obj, &z, ManifoldDomain::Sphere, &krylov, None, None).unwrap();
-        let pd = hd.project_tangent(&g);
-        let pm = hm.project_tangent(&g);
         let gn = norm(&g);
-        for (how, pr) in [("dense", &pd), ("krylov", &pm)] {
+        let mut hd = LocalHessian::new(obj, &z, ManifoldDomain::Sphere, &dense, None, None).unwrap();
+        let pd = hd.project_tangent(&g);
+        for method in [TangentMethod::Dense, TangentMethod::Krylov, TangentMethod::Residual] {
+            let tp = TangentParams { method, ..Default::default() };
+            let mut h = LocalHessian::new(obj, &z, ManifoldDomain::Sphere, &tp, None, None).unwrap();
+            let pr = h.project_tangent(&g);
             // Orthogonal to ζ (exactly, after the final radial removal)…
-            assert!(dot(&pr.vector, &z).abs() < 1e-14 * gn, "{name} {how}");
-            // …and to range(H): H·Pg ≈ 0 (dense: the eigensolver's O(D·ε);
-            // Krylov: its tolerance 1e-10).
-            assert!(pr.null_residual < 1e-9, "{name} {how}: ‖H Pg‖/(λ1‖Pg‖) = {:e}", pr.null_residual);
+            assert!(dot(&pr.vector, &z).abs() < 1e-14 * gn, "{name} {method:?}");
+            // …and to range(H): H·Pg ≈ 0 (dense and residual: rounding,
+            // O(D·ε) amplified by λ1/λ_min; Krylov: its tolerance 1e-10).
+            assert!(pr.null_residual < 1e-9, "{name} {method:?}: ‖H Pg‖/(λ1‖Pg‖) = {:e}", pr.null_residual);
             // A projection: P(Pg) = Pg.
-            let again = if how == "dense" { hd.project_tangent(&pr.vector) } else { hm.project_tangent(&pr.vector) };
-            assert!(dist(&again.vector, &pr.vector) < 1e-8 * gn, "{name} {how}: not idempotent");
+            let again = h.project_tangent(&pr.vector);
+            assert!(dist(&again.vector, &pr.vector) < 1e-8 * gn, "{name} {method:?}: not idempotent");
+            // The same projection whichever way it is computed.
+            assert!(
+                dist(&pd.vector, &pr.vector) < 1e-8 * gn,
+                "{name} {method:?}: differs from dense by {:e}",
+                dist(&pd.vector, &pr.vector)
+            );
+            assert!((hd.lambda1 - h.lambda1).abs() < 1e-9 * hd.lambda1, "{name} {method:?}: λ1");
         }
-        assert!(
-            dist(&pd.vector, &pm.vector) < 1e-8 * gn,
-            "{name}: dense and Krylov differ by {:e}",
-            dist(&pd.vector, &pm.vector)
-        );
-        assert!((hd.lambda1 - hm.lambda1).abs() < 1e-9 * hd.lambda1, "{name}: λ1");
         // dim null(H) = D_Γ: the sphere's radial direction plus T_ζΓ.
         let nd = hd.null_dim_by_threshold().unwrap();
         assert!(nd >= 2 && nd < d, "{name}: null dim {nd}");
     }
+    // Toy3d has no residual form.
+    let toy = Toy3d::new(0);
+    let tp = TangentParams { method: TangentMethod::Residual, ..Default::default() };
+    let e = LocalHessian::new(&toy, &toy_point(&toy, 0.3), ManifoldDomain::Sphere, &tp, None, None).err().unwrap();
+    assert!(e.to_string().contains("residual form"), "{e}");
 }
 
 #[test]
@@ -420,14 +426,20 @@ fn the_matrix_free_flow_agrees_with_the_dense_one() {
             run_flow(obj, &z0, params)
         };
         let (dense, stop) = run(TangentMethod::Dense);
-        let (free, stop_free) = run(TangentMethod::Krylov);
-        assert_eq!((stop, stop_free), (FlowStop::TauMax, FlowStop::TauMax), "{name}");
-        let (a, b) = (dense.last().unwrap(), free.last().unwrap());
-        // Both integrate to tol 1e-8 per step; the Krylov projections carry
-        // their 1e-10 tolerance.
-        assert!(dist(&a.zeta, &b.zeta) < 1e-6, "{name}: {:e}", dist(&a.zeta, &b.zeta));
+        assert_eq!(stop, FlowStop::TauMax, "{name}");
         assert_sharpness_non_increasing(&dense, name);
-        assert_sharpness_non_increasing(&free, name);
+        for method in [TangentMethod::Krylov, TangentMethod::Residual] {
+            let (free, stop_free) = run(method);
+            assert_eq!(stop_free, FlowStop::TauMax, "{name} {method:?}");
+            let (a, b) = (dense.last().unwrap(), free.last().unwrap());
+            // Both integrate to tol 1e-8 per step; the Krylov projections
+            // carry their 1e-10 tolerance.
+            assert!(dist(&a.zeta, &b.zeta) < 1e-6, "{name} {method:?}: {:e}", dist(&a.zeta, &b.zeta));
+            assert_sharpness_non_increasing(&free, name);
+            if method == TangentMethod::Residual {
+                assert!(b.counts.residual_jacobians > 0);
+            }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::{DataFile, ProblemKind};
 use crate::config::{Config, check, positive};
-use crate::plot::ProblemFigure;
+use crate::plot::{FlowFigure, ProblemFigure};
 use anyhow::{Context, Result, bail};
 use eosflow::problems::{LinregBn, LinregData, LinregInit, Problem};
 use eosflow::run::RunSummary;
@@ -130,6 +130,17 @@ impl ProblemKind for LinregConfig {
     }
     fn figure(&self) -> ProblemFigure {
         ProblemFigure::Fig4
+    }
+    fn flow_figure(&self) -> FlowFigure {
+        FlowFigure {
+            sharpness: (LinregBn::PHI_SHARPNESS, "λ1(φ_t)"),
+            // GD+WD's projection φ_t: θ_t's own distance floors at the
+            // oscillation |h_t|.
+            panels: vec![
+                (LinregBn::DIST_THETA_M, LinregBn::PHI_DIST_M, "‖ζ − θ_M‖ (GD+WD: ‖φ_t − θ_M‖)", true),
+                (LinregBn::TEST_LOSS, LinregBn::TEST_LOSS, "test loss", false),
+            ],
+        }
     }
     fn print_seed_table(&self, results: &[(u64, Result<RunSummary, String>)]) {
         let num = |s: &RunSummary, k: &str| s.problem.get(k).and_then(|v| v.as_f64());

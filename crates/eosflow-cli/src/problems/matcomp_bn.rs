@@ -2,7 +2,7 @@
 
 use super::{DataFile, ProblemKind};
 use crate::config::{Config, check, positive};
-use crate::plot::ProblemFigure;
+use crate::plot::{FlowFigure, ProblemFigure};
 use anyhow::{Result, bail};
 use eosflow::problems::{MatcompBn, MatcompData, Problem};
 use eosflow::run::RunSummary;
@@ -100,6 +100,15 @@ impl ProblemKind for MatcompConfig {
     }
     fn figure(&self) -> ProblemFigure {
         ProblemFigure::Fig1
+    }
+    fn flow_figure(&self) -> FlowFigure {
+        FlowFigure {
+            sharpness: (eosflow::run::columns::SHARPNESS, "λ1 at θ_t"),
+            panels: vec![
+                (MatcompBn::TEST_LOSS, MatcompBn::TEST_LOSS, "test loss", true),
+                (MatcompBn::SV2_OVER_SV3, MatcompBn::SV2_OVER_SV3, "σ2/σ3", true),
+            ],
+        }
     }
     fn variant_line(&self, label: &str, s: &RunSummary) -> String {
         let f = |k: &str| s.problem.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4e}"));

@@ -12,7 +12,7 @@ mod toy3d;
 pub use nn::{NnConfig, build_net_problem, migrate_format_1};
 
 use crate::config::Config;
-use crate::plot::ProblemFigure;
+use crate::plot::{FlowFigure, ProblemFigure};
 use anyhow::Result;
 use eosflow::problems::Problem;
 use eosflow::run::RunSummary;
@@ -43,6 +43,11 @@ pub trait ProblemKind {
     fn build(&self, cfg: &Config) -> Result<(Box<dyn Problem>, Vec<DataFile>)>;
     /// The problem's own figure.
     fn figure(&self) -> ProblemFigure;
+    /// What the flow's figure compares with GD+WD. The default: the
+    /// runner's sharpness at θ_t and no problem panels.
+    fn flow_figure(&self) -> FlowFigure {
+        FlowFigure { sharpness: (eosflow::run::columns::SHARPNESS, "λ1 at θ_t"), panels: Vec::new() }
+    }
     /// One line about a finished run of a multi-run preset.
     fn variant_line(&self, label: &str, s: &RunSummary) -> String {
         format!(

@@ -2,7 +2,7 @@
 
 use super::{DataFile, ProblemKind};
 use crate::config::{Config, check, check_w0};
-use crate::plot::ProblemFigure;
+use crate::plot::{FlowFigure, ProblemFigure};
 use anyhow::Result;
 use eosflow::problems::{Problem, Toy3d};
 use serde::{Deserialize, Serialize};
@@ -44,5 +44,13 @@ impl ProblemKind for Toy3dConfig {
     }
     fn figure(&self) -> ProblemFigure {
         ProblemFigure::Toy3d
+    }
+    fn flow_figure(&self) -> FlowFigure {
+        // λ1 of Γ at θ_t's height, 6/(1 − θ_z²): the oscillation across Γ
+        // leaves it smooth.
+        FlowFigure {
+            sharpness: (Toy3d::SHARPNESS_ON_GAMMA, "6/(1 − θ_z²)"),
+            panels: vec![(Toy3d::THETA_Z, Toy3d::THETA_Z, "θ_z", false)],
+        }
     }
 }

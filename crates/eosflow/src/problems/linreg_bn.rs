@@ -549,6 +549,29 @@ impl Hessian for LinregBn {
     fn third_contraction_is_exact(&self) -> bool {
         true
     }
+    /// r = u − q with a = X̃w: J = P_u·X̃/s, JJᵀ from X̃X̃ᵀ (n×n, O(n²d)).
+    fn has_residual_geometry(&self) -> bool {
+        true
+    }
+    fn residual_geometry<'a>(&'a self, w: &[f64]) -> Option<Box<dyn crate::ResidualGeometry + 'a>> {
+        let (n, d) = (self.n, self.d);
+        let row = |i: usize| &self.xc[i * d..(i + 1) * d];
+        let mut aat = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let v = dot(row(i), row(j));
+                aat[i * n + j] = v;
+                aat[j * n + i] = v;
+            }
+        }
+        Some(Box::new(super::bn_head::BnResidual::new(
+            &self.outputs(w),
+            &self.q,
+            Box::new(move |v, out| out.copy_from_slice(&self.outputs(v))),
+            Box::new(move |y, out| self.xt_times(y, out)),
+            aat,
+        )))
+    }
 }
 
 /// linreg_bn's metrics.csv columns.
@@ -632,6 +655,18 @@ impl Problem for LinregBn {
     }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(LinregTracker { p: Some(self), ..Default::default() })
+    }
+    /// ‖θ − θ_M‖ (Thm 5.1) and the population test loss (the held-out MSE
+    /// when the truth is unknown).
+    fn point_columns(&self) -> Vec<Column> {
+        vec![LinregBn::DIST_THETA_M, LinregBn::TEST_LOSS]
+    }
+    fn point_values(&self, w: &[f64]) -> Vec<f64> {
+        let mut theta = w.to_vec();
+        normalize(&mut theta);
+        let d = self.theta_m().map_or(f64::NAN, |m| crate::manifold::distance(&theta, m));
+        let test = self.population_test_loss(w).or_else(|| self.sample_test_loss(w)).unwrap_or(f64::NAN);
+        vec![d, test]
     }
 }
 

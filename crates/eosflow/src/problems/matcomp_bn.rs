@@ -475,6 +475,62 @@ impl Hessian for MatcompBn {
     fn third_contraction_is_exact(&self) -> bool {
         true
     }
+    /// r = u − q with a_k = ⟨U_i, V_j⟩: A·v has entries ⟨Ů_i, V_j⟩ + ⟨U_i, V̊_j⟩,
+    /// Aᵀ·y scatters y_k·V_j into U_i and y_k·U_i into V_j, and
+    /// (AAᵀ)_kl = [i_k = i_l]⟨V_{j_k}, V_{j_l}⟩ + [j_k = j_l]⟨U_{i_k}, U_{i_l}⟩,
+    /// summed over the observations sharing a row or a column only:
+    /// O(Σ_rows n_i² + Σ_cols n_j²)·d, not N²·d.
+    fn has_residual_geometry(&self) -> bool {
+        true
+    }
+    fn residual_geometry<'a>(&'a self, w: &[f64]) -> Option<Box<dyn crate::ResidualGeometry + 'a>> {
+        let (d, n) = (self.d, self.n_obs());
+        let mut a = vec![0.0; n];
+        self.observed(w, &mut a);
+        let mut by_row = vec![Vec::new(); d];
+        let mut by_col = vec![Vec::new(); d];
+        for k in 0..n {
+            by_row[self.rows[k]].push(k);
+            by_col[self.cols[k]].push(k);
+        }
+        let mut aat = vec![0.0; n * n];
+        for group in &by_row {
+            for &k in group {
+                for &l in group {
+                    aat[k * n + l] += dot(self.v_row(w, self.cols[k]), self.v_row(w, self.cols[l]));
+                }
+            }
+        }
+        for group in &by_col {
+            for &k in group {
+                for &l in group {
+                    aat[k * n + l] += dot(self.u_row(w, self.rows[k]), self.u_row(w, self.rows[l]));
+                }
+            }
+        }
+        let w = w.to_vec();
+        let w2 = w.clone();
+        Some(Box::new(super::bn_head::BnResidual::new(
+            &a,
+            &self.q,
+            Box::new(move |v, out| {
+                for (k, o) in out.iter_mut().enumerate().take(n) {
+                    let (i, j) = (self.rows[k], self.cols[k]);
+                    *o = dot(self.u_row(v, i), self.v_row(&w, j)) + dot(self.u_row(&w, i), self.v_row(v, j));
+                }
+            }),
+            Box::new(move |y, out| {
+                out.fill(0.0);
+                let (ou, ov) = out.split_at_mut(d * d);
+                for (k, yk) in y.iter().enumerate().take(n) {
+                    let (i, j) = (self.rows[k], self.cols[k]);
+                    axpy(*yk, self.v_row(&w2, j), &mut ou[i * d..(i + 1) * d]);
+                    axpy(*yk, self.u_row(&w2, i), &mut ov[j * d..(j + 1) * d]);
+                }
+            }),
+            aat,
+        )))
+    }
 }
 
 /// matcomp_bn's metrics.csv columns.
@@ -529,6 +585,20 @@ impl Problem for MatcompBn {
         "portable".into()
     }
 
+    /// The test loss, σ2/σ3 and σ1…σ_k of the recovered matrix, as in
+    /// metrics.csv.
+    fn point_columns(&self) -> Vec<Column> {
+        let mut v = vec![MatcompBn::TEST_LOSS, MatcompBn::SV2_OVER_SV3];
+        v.extend(MatcompBn::SV.iter().take(self.n_singular.min(8)));
+        v
+    }
+    fn point_values(&self, w: &[f64]) -> Vec<f64> {
+        let r = self.recovered(w);
+        let sv = self.singular_values_of(&r, self.n_singular.clamp(3, 8));
+        let mut out = vec![self.test_loss_of(&r), sv[1] / sv[2]];
+        out.extend(sv.iter().take(self.n_singular.min(8)));
+        out
+    }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(MatcompTracker { p: self, st: MatcompState::default() })
     }

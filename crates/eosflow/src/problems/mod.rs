@@ -36,6 +36,17 @@ pub trait Problem: Hessian {
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(NoTracker)
     }
+    /// The problem's description of a single point w — its columns of the
+    /// flow's flow.csv (after tau, sharpness, grad_gamma_norm), with the
+    /// same names as the matching metrics.csv columns so that a figure can
+    /// put a flow next to GD+WD. The default has none.
+    fn point_columns(&self) -> Vec<Column> {
+        Vec::new()
+    }
+    /// The values of [`Problem::point_columns`] at w.
+    fn point_values(&self, _w: &[f64]) -> Vec<f64> {
+        Vec::new()
+    }
 }
 
 /// What a tracker sees of one step t (before the update).

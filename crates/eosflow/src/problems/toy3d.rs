@@ -239,6 +239,15 @@ impl Problem for Toy3d {
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(Toy3dTracker { problem: self, st: Toy3dState::default() })
     }
+    /// θ = w/‖w‖ in F's coordinates.
+    fn point_columns(&self) -> Vec<Column> {
+        vec![Toy3d::THETA_X, Toy3d::THETA_Y, Toy3d::THETA_Z]
+    }
+    fn point_values(&self, w: &[f64]) -> Vec<f64> {
+        let mut p = self.to_domain(w);
+        normalize(&mut p);
+        p.to_vec()
+    }
 }
 
 struct Toy3dTracker<'a> {
