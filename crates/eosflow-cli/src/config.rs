@@ -87,6 +87,26 @@ pub struct FlowConfig {
     /// The retraction: `tol`, `max_iters`, `max_descent_steps`.
     #[serde(default)]
     pub retraction: eosflow::manifold::RetractionParams,
+    /// Run the flow beside GD+WD from the run's EoS entry and log
+    /// `flow_tau, flow_sharpness, dist_to_flow, phi_dist_to_flow` in
+    /// metrics.csv (`eosflow::flow::Lockstep`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lockstep: bool,
+    /// Lockstep: φ_t by a retraction on the logged steps that are multiples
+    /// of this (0 = never); problems with an exact projection (linreg_bn,
+    /// toy3d) have it on every logged step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub phi_every: u64,
+    /// After the run, integrate the flow from `start` into `flow/`.
+    #[serde(default = "yes")]
+    pub run_after: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 fn flow_tol() -> f64 {

@@ -149,6 +149,9 @@ impl Problem for FaultInjection {
     fn point_values(&self, w: &[f64]) -> Vec<f64> {
         self.inner.point_values(w)
     }
+    fn project_onto_gamma(&self, theta: &[f64]) -> Option<Vec<f64>> {
+        self.inner.project_onto_gamma(theta)
+    }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         self.inner.tracker()
     }

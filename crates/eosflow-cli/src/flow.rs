@@ -41,6 +41,32 @@ pub fn flow_time(opt: &OptimizerConfig) -> Result<(FlowTime, f64)> {
     })
 }
 
+/// The flow's settings from `[flow]` (τ_max filled in by the caller).
+fn flow_params(fc: &FlowConfig, time: FlowTime, tau_max: f64) -> FlowParams {
+    FlowParams {
+        time,
+        tol: fc.tol,
+        tau_max,
+        grad_tol: fc.grad_tol,
+        eigengap_tol: fc.eigengap_tol,
+        max_steps: fc.max_steps,
+        initial_step: None,
+        tangent: fc.tangent.clone(),
+        retraction: fc.retraction.clone(),
+        third_by_differences: false,
+    }
+}
+
+/// The lockstep settings of `[flow] lockstep = true`.
+pub fn lockstep_params(cfg: &Config, fc: &FlowConfig) -> Result<eosflow::flow::LockstepParams> {
+    let (time, tau_per_step) = flow_time(&cfg.optimizer)?;
+    Ok(eosflow::flow::LockstepParams {
+        flow: flow_params(fc, time, f64::INFINITY),
+        tau_per_step,
+        phi_every: fc.phi_every,
+    })
+}
+
 /// w_t of a run: its snapshot, else a deterministic rerun to step t.
 fn iterate_at(cfg: &Config, run_dir: &Path, step: u64, snapshot: &str) -> Result<Vec<f64>> {
     let path = run_dir.join("snapshots").join(snapshot);
@@ -105,18 +131,7 @@ pub fn run_flow(cfg: &Config, run_dir: &Path) -> Result<FlowOutcome> {
     };
     let t0 = t_start.unwrap_or(0);
     let tau_max = fc.tau_max.unwrap_or((cfg.run.steps.saturating_sub(t0)) as f64 * tau_per_step);
-    let params = FlowParams {
-        time,
-        tol: fc.tol,
-        tau_max,
-        grad_tol: fc.grad_tol,
-        eigengap_tol: fc.eigengap_tol,
-        max_steps: fc.max_steps,
-        initial_step: None,
-        tangent: fc.tangent.clone(),
-        retraction: fc.retraction.clone(),
-        third_by_differences: false,
-    };
+    let params = flow_params(&fc, time, tau_max);
     let prep = crate::setup::prepare(cfg)?;
     let problem = prep.problem;
     let dir = run_dir.join("flow");

@@ -367,7 +367,7 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     rundir::create(&dir, out.force)?;
     let (summary, figures) = run_in_dir(&cfg, prep, &dir, &token, true, None)?;
     print_summary(&cfg, &summary, &dir, &figures);
-    if cfg.flow.is_some() && summary.status == Status::Completed {
+    if cfg.flow.as_ref().is_some_and(|f| f.run_after) && summary.status == Status::Completed {
         let outcome = flow::run_flow(&cfg, &dir)?;
         flow::print_outcome(&outcome);
     }
@@ -462,11 +462,14 @@ pub(crate) fn run_in_dir(
         None => rundir::CsvObserver::new(dir, cfg.sharpness.k),
     };
     let mut progress = rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
-    let mut runner = eosflow::run::Runner::for_problem(prep.problem.as_ref(), prep.optimizer.as_mut())
-        .params(prep.params.clone())
-        .observer(&mut csv)
-        .observer(&mut progress)
-        .cancel(token.clone());
+    let mut runner = eosflow::run::Runner::for_problem(prep.problem.as_ref(), prep.optimizer.as_mut());
+    if let Some(f) = cfg.flow.as_ref().filter(|f| f.lockstep) {
+        let problem = prep.problem.as_ref();
+        let params = flow::lockstep_params(cfg, f)?;
+        runner = runner.tracker(Box::new(eosflow::flow::Lockstep::new(problem.tracker(), problem, params)));
+    }
+    let mut runner =
+        runner.params(prep.params.clone()).observer(&mut csv).observer(&mut progress).cancel(token.clone());
     if let Some((state, _)) = resume {
         runner = runner.resume(state);
     }

@@ -57,7 +57,7 @@ pub const PRESETS: &[Preset] = &[
         paper_steps: "",
         toml: include_str!("../../../configs/toy3d.toml"),
         // The flow reaches ζ* by τ ≈ 10 (GD+WD step 250 of 3000).
-        patch: "name = \"flow-toy3d\"\n[flow]\nstart = \"eos_entry\"\ntau_max = 10.0\n",
+        patch: "name = \"flow-toy3d\"\n[flow]\nstart = \"eos_entry\"\ntau_max = 10.0\nrun_after = true\n",
         variants: &[],
     },
     Preset {
@@ -67,8 +67,10 @@ pub const PRESETS: &[Preset] = &[
         expected_time: "~1 s",
         paper_steps: "",
         toml: include_str!("../../../configs/fig4.toml"),
-        // Lanczos every 50 steps (not 1000) places the EoS entry to 50 steps.
-        patch: "name = \"flow-fig4\"\n[sharpness]\nevery = 50\n[flow]\nstart = \"eos_entry\"\n",
+        // Lanczos every 100 steps (not 1000) places the EoS entry to 100 steps;
+        // the flow runs after the run (not in lockstep) and PNGs only keep
+        // it under a second.
+        patch: "name = \"flow-fig4\"\n[sharpness]\nevery = 100\n[flow]\nstart = \"eos_entry\"\nrun_after = true\nlockstep = false\n[output]\nformats = [\"png\"]\n",
         variants: &[],
     },
     Preset {
@@ -84,6 +86,17 @@ pub const PRESETS: &[Preset] = &[
         // steps); Lanczos at 1e-9 is 8% faster than 1e-11 with the same
         // endpoint to 10 digits.
         patch: "name = \"flow-fig1\"\n[flow]\nstart = \"eos_entry\"\ntol = 1e-6\n[flow.tangent.lanczos]\ntol = 1e-9\n",
+        variants: &[],
+    },
+    Preset {
+        name: "fig1-flow",
+        figure: "Fig. 1 + eq. (3) in lockstep",
+        shows: "fig1 with its flow run beside GD+WD from the EoS entry: flow_sharpness, dist_to_flow, phi_dist_to_flow",
+        expected_time: "~60 s",
+        paper_steps: "",
+        toml: include_str!("../../../configs/fig1.toml"),
+        // φ_t (a Gauss–Newton retraction at D = 5000) every 1000 steps.
+        patch: "name = \"fig1-flow\"\n[flow]\nlockstep = true\nrun_after = false\nphi_every = 1000\ntol = 1e-6\n[flow.tangent.lanczos]\ntol = 1e-9\n",
         variants: &[],
     },
     Preset {

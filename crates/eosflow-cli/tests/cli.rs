@@ -74,7 +74,11 @@ fn reproduce_toy3d_writes_the_whole_run_directory() {
             "theta_x",
             "theta_y",
             "theta_z",
-            "sharpness_on_gamma"
+            "sharpness_on_gamma",
+            "flow_tau",
+            "flow_sharpness",
+            "dist_to_flow",
+            "phi_dist_to_flow"
         ]
     );
     let mut rd = csv::Reader::from_path(out.join("metrics.csv")).unwrap();
@@ -103,6 +107,23 @@ fn reproduce_toy3d_writes_the_whole_run_directory() {
     }
     assert!(s["problem"].get("first_step_abs_z_below_0.01").is_some());
     assert!(s["problem"].get("sharpness_on_gamma_final").is_some());
+
+    // The flow in lockstep (on in this preset) from the EoS entry, step 4:
+    // empty before it, τ_t = (t − 4)·η_in after, and GD+WD's projection φ_t
+    // ends on the flow's endpoint ζ* while θ_t keeps oscillating around it.
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let val = |r: &csv::StringRecord, name: &str| r[col(name)].parse::<f64>().unwrap_or(f64::NAN);
+    assert!(rows[..4].iter().all(|r| val(r, "flow_tau").is_nan()));
+    for r in &rows[4..] {
+        let t: f64 = r[0].parse().unwrap();
+        assert!((val(r, "flow_tau") - (t - 4.0) * 0.04).abs() < 1e-12, "step {t}");
+    }
+    let last = &rows[3000];
+    assert!(val(last, "phi_dist_to_flow") < 1e-6, "{}", val(last, "phi_dist_to_flow"));
+    assert!((val(last, "flow_sharpness") - 6.0).abs() < 1e-9);
+    let lock = &s["problem"]["lockstep"];
+    assert_eq!(lock["eos_entry_step"], 4);
+    assert!(lock["error"].is_null(), "{lock}");
 
     // The resolved config runs again and gives the same metrics, bit for bit.
     let again = dir.path().join("again");
@@ -227,7 +248,11 @@ fn fig4_short_run_and_seed_sweep() {
             "phi_dist_m",
             "phi_sharpness",
             "h",
-            "two_over_eff_lr_minus_phi_sharpness"
+            "two_over_eff_lr_minus_phi_sharpness",
+            "flow_tau",
+            "flow_sharpness",
+            "dist_to_flow",
+            "phi_dist_to_flow"
         ]
     );
     for f in ["x.npy", "y.npy", "x_test.npy", "y_test.npy", "w_gt.npy", "b_gt.npy", "w0.npy"] {

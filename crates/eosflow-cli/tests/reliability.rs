@@ -250,3 +250,40 @@ fn a_backend_failure_mid_run_ends_with_status_error_and_resumes_identically() {
     assert_eq!((s["status"].as_str(), s["op"].as_str()), (Some("error"), Some("hvp")));
     assert!(s["step"].as_u64().unwrap() > 0, "the first evaluation used fewer than 60 HVPs: {s}");
 }
+
+#[test]
+fn a_run_with_its_flow_in_lockstep_resumes_to_identical_files() {
+    // fig4 with the flow beside GD+WD from the EoS entry (step 3000): stop at
+    // step 4500 with checkpoints every 500 steps, extend to 8000 by resume,
+    // and compare with one uninterrupted run of 8000 steps.
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        "--set",
+        "run.checkpoint_every=500",
+        "--set",
+        "run.checkpoint_min_interval_s=0",
+        "--set",
+        "output.figures=false",
+    ];
+    let reference = dir.path().join("reference");
+    Command::new(bin())
+        .args(["reproduce", "fig4", "--steps", "8000"])
+        .args(sets)
+        .arg("--out")
+        .arg(&reference)
+        .assert()
+        .success();
+    let out = dir.path().join("resumed");
+    Command::new(bin())
+        .args(["reproduce", "fig4", "--steps", "4500"])
+        .args(sets)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    Command::new(bin()).arg("resume").arg(&out).args(["--steps", "8000"]).assert().success();
+    assert_same(&reference, &out);
+    let s = summary_without_timing(&out);
+    assert_eq!(s["problem"]["lockstep"]["eos_entry_step"], 3000);
+    assert!(s["problem"]["lockstep"]["flow_steps"].as_u64().unwrap() > 0);
+}

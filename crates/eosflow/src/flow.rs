@@ -44,6 +44,8 @@
 use crate::linalg::{axpy, norm};
 use crate::manifold::{LocalHessian, ManifoldDomain, ManifoldError, RetractionParams, TangentParams, retract};
 use crate::objective::{Counted, Counts, Hessian};
+use crate::problems::{Problem, StepView, Tracker, TrackerStateError};
+use crate::run::Column;
 
 /// Which flow, in which time unit.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -184,9 +186,10 @@ impl FlowParams {
         pos("tol", self.tol)?;
         pos("tangent.null_tol", self.tangent.null_tol)?;
         pos("retraction.tol", self.retraction.tol)?;
-        if !(self.tau_max >= 0.0 && self.tau_max.is_finite()) {
+        // +∞ is allowed: a flow that follows a run (Lockstep) has no end.
+        if self.tau_max.is_nan() || self.tau_max < 0.0 {
             return Err(FlowError::InvalidParam {
-                key: "tau_max", value: self.tau_max, why: "must be ≥ 0 and finite"
+                key: "tau_max", value: self.tau_max, why: "must be ≥ 0 (or +inf)"
             });
         }
         if let FlowTime::QuasiRmsprop { c_b } = self.time {
@@ -200,7 +203,7 @@ impl FlowParams {
 }
 
 /// One accepted point of the flow.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlowPoint {
     /// τ, in the unit of [`FlowTime::unit`].
     pub tau: f64,
@@ -225,6 +228,22 @@ pub struct FlowPoint {
     pub null_residual: f64,
     /// Evaluations since the flow started.
     pub counts: Counts,
+}
+
+/// [`Flow`]'s state between steps ([`Flow::state`], [`Flow::restore`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlowState {
+    /// The current point.
+    pub point: FlowPoint,
+    /// The point before it (dense output).
+    pub prev: Option<FlowPoint>,
+    /// The next step to try.
+    pub h: f64,
+    /// D_Γ (dense path).
+    pub null_dim: Option<usize>,
+    /// Accepted and rejected steps.
+    pub steps: usize,
+    pub rejected: usize,
 }
 
 /// Why [`Flow::run`] stopped.
@@ -286,6 +305,8 @@ pub struct Flow<'a> {
     params: FlowParams,
     domain: ManifoldDomain,
     point: FlowPoint,
+    /// The accepted point before `point` (for dense output).
+    prev: Option<FlowPoint>,
     /// The next step to try.
     h: f64,
     /// D_Γ = dim null(H) on Γ, read off the start (dense path).
@@ -338,6 +359,7 @@ impl<'a> Flow<'a> {
                 null_residual: 0.0,
                 counts: Counts::default(),
             },
+            prev: None,
             h: 0.0,
             null_dim: None,
             retract_stages,
@@ -350,7 +372,7 @@ impl<'a> Flow<'a> {
             Some(h) => h,
             None => {
                 let v = norm(&s.velocity);
-                if v > 0.0 { 0.01 / v } else { flow.params.tau_max.max(1e-3) }
+                if v > 0.0 { 0.01 / v } else { flow.params.tau_max.clamp(1e-3, 1.0) }
             }
         };
         flow.point = flow.point_from(s, 0.0, 0.0, 0.0);
@@ -376,6 +398,85 @@ impl<'a> Flow<'a> {
     /// Accepted and rejected steps so far.
     pub fn steps(&self) -> (usize, usize) {
         (self.steps, self.rejected)
+    }
+
+    /// The step size the next step will try.
+    pub fn next_step(&self) -> f64 {
+        self.h
+    }
+
+    /// D_Γ as read off the start (dense path).
+    pub fn null_dim(&self) -> Option<usize> {
+        self.null_dim
+    }
+
+    /// The integrator's whole state, for checkpoints ([`Flow::restore`]).
+    pub fn state(&self) -> FlowState {
+        FlowState {
+            point: self.point.clone(),
+            prev: self.prev.clone(),
+            h: self.h,
+            null_dim: self.null_dim,
+            steps: self.steps,
+            rejected: self.rejected,
+        }
+    }
+
+    /// Continues a flow from [`Flow::state`] without an evaluation, so a
+    /// resumed flow takes the same steps, bit for bit, as one never stopped.
+    pub fn restore(obj: &'a dyn Hessian, params: FlowParams, st: FlowState) -> Result<Self, FlowError> {
+        params.validate()?;
+        if st.point.zeta.len() != obj.dim() {
+            return Err(FlowError::Dimension { got: st.point.zeta.len(), dim: obj.dim() });
+        }
+        let domain = ManifoldDomain::of(obj).map_err(|source| FlowError::Manifold { tau: st.point.tau, source })?;
+        let retract_stages = !crate::manifold::uses_residual(obj, obj.dim(), &params.tangent);
+        Ok(Self {
+            obj: Counted::starting_at(obj, st.point.counts),
+            params,
+            domain,
+            point: st.point,
+            prev: st.prev,
+            h: st.h,
+            null_dim: st.null_dim,
+            retract_stages,
+            steps: st.steps,
+            rejected: st.rejected,
+        })
+    }
+
+    /// ζ(τ) and λ1(ζ(τ)) for τ in the last accepted step [τ_prev, τ_cur]
+    /// (clamped to it), by cubic Hermite interpolation of ζ with the
+    /// velocities at both ends (error O(h⁴), then Π onto the sphere) and of
+    /// log λ1 with d log λ1/dτ = ⟨G, dζ/dτ⟩ at both ends — a dense output
+    /// that costs no evaluation, so a run can follow the flow at every step.
+    pub fn interpolate(&self, tau: f64) -> (Vec<f64>, f64) {
+        let b = &self.point;
+        let Some(a) = &self.prev else { return (b.zeta.clone(), b.sharpness) };
+        let h = b.tau - a.tau;
+        if h <= 0.0 {
+            return (b.zeta.clone(), b.sharpness);
+        }
+        let s = ((tau - a.tau) / h).clamp(0.0, 1.0);
+        let (h00, h10, h01, h11) = (
+            2.0 * s.powi(3) - 3.0 * s * s + 1.0,
+            s.powi(3) - 2.0 * s * s + s,
+            -2.0 * s.powi(3) + 3.0 * s * s,
+            s.powi(3) - s * s,
+        );
+        let mut z: Vec<f64> = (0..b.zeta.len())
+            .map(|i| h00 * a.zeta[i] + h10 * h * a.velocity[i] + h01 * b.zeta[i] + h11 * h * b.velocity[i])
+            .collect();
+        if self.domain == ManifoldDomain::Sphere {
+            crate::linalg::normalize(&mut z);
+        }
+        // ⟨G, f⟩ = −c‖G‖² with f = −c·G.
+        let dlog = |p: &FlowPoint| {
+            let g2 = p.grad_gamma_norm * p.grad_gamma_norm;
+            -g2 * crate::linalg::norm(&p.velocity) / p.grad_gamma_norm.max(f64::MIN_POSITIVE)
+        };
+        let l = h00 * a.sharpness.ln() + h10 * h * dlog(a) + h01 * b.sharpness.ln() + h11 * h * dlog(b);
+        (z, l.exp())
     }
 
     fn point_from(&self, s: Stage, tau: f64, step: f64, off: f64) -> FlowPoint {
@@ -495,7 +596,8 @@ impl<'a> Flow<'a> {
                 let s7 = if self.retract_stages { s7 } else { self.stage(&y5, warm.as_deref(), self.point.tau + h)? };
                 let off = crate::linalg::dist(&y5, &s7.zeta);
                 let tau = if h == h_max { target } else { self.point.tau + h };
-                self.point = self.point_from(s7, tau, h, off);
+                let next = self.point_from(s7, tau, h, off);
+                self.prev = Some(std::mem::replace(&mut self.point, next));
                 self.steps += 1;
                 return Ok(&self.point);
             }
@@ -509,25 +611,42 @@ impl<'a> Flow<'a> {
         self.step_toward(self.params.tau_max)
     }
 
+    /// Why the flow cannot go on from its current point, if it cannot.
+    fn stop_here(&self) -> Option<FlowStop> {
+        if self.point.grad_gamma_norm < self.params.grad_tol {
+            return Some(FlowStop::Stationary);
+        }
+        if let Some(l2) = self.point.lambda2
+            && self.point.sharpness - l2 < self.params.eigengap_tol * self.point.sharpness
+        {
+            return Some(FlowStop::MultipleTopEigenvalue);
+        }
+        (self.steps >= self.params.max_steps).then_some(FlowStop::MaxSteps)
+    }
+
     /// Steps until τ = `tau` exactly (the last step clipped), calling
     /// `on_step` at every accepted point, or until the flow is stationary
     /// (‖∇_Γ log λ1‖ < grad_tol), meets a multiple top eigenvalue, or runs
     /// out of steps.
     pub fn advance_to(&mut self, tau: f64, on_step: &mut dyn FnMut(&FlowPoint)) -> Result<Option<FlowStop>, FlowError> {
         while self.point.tau < tau {
-            if self.point.grad_gamma_norm < self.params.grad_tol {
-                return Ok(Some(FlowStop::Stationary));
-            }
-            if let Some(l2) = self.point.lambda2
-                && self.point.sharpness - l2 < self.params.eigengap_tol * self.point.sharpness
-            {
-                return Ok(Some(FlowStop::MultipleTopEigenvalue));
-            }
-            if self.steps >= self.params.max_steps {
-                return Ok(Some(FlowStop::MaxSteps));
+            if let Some(stop) = self.stop_here() {
+                return Ok(Some(stop));
             }
             let p = self.step_toward(tau)?;
             on_step(p);
+        }
+        Ok(None)
+    }
+
+    /// Takes unclipped steps until τ_cur ≥ `tau` (so [`Flow::interpolate`]
+    /// covers `tau`), or until a stop.
+    pub fn advance_past(&mut self, tau: f64) -> Result<Option<FlowStop>, FlowError> {
+        while self.point.tau < tau {
+            if let Some(stop) = self.stop_here() {
+                return Ok(Some(stop));
+            }
+            self.step_toward(f64::INFINITY)?;
         }
         Ok(None)
     }
@@ -536,5 +655,198 @@ impl<'a> Flow<'a> {
     pub fn run(&mut self, on_step: &mut dyn FnMut(&FlowPoint)) -> Result<FlowInfo, FlowError> {
         let stop = self.advance_to(self.params.tau_max, on_step)?.unwrap_or(FlowStop::TauMax);
         Ok(FlowInfo { stop, steps: self.steps, rejected: self.rejected, counts: self.obj.counts() })
+    }
+}
+
+/// The columns [`Lockstep`] adds to metrics.csv.
+pub mod lockstep_columns {
+    use crate::run::Column;
+    /// τ_t = (t − t_entry)·(τ per step), the flow's time at GD+WD's step t.
+    pub const FLOW_TAU: Column = Column::new("flow_tau");
+    /// λ1(ζ(τ_t)).
+    pub const FLOW_SHARPNESS: Column = Column::new("flow_sharpness");
+    /// ‖θ_t − ζ(τ_t)‖ (θ_t = w_t/‖w_t‖ on the sphere).
+    pub const DIST_TO_FLOW: Column = Column::new("dist_to_flow");
+    /// ‖φ_t − ζ(τ_t)‖, φ_t the projection of θ_t onto Γ.
+    pub const PHI_DIST_TO_FLOW: Column = Column::new("phi_dist_to_flow");
+}
+
+/// Settings of [`Lockstep`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LockstepParams {
+    /// The flow's settings (`tau_max` is ignored: the flow follows the run).
+    pub flow: FlowParams,
+    /// τ per GD+WD step: η_in = η̂λ̂ for eq. (3), η² for eq. (8).
+    pub tau_per_step: f64,
+    /// φ_t by a retraction on every `phi_every`-th logged step (0: never);
+    /// problems with an exact projection ([`crate::problems::Problem::project_onto_gamma`])
+    /// get it on every logged step.
+    pub phi_every: u64,
+}
+
+/// GD+WD and its flow side by side, as Damian et al.'s self-stabilisation
+/// code runs GD, its projection and the predicted dynamics together: a
+/// [`Tracker`] around the problem's own that starts the flow at the run's
+/// EoS entry (from the projection of w_entry) and, on every logged step t
+/// after it, advances the flow to τ_t = (t − t_entry)·(τ per step) and
+/// writes `flow_tau, flow_sharpness, dist_to_flow, phi_dist_to_flow`
+/// (empty before the entry). The flow's evaluations are counted on their
+/// own (summary `lockstep.counts`), not in the run's.
+pub struct Lockstep<'a> {
+    inner: Box<dyn Tracker + 'a>,
+    problem: &'a dyn Problem,
+    params: LockstepParams,
+    flow: Option<Flow<'a>>,
+    st: LockstepState,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct LockstepState {
+    t_entry: Option<u64>,
+    /// The flow's state, for checkpoints.
+    flow: Option<FlowState>,
+    max_dist: f64,
+    max_phi_dist: f64,
+    max_sharpness_gap: f64,
+    last: Option<(u64, f64, f64)>,
+    stop: Option<String>,
+    error: Option<String>,
+    inner: serde_json::Value,
+}
+
+impl<'a> Lockstep<'a> {
+    /// Wraps `inner` (normally `problem.tracker()`).
+    pub fn new(inner: Box<dyn Tracker + 'a>, problem: &'a dyn Problem, params: LockstepParams) -> Self {
+        Self { inner, problem, params, flow: None, st: LockstepState::default() }
+    }
+
+    fn start(&mut self, step: u64, w: &[f64]) {
+        let p = FlowParams { tau_max: f64::INFINITY, ..self.params.flow.clone() };
+        match Flow::new(self.problem, w, p) {
+            Ok(f) => {
+                self.st.t_entry = Some(step);
+                self.flow = Some(f);
+            }
+            Err(e) => self.st.error = Some(format!("the flow could not start at step {step}: {e}")),
+        }
+    }
+
+    fn row(&mut self, step: u64, w: &[f64], sharpness: Option<f64>) -> [f64; 4] {
+        let (Some(t0), Some(flow)) = (self.st.t_entry, self.flow.as_mut()) else { return [f64::NAN; 4] };
+        let tau = (step - t0) as f64 * self.params.tau_per_step;
+        if self.st.stop.is_none() {
+            match flow.advance_past(tau) {
+                Ok(Some(stop)) => self.st.stop = Some(format!("{stop:?} at tau = {}", flow.point().tau)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.st.error = Some(format!("at step {step}: {e}"));
+                    self.st.stop = Some("error".into());
+                }
+            }
+        }
+        // Past a stop the flow stays where it stopped.
+        let (zeta, flow_sharpness) = flow.interpolate(tau);
+        let flow_tau = tau.min(flow.point().tau);
+        let mut theta = w.to_vec();
+        if flow.domain() == ManifoldDomain::Sphere {
+            crate::linalg::normalize(&mut theta);
+        }
+        let dist = crate::linalg::dist(&theta, &zeta);
+        let logged_phi = self.params.phi_every > 0 && step.is_multiple_of(self.params.phi_every);
+        let phi = self.problem.project_onto_gamma(&theta).or_else(|| {
+            logged_phi
+                .then(|| {
+                    retract(
+                        self.problem,
+                        &theta,
+                        flow.domain(),
+                        &flow.params().tangent,
+                        &flow.params().retraction,
+                        None,
+                        flow.null_dim(),
+                    )
+                    .ok()
+                    .map(|r| r.point)
+                })
+                .flatten()
+        });
+        let phi_dist = phi.map_or(f64::NAN, |p| crate::linalg::dist(&p, &zeta));
+        self.st.max_dist = self.st.max_dist.max(dist);
+        if phi_dist.is_finite() {
+            self.st.max_phi_dist = self.st.max_phi_dist.max(phi_dist);
+        }
+        if let Some(s) = sharpness {
+            self.st.max_sharpness_gap = self.st.max_sharpness_gap.max((flow_sharpness - s).abs() / s);
+        }
+        self.st.last = Some((step, dist, phi_dist));
+        [flow_tau, flow_sharpness, dist, phi_dist]
+    }
+}
+
+impl Tracker for Lockstep<'_> {
+    fn columns(&self) -> Vec<Column> {
+        let mut c = self.inner.columns();
+        use lockstep_columns as L;
+        c.extend([L::FLOW_TAU, L::FLOW_SHARPNESS, L::DIST_TO_FLOW, L::PHI_DIST_TO_FLOW]);
+        c
+    }
+
+    fn observe(&mut self, obj: &Counted, s: &StepView) -> Vec<f64> {
+        let mut row = self.inner.observe(obj, s);
+        if s.eos_entry && self.flow.is_none() && self.st.error.is_none() {
+            self.start(s.step, s.w);
+        }
+        if s.logged {
+            row.extend(self.row(s.step, s.w, s.sharpness));
+        }
+        row
+    }
+
+    fn summary(&mut self, obj: &Counted, w_final: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = self.inner.summary(obj, w_final);
+        let mut l = serde_json::Map::new();
+        l.insert("eos_entry_step".into(), serde_json::json!(self.st.t_entry));
+        l.insert("time_unit".into(), serde_json::json!(self.params.flow.time.unit()));
+        l.insert("tau_per_step".into(), serde_json::json!(self.params.tau_per_step));
+        if let Some(f) = &self.flow {
+            let p = f.point();
+            l.insert("flow_tau_final".into(), serde_json::json!(p.tau));
+            l.insert("flow_sharpness_final".into(), serde_json::json!(p.sharpness));
+            l.insert("flow_steps".into(), serde_json::json!(f.steps().0));
+            l.insert("counts".into(), serde_json::json!(p.counts));
+            l.insert("max_dist_to_flow".into(), serde_json::json!(self.st.max_dist));
+            l.insert("max_phi_dist_to_flow".into(), serde_json::json!(self.st.max_phi_dist));
+            l.insert("max_rel_gap_flow_sharpness_vs_sharpness".into(), serde_json::json!(self.st.max_sharpness_gap));
+            if let Some((step, d, pd)) = self.st.last {
+                l.insert("last_logged_step".into(), serde_json::json!(step));
+                l.insert("dist_to_flow_final".into(), serde_json::json!(d));
+                l.insert("phi_dist_to_flow_final".into(), serde_json::json!(pd.is_finite().then_some(pd)));
+            }
+        }
+        l.insert("flow_stop".into(), serde_json::json!(self.st.stop));
+        l.insert("error".into(), serde_json::json!(self.st.error));
+        m.insert("lockstep".into(), serde_json::Value::Object(l));
+        m
+    }
+
+    fn save(&self) -> serde_json::Value {
+        let mut st = self.st.clone();
+        st.flow = self.flow.as_ref().map(|f| f.state());
+        st.inner = self.inner.save();
+        serde_json::to_value(&st).expect("lockstep state serialises")
+    }
+
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), TrackerStateError> {
+        let st: LockstepState = TrackerStateError::read("lockstep", state)?;
+        self.inner.load(&st.inner)?;
+        self.flow = match st.flow.clone() {
+            Some(fs) => {
+                let p = FlowParams { tau_max: f64::INFINITY, ..self.params.flow.clone() };
+                Flow::restore(self.problem, p, fs).ok()
+            }
+            None => None,
+        };
+        self.st = st;
+        Ok(())
     }
 }

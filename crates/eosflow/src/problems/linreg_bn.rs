@@ -661,6 +661,9 @@ impl Problem for LinregBn {
     fn point_columns(&self) -> Vec<Column> {
         vec![LinregBn::DIST_THETA_M, LinregBn::TEST_LOSS]
     }
+    fn project_onto_gamma(&self, theta: &[f64]) -> Option<Vec<f64>> {
+        self.project_exact(theta)
+    }
     fn point_values(&self, w: &[f64]) -> Vec<f64> {
         let mut theta = w.to_vec();
         normalize(&mut theta);

@@ -47,6 +47,12 @@ pub trait Problem: Hessian {
     fn point_values(&self, _w: &[f64]) -> Vec<f64> {
         Vec::new()
     }
+    /// An exact, cheap projection of θ onto Γ where the problem has one
+    /// (linreg_bn: Π(P_V θ); toy3d: the nearest point of the curve); None
+    /// for the rest, which retract ([`crate::manifold::retract`]).
+    fn project_onto_gamma(&self, _theta: &[f64]) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// What a tracker sees of one step t (before the update).

@@ -248,6 +248,18 @@ impl Problem for Toy3d {
         normalize(&mut p);
         p.to_vec()
     }
+    /// The nearest point of Γ = {x = y > 0} ∩ S² to θ: Π((m, m, z)) with
+    /// m = (x + y)/2 in F's coordinates (None when x + y ≤ 0).
+    fn project_onto_gamma(&self, theta: &[f64]) -> Option<Vec<f64>> {
+        let u = self.to_domain(theta);
+        let m = 0.5 * (u[0] + u[1]);
+        if m <= 0.0 {
+            return None;
+        }
+        let mut p = [m, m, u[2]];
+        normalize(&mut p);
+        Some(self.from_domain(&p))
+    }
 }
 
 struct Toy3dTracker<'a> {
