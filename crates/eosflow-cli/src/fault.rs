@@ -115,12 +115,8 @@ impl Hessian for FaultInjection {
         Box::new(FaultyOp { op: self.inner.hessian_at(w), parent: self })
     }
     fn third_contraction(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
-        if self.inner.third_contraction_is_exact() {
-            self.inner.third_contraction(w, v, out)
-        } else {
-            // Through `self`, so that injected HVP faults reach it.
-            eosflow::objective::third_contraction_by_hvp_differences(self, w, v, out)
-        }
+        // Differences go through `self`, so that injected HVP faults reach them.
+        eosflow::objective::third_contraction_through(self, self.inner.as_ref(), w, v, out)
     }
     fn third_contraction_is_exact(&self) -> bool {
         self.inner.third_contraction_is_exact()

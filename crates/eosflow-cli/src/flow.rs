@@ -67,14 +67,14 @@ pub fn lockstep_params(cfg: &Config, fc: &FlowConfig) -> Result<eosflow::flow::L
     })
 }
 
-/// w_t of a run: its snapshot, else a deterministic rerun to step t.
-fn iterate_at(cfg: &Config, run_dir: &Path, step: u64, snapshot: &str) -> Result<Vec<f64>> {
+/// w_t of a run with D parameters: its snapshot, else a deterministic rerun
+/// to step t (which builds its own problem and optimizer).
+fn iterate_at(cfg: &Config, run_dir: &Path, dim: usize, step: u64, snapshot: &str) -> Result<Vec<f64>> {
     let path = run_dir.join("snapshots").join(snapshot);
-    let prep = crate::setup::prepare(cfg)?;
-    let dim = prep.problem.dim();
     if path.exists() {
         return crate::npy::read_vector(&path, Some(dim));
     }
+    let prep = crate::setup::prepare(cfg)?;
     // GD+WD is deterministic: rerun to the step (no files).
     struct Capture(u64, Option<Vec<f64>>);
     impl Observer for Capture {
@@ -104,6 +104,8 @@ pub struct FlowOutcome {
 pub fn run_flow(cfg: &Config, run_dir: &Path) -> Result<FlowOutcome> {
     let fc = cfg.flow.clone().unwrap_or_default();
     let (time, tau_per_step) = flow_time(&cfg.optimizer)?;
+    let problem = crate::setup::prepare(cfg)?.problem;
+    let dim = problem.dim();
     let run_summary: Option<serde_json::Value> =
         std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let (w_start, t_start, start_label) = match fc.start {
@@ -115,25 +117,22 @@ pub fn run_flow(cfg: &Config, run_dir: &Path) -> Result<FlowOutcome> {
                     run_dir.display()
                 );
             };
-            (iterate_at(cfg, run_dir, t, rundir::EOS_ENTRY_SNAPSHOT)?, Some(t), format!("eos_entry (step {t})"))
+            (iterate_at(cfg, run_dir, dim, t, rundir::EOS_ENTRY_SNAPSHOT)?, Some(t), format!("eos_entry (step {t})"))
         }
         FlowStart::Step => {
             let t = fc.step.expect("validated: flow.step is set");
-            (iterate_at(cfg, run_dir, t, &rundir::snapshot_name(t))?, Some(t), format!("step {t}"))
+            (iterate_at(cfg, run_dir, dim, t, &rundir::snapshot_name(t))?, Some(t), format!("step {t}"))
         }
-        FlowStart::W0 => (iterate_at(cfg, run_dir, 0, &rundir::snapshot_name(0))?, Some(0), "w0".to_string()),
+        FlowStart::W0 => (iterate_at(cfg, run_dir, dim, 0, &rundir::snapshot_name(0))?, Some(0), "w0".to_string()),
         FlowStart::Npy => {
             let p = fc.npy.clone().expect("validated: flow.npy is set");
-            let prep = crate::setup::prepare(cfg)?;
-            let w = crate::npy::read_vector(&p, Some(prep.problem.dim()))?;
+            let w = crate::npy::read_vector(&p, Some(dim))?;
             (w, None, format!("npy {}", p.display()))
         }
     };
     let t0 = t_start.unwrap_or(0);
     let tau_max = fc.tau_max.unwrap_or((cfg.run.steps.saturating_sub(t0)) as f64 * tau_per_step);
     let params = flow_params(&fc, time, tau_max);
-    let prep = crate::setup::prepare(cfg)?;
-    let problem = prep.problem;
     let dir = run_dir.join("flow");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let resolved = Config {
@@ -202,8 +201,10 @@ pub fn run_flow(cfg: &Config, run_dir: &Path) -> Result<FlowOutcome> {
     let fig = kind.flow_figure();
     let gd_metrics = run_dir.join("metrics.csv");
     let mut comparison = serde_json::Map::new();
-    if t_start.is_some() && gd_metrics.exists() {
-        let data = crate::plot::RunData::load(run_dir)?;
+    // GD+WD's CSVs, read once for the comparison and the figure.
+    let gd_data =
+        if t_start.is_some() && gd_metrics.exists() { Some(crate::plot::RunData::load(run_dir)?) } else { None };
+    if let Some(data) = &gd_data {
         let steps = data.metrics.get(eosflow::run::columns::STEP.name()).cloned().unwrap_or_default();
         let reference = data.metrics.get(fig.sharpness.0.name()).cloned().unwrap_or_default();
         let from = 0.1 * end.tau;
@@ -277,8 +278,7 @@ pub fn run_flow(cfg: &Config, run_dir: &Path) -> Result<FlowOutcome> {
             summary["start"].as_str().unwrap_or("")
         );
         let gd_tau = move |t: f64| (t - t0 as f64) * tau_per_step;
-        let gd_dir = (t_start.is_some() && gd_metrics.exists()).then_some(run_dir);
-        crate::plot::plot_flow(&dir, gd_dir, &fig, &gd_tau, &title, unit, &cfg.output.formats)?
+        crate::plot::plot_flow(&dir, gd_data.as_ref(), &fig, &gd_tau, &title, unit, &cfg.output.formats)?
     } else {
         Vec::new()
     };

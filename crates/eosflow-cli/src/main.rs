@@ -281,9 +281,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Flow { run_dir, start, tau_max, set } => {
             let mut cfg = load_run_config(&run_dir)?;
             if !set.is_empty() {
-                let mut table: toml::Table = toml::from_str(&toml::to_string(&cfg)?)?;
-                config::apply_sets(&mut table, &set)?;
-                cfg = config::load_text(&toml::to_string(&table)?, &run_dir.join("config.toml"), &[])?;
+                cfg = config::load_text(&toml::to_string(&cfg)?, &run_dir.join("config.toml"), &set)?;
             }
             let mut fc = cfg.flow.clone().unwrap_or_default();
             if let Some(s) = start {

@@ -931,11 +931,11 @@ where
 }
 
 /// Draws `flow_dir/figures/flow.{png,svg}` from `flow_dir/flow.csv` and,
-/// when `gd_dir` holds a GD+WD run, its metrics.csv; `gd_tau(t)` maps a
+/// GD+WD's run data when there is one to compare with; `gd_tau(t)` maps a
 /// GD+WD step to the flow's τ.
 pub fn plot_flow(
     flow_dir: &Path,
-    gd_dir: Option<&Path>,
+    gd: Option<&RunData>,
     fig: &FlowFigure,
     gd_tau: &dyn Fn(f64) -> f64,
     title: &str,
@@ -944,7 +944,6 @@ pub fn plot_flow(
 ) -> Result<Vec<PathBuf>> {
     register_font();
     let flow = read_csv(&flow_dir.join("flow.csv"))?;
-    let gd = gd_dir.map(RunData::load).transpose()?;
     let fig_dir = flow_dir.join("figures");
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
     let n = fig.panels.len() + 2;
@@ -953,9 +952,9 @@ pub fn plot_flow(
     for fmt in formats {
         let path = fig_dir.join(format!("flow.{fmt}"));
         let res = if fmt == "png" {
-            flow_fig(BitMapBackend::new(&path, size).into_drawing_area(), &flow, gd.as_ref(), fig, gd_tau, title, unit)
+            flow_fig(BitMapBackend::new(&path, size).into_drawing_area(), &flow, gd, fig, gd_tau, title, unit)
         } else {
-            flow_fig(SVGBackend::new(&path, size).into_drawing_area(), &flow, gd.as_ref(), fig, gd_tau, title, unit)
+            flow_fig(SVGBackend::new(&path, size).into_drawing_area(), &flow, gd, fig, gd_tau, title, unit)
         };
         res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
         out.push(path);

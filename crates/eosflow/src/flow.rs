@@ -518,7 +518,9 @@ impl<'a> Flow<'a> {
             }
             let hessian =
                 LocalHessian::new(obj, &z, self.domain, &self.params.tangent, warm, self.null_dim).map_err(err)?;
-            crate::manifold::Retracted { loss: obj.loss(&z), point: z, moved: 0.0, iters: 0, hessian }
+            // An unretracted stage is never reported (the accepted point is
+            // retracted and evaluated again), so its loss is not needed.
+            crate::manifold::Retracted { loss: f64::NAN, point: z, moved: 0.0, iters: 0, hessian }
         };
         let null_dim = r.hessian.null_dim_by_threshold();
         let mut hess: LocalHessian = r.hessian;

@@ -19,7 +19,7 @@
 //! ```
 
 use crate::linalg::{axpy, dot, norm, symmetric_eigen};
-use crate::objective::{Hessian, ScaleInvariance, finite_difference_partial};
+use crate::objective::{Hessian, ScaleInvariance, central_difference_step, finite_difference_partial};
 use crate::sharpness::spherical_sharpness;
 use crate::spectrum::{LanczosParams, Restricted, to_dense};
 use rand::SeedableRng;
@@ -259,7 +259,7 @@ pub fn check(obj: &dyn Hessian, w: &[f64], params: &IdentityParams) -> IdentityR
             .iter()
             .map(|&i| {
                 let xi = x[i];
-                let h = f64::EPSILON.cbrt() * xi.abs().max(1.0);
+                let h = central_difference_step(xi.abs());
                 x[i] = xi + h;
                 let gp = quad(&x);
                 x[i] = xi - h;

@@ -576,27 +576,6 @@ impl<'a> LocalHessian<'a> {
         let thr = self.null_tol * self.lambda1;
         self.dense.as_ref().map(|(vals, _)| vals.iter().filter(|l| l.abs() <= thr).count())
     }
-
-    /// The largest |λ| counted as null and the smallest counted as range
-    /// (dense path): the gap the split relies on.
-    pub fn null_gap(&self) -> Option<(f64, f64)> {
-        let (vals, _) = self.dense.as_ref()?;
-        let mut null_max = 0.0f64;
-        let mut range_min = f64::INFINITY;
-        for (l, null) in vals.iter().zip(&self.null_mask) {
-            if *null {
-                null_max = null_max.max(l.abs());
-            } else {
-                range_min = range_min.min(l.abs());
-            }
-        }
-        Some((null_max, range_min))
-    }
-
-    /// The point w.
-    pub fn point(&self) -> &[f64] {
-        &self.point
-    }
 }
 
 /// Settings of [`retract`].

@@ -151,6 +151,24 @@ pub trait ResidualGeometry {
     }
 }
 
+/// ∇³L[v, v, ·] for a wrapper around `inner` (a counter, a fault
+/// injector): `inner`'s exact kernel when it has one, else differences of
+/// the *wrapper's* HVPs, so that whatever the wrapper does to an HVP applies
+/// to them too.
+pub fn third_contraction_through<W: Hessian + ?Sized>(
+    wrapper: &W,
+    inner: &dyn Hessian,
+    w: &[f64],
+    v: &[f64],
+    out: &mut [f64],
+) {
+    if inner.third_contraction_is_exact() {
+        inner.third_contraction(w, v, out)
+    } else {
+        third_contraction_by_hvp_differences(wrapper, w, v, out)
+    }
+}
+
 /// ∇³L(w)[v, v, ·] ≈ (∇²L(w + h·v̂)·v − ∇²L(w − h·v̂)·v)/(2h)·‖v‖, v̂ = v/‖v‖,
 /// with h = ε^{1/3}·max(1, ‖w‖) (ε^{1/3}·‖w‖ for a fully scale-invariant
 /// loss): two HVPs.
@@ -447,11 +465,9 @@ impl Hessian for Counted<'_> {
     fn third_contraction(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
         if self.inner.third_contraction_is_exact() {
             self.third_contractions.fetch_add(1, Ordering::Relaxed);
-            self.inner.third_contraction(w, v, out)
-        } else {
-            // Through `self`, so that the two HVPs are counted.
-            third_contraction_by_hvp_differences(self, w, v, out)
         }
+        // By differences through `self`, so that the two HVPs are counted.
+        third_contraction_through(self, self.inner, w, v, out)
     }
     fn third_contraction_is_exact(&self) -> bool {
         self.inner.third_contraction_is_exact()

@@ -18,11 +18,10 @@
 
 use crate::linalg::dot;
 
-/// G, G′ and G″ of the head along a curve through `a` with velocity `b`
-/// and acceleration `b2`, for targets `q` (already divided by γ) and
-/// k = 2γ²/n.
+/// G′ and G″ of the head along a curve through `a` with velocity `b` and
+/// acceleration `b2`, for targets `q` (already divided by γ) and k = 2γ²/n
+/// (G itself is the gradient kernels' business).
 pub(super) struct HeadJet {
-    pub g: Vec<f64>,
     pub dg: Vec<f64>,
     pub ddg: Vec<f64>,
 }
@@ -40,12 +39,11 @@ pub(super) fn head_jet(a: &[f64], b: &[f64], b2: &[f64], q: &[f64], k: f64) -> H
     let c = dot(&r, &u) / nf;
     let dc = (dot(&du, &u) + dot(&r, &du)) / nf;
     let ddc = (dot(&ddu, &u) + 2.0 * dot(&du, &du) + dot(&r, &ddu)) / nf;
-    let mut out = HeadJet { g: vec![0.0; n], dg: vec![0.0; n], ddg: vec![0.0; n] };
+    let mut out = HeadJet { dg: vec![0.0; n], ddg: vec![0.0; n] };
     for i in 0..n {
         let m = r[i] - c * u[i];
         let dm = du[i] - dc * u[i] - c * du[i];
         let ddm = ddu[i] - ddc * u[i] - 2.0 * dc * du[i] - c * ddu[i];
-        out.g[i] = k * m / s;
         out.dg[i] = k * (dm / s - m * ds / (s * s));
         out.ddg[i] = k * (ddm / s - 2.0 * dm * ds / (s * s) - m * dds / (s * s) + 2.0 * m * ds * ds / (s * s * s));
     }
