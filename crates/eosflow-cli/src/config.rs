@@ -33,6 +33,10 @@ pub struct Config {
     /// The sharpness-reduction flow after the run (`eosflow flow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowConfig>,
+    /// Thm 4.6 / Cor. B.14 as an experiment (`crate::tracking`): the
+    /// config's problem at several learning rates and seeds against its flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<crate::tracking::TrackingConfig>,
 }
 
 /// Where the flow starts.
@@ -80,6 +84,10 @@ pub struct FlowConfig {
     /// Accepted steps at most.
     #[serde(default = "flow_max_steps")]
     pub max_steps: usize,
+    /// The largest step in τ (default: none for a flow on its own; τ_end/400
+    /// in a tracking experiment, which reads the flow between its points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step: Option<f64>,
     /// ∇_Γ: `method` ("auto", "dense", "krylov"), `dense_max_dim`,
     /// `null_tol`, `krylov_tol`, `max_basis`, `[flow.tangent.lanczos]`.
     #[serde(default)]
@@ -452,6 +460,15 @@ pub(crate) fn positive(name: &str, v: f64) -> Result<()> {
 }
 
 impl Config {
+    /// optimizer.kind as written in the TOML.
+    pub fn optimizer_kind(&self) -> &'static str {
+        match self.optimizer {
+            OptimizerConfig::GdWd { .. } => "gd_wd",
+            OptimizerConfig::Sphere { .. } => "sphere",
+            OptimizerConfig::ScalarRmsprop { .. } => "scalar_rmsprop",
+        }
+    }
+
     /// Checks every value that does not depend on the problem's data.
     pub fn validate(&self) -> Result<()> {
         check(!self.name.is_empty() && !self.name.contains(['/', '\\']), || {
@@ -519,8 +536,14 @@ impl Config {
         }
         self.problem.get().validate(self)?;
         check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || "init: give w0 or w0_npy, not both".into())?;
+        if let Some(t) = &self.tracking {
+            crate::tracking::validate(self, t)?;
+        }
         if let Some(f) = &self.flow {
             positive("flow.tol", f.tol)?;
+            if let Some(h) = f.max_step {
+                positive("flow.max_step", h)?;
+            }
             check(f.grad_tol >= 0.0, || "flow.grad_tol must be ≥ 0".into())?;
             check(f.eigengap_tol >= 0.0 && f.eigengap_tol < 1.0, || "flow.eigengap_tol must be in [0, 1)".into())?;
             positive("flow.tangent.null_tol", f.tangent.null_tol)?;

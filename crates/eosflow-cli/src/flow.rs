@@ -42,7 +42,7 @@ pub fn flow_time(opt: &OptimizerConfig) -> Result<(FlowTime, f64)> {
 }
 
 /// The flow's settings from `[flow]` (τ_max filled in by the caller).
-fn flow_params(fc: &FlowConfig, time: FlowTime, tau_max: f64) -> FlowParams {
+pub(crate) fn flow_params(fc: &FlowConfig, time: FlowTime, tau_max: f64) -> FlowParams {
     FlowParams {
         time,
         tol: fc.tol,
@@ -51,6 +51,7 @@ fn flow_params(fc: &FlowConfig, time: FlowTime, tau_max: f64) -> FlowParams {
         eigengap_tol: fc.eigengap_tol,
         max_steps: fc.max_steps,
         initial_step: None,
+        max_step: fc.max_step,
         tangent: fc.tangent.clone(),
         retraction: fc.retraction.clone(),
         third_by_differences: false,

@@ -12,6 +12,7 @@ mod problems;
 mod rundir;
 mod setup;
 mod sweep;
+mod tracking;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -254,7 +255,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 bail!("unknown preset `{name}`: did you mean `{best}`? (`eosflow reproduce --list` lists them)");
             };
             if !p.variants.is_empty() {
-                let mut jobs = Vec::new();
+                let mut jobs: Vec<(String, Config)> = Vec::new();
                 for &(label, patch) in p.variants {
                     let mut cfg = p.config(Some((label, patch)), &out.set)?;
                     out.apply(&mut cfg)?;
@@ -263,6 +264,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 let token = CancelToken::new();
                 install_signal_handler(token.clone());
+                if jobs.iter().all(|(_, c)| c.tracking.is_some()) {
+                    // A tracking experiment over several problems: one table.
+                    for (label, c) in &mut jobs {
+                        c.name = label.clone();
+                    }
+                    return tracking::run(p.name, jobs, out.out.clone(), out.force, &token);
+                }
                 return sweep::run_variants(p.name, jobs, out.out.clone(), out.force, &token);
             }
             execute(p.config(None, &out.set)?, out)
@@ -357,6 +365,13 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     out.apply(&mut cfg)?;
     let token = CancelToken::new();
     install_signal_handler(token.clone());
+    if cfg.tracking.is_some() {
+        if out.seeds.is_some() {
+            bail!("--seeds does not apply to a [tracking] config: it runs tracking.seeds itself");
+        }
+        let label = cfg.problem.kind().to_string();
+        return tracking::run(&cfg.name.clone(), vec![(label, cfg)], out.out.clone(), out.force, &token);
+    }
     if let Some(spec) = &out.seeds {
         return sweep::run_sweep(cfg, spec, out.out.clone(), out.force, &token);
     }

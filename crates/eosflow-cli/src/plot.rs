@@ -691,6 +691,8 @@ pub enum ProblemFigure {
     Fig1,
     /// The network panels (accuracy, sharpness, L − L_min, ‖w‖ and η̃).
     Network,
+    /// No figure of its own: the overview only (factorization).
+    OverviewOnly,
 }
 
 impl ProblemFigure {
@@ -701,6 +703,7 @@ impl ProblemFigure {
             ProblemFigure::Fig4 => "fig4",
             ProblemFigure::Fig1 => "fig1",
             ProblemFigure::Network => "network",
+            ProblemFigure::OverviewOnly => "overview",
         }
     }
 
@@ -709,7 +712,7 @@ impl ProblemFigure {
         match self {
             ProblemFigure::Toy3d => (1800, 600),
             ProblemFigure::Fig4 => (1800, 1000),
-            ProblemFigure::Fig1 | ProblemFigure::Network => (1400, 1000),
+            ProblemFigure::Fig1 | ProblemFigure::Network | ProblemFigure::OverviewOnly => (1400, 1000),
         }
     }
 }
@@ -785,8 +788,10 @@ pub fn plot_run(
     let mut out = Vec::new();
     // The toy3d story happens in its first ~100 of 3000 steps.
     let logx = figure == ProblemFigure::Toy3d;
-    let mut figures: Vec<(Panel, &str, (u32, u32))> =
-        vec![(Panel::Overview, "overview", (1400, 1000)), (Panel::Own(figure), figure.stem(), figure.size())];
+    let mut figures: Vec<(Panel, &str, (u32, u32))> = vec![(Panel::Overview, "overview", (1400, 1000))];
+    if figure != ProblemFigure::OverviewOnly {
+        figures.push((Panel::Own(figure), figure.stem(), figure.size()));
+    }
     // fig4's zoom starts at the entry on λ1(φ_t), found at every step.
     let entry = problem_summary.and_then(|m| m.get("eos_entry_step_on_phi")).and_then(|v| v.as_f64());
     let fit = problem_summary.and_then(|m| m.get("fit_step")).and_then(|v| v.as_f64());
@@ -836,6 +841,8 @@ pub fn plot_run(
                 (Panel::Own(ProblemFigure::Fig4), false) => {
                     fig4(SVGBackend::new(&path, size).into_drawing_area(), &data, entry)
                 }
+                // Not in `figures` (the overview is all there is).
+                (Panel::Own(ProblemFigure::OverviewOnly), _) => Ok(()),
             };
             res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
             out.push(path);
@@ -955,6 +962,239 @@ pub fn plot_flow(
             flow_fig(BitMapBackend::new(&path, size).into_drawing_area(), &flow, gd, fig, gd_tau, title, unit)
         } else {
             flow_fig(SVGBackend::new(&path, size).into_drawing_area(), &flow, gd, fig, gd_tau, title, unit)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// A chart in log10 units on the axes marked log (labelled at the
+/// decades, "1e-3"), plain ticks on the others: the caption, label areas
+/// and mesh the tracking panels share.
+type Log10Chart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+fn log10_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x: (&str, f64, f64, bool),
+    y: (&str, f64, f64, bool),
+) -> Result<Log10Chart<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut b = ChartBuilder::on(area);
+    b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(42).y_label_area_size(80);
+    let mut chart = b.build_cartesian_2d(x.1..x.2, y.1..y.2)?;
+    let label = |v: f64, log: bool| {
+        if !log {
+            tick(v, false)
+        } else if (v - v.round()).abs() < 1e-9 {
+            format!("1e{}", v.round() as i64)
+        } else {
+            String::new()
+        }
+    };
+    let count =
+        |(_, a, b, log): (&str, f64, f64, bool)| if log { ((b - a).floor() as usize + 1).clamp(2, 8) } else { 6 };
+    chart
+        .configure_mesh()
+        .x_desc(x.0)
+        .y_desc(y.0)
+        .x_labels(count(x))
+        .y_labels(count(y))
+        .x_label_formatter(&|v| label(*v, x.3))
+        .y_label_formatter(&|v| label(*v, y.3))
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The legend box every figure draws, at `pos`.
+fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut Log10Chart<'a, DB>, pos: SeriesLabelPosition) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// One log–log panel of a tracking experiment: per problem, every run's
+/// value (small dots), the median over seeds (line), and reference slopes
+/// rate^(1/4) (Thm 4.6's bound) and rate^(1/2) (Remark 4.7's oscillation)
+/// through the first problem's median at the largest rate. Drawn on log10
+/// axes labelled at the decades.
+fn tracking_rates_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    rate_name: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    refs: &[(f64, &str)],
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let lg = |v: f64| v.log10();
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .filter(|p| p.0 > 0.0 && p.1 > 0.0 && p.1.is_finite())
+        .collect();
+    let (x0, x1) = range(pts.iter().map(|p| p.0), true);
+    let (y0, y1) = range(pts.iter().map(|p| p.1), true);
+    let (x0, y0, y1) = (lg(x0), lg(y0), lg(y1));
+    let mut chart = log10_chart(area, title, (rate_name, x0, lg(x1), true), (ylabel, y0, y1, true))?;
+    let mut anchor: Option<(f64, f64)> = None;
+    for (k, (label, p)) in series.iter().enumerate() {
+        let c = COLORS[k % COLORS.len()];
+        let good: Vec<(f64, f64)> =
+            p.iter().filter(|q| q.0 > 0.0 && q.1 > 0.0 && q.1.is_finite()).map(|q| (lg(q.0), lg(q.1))).collect();
+        chart.draw_series(good.iter().map(|&q| Circle::new(q, 3, c.mix(0.5).filled())))?;
+        let mut rates: Vec<f64> = good.iter().map(|q| q.0).collect();
+        rates.sort_by(|a, b| b.total_cmp(a));
+        rates.dedup();
+        let med: Vec<(f64, f64)> = rates
+            .iter()
+            .map(|&r| {
+                let mut ys: Vec<f64> = good.iter().filter(|q| q.0 == r).map(|q| q.1).collect();
+                ys.sort_by(f64::total_cmp);
+                (r, ys[ys.len() / 2])
+            })
+            .collect();
+        if anchor.is_none() {
+            anchor = med.first().copied();
+        }
+        chart
+            .draw_series(LineSeries::new(med.iter().copied(), c.stroke_width(2)))?
+            .label(format!("{label} (median over seeds)"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    if let Some((ax, ay)) = anchor {
+        for (k, &(p, label)) in refs.iter().enumerate() {
+            let line = vec![(x0, ay + p * (x0 - ax)), (ax, ay)];
+            let style = BLACK.mix(if k == 0 { 0.8 } else { 0.45 }).stroke_width(2);
+            let (on, off) = if k == 0 { (8, 5) } else { (3, 3) };
+            chart
+                .draw_series(DashedLineSeries::new(line, on, off, style))?
+                .label(label.to_string())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+    }
+    // Increasing data on log–log axes leave the lower right empty.
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+fn tracking_fig<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    data: &crate::tracking::TrackingFigureData,
+    title: &str,
+    rate_name: &str,
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let n = data.problems.len();
+    let panels = grid(&root, title, 26, if n <= 1 { (1, 3) } else { (2, 1 + n.div_ceil(2).max(1)) })?;
+    let (bound, osc) = if rate_name == "eta_in" { (0.25, 0.5) } else { (0.5, 1.0) };
+    let frac = |p: f64| {
+        if p == 0.25 {
+            "1/4".to_string()
+        } else if p == 0.5 {
+            "1/2".to_string()
+        } else {
+            format!("{p}")
+        }
+    };
+    let rate_sym = if rate_name == "eta_in" { "η_in" } else { "η" };
+    let bound_label = format!("∝ {rate_sym}^({}), the theorem's bound", frac(bound));
+    let (iterate, osc_ref) = if rate_name == "eta_in" { ("θ_t", "Rem. 4.7") } else { ("w_t", "η·h, App. H.1") };
+    let osc_label = format!("∝ {rate_sym}^({}), the oscillation ({osc_ref})", frac(osc));
+    let refs = [(bound, bound_label.as_str()), (osc, osc_label.as_str())];
+    let dist: Vec<(String, Vec<(f64, f64)>)> =
+        data.problems.iter().map(|p| (p.label.clone(), p.points.iter().map(|q| (q.0, q.2)).collect())).collect();
+    let phi: Vec<(String, Vec<(f64, f64)>)> =
+        data.problems.iter().map(|p| (p.label.clone(), p.points.iter().map(|q| (q.0, q.3)).collect())).collect();
+    let tau_label = if rate_name == "eta_in" { "τ = t·η_in" } else { "τ = t·η²" };
+    let title_a = format!("(a) max_t ‖{iterate} − ζ(τ_t)‖");
+    tracking_rates_panel(&panels[0], &title_a, "max distance", rate_sym, &dist, &refs)?;
+    tracking_rates_panel(
+        &panels[1],
+        "(b) max_t ‖φ_t − ζ(τ_t)‖ (drift along Γ)",
+        "max distance",
+        rate_sym,
+        &phi,
+        &refs,
+    )?;
+    let letters = ['c', 'd', 'e', 'f', 'g', 'h'];
+    for (k, p) in data.problems.iter().enumerate() {
+        let Some(area) = panels.get(2 + k) else { break };
+        let t = format!("({}) {}: ‖{iterate} − ζ(τ)‖, first seed", letters[k % letters.len()], p.label);
+        tracking_traces_panel(area, &t, tau_label, rate_sym, &p.traces)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// ‖θ_t − ζ(τ)‖ against τ for each rate, on a log10 axis with headroom
+/// above the data for the legend (the curves end flat at their highest
+/// values on the right, where a legend inside the data would cover them).
+fn tracking_traces_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    xlabel: &str,
+    rate_sym: &str,
+    traces: &[(f64, Vec<(f64, f64)>)],
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let good = |p: &&(f64, f64)| p.1 > 0.0 && p.1.is_finite();
+    let (x0, x1) = range(traces.iter().flat_map(|t| t.1.iter().map(|p| p.0)), false);
+    let (y0, y1) = range(traces.iter().flat_map(|t| t.1.iter().filter(good).map(|p| p.1)), true);
+    let (y0, y1) = (y0.log10(), y1.log10());
+    // The legend takes about 1/24 of the plot's height a row.
+    let share = (traces.len() as f64 / 24.0 + 0.03).min(0.6);
+    let y1 = y1 + (y1 - y0) * share / (1.0 - share);
+    let mut chart = log10_chart(area, title, (xlabel, x0, x1, false), ("distance", y0, y1, true))?;
+    for (k, (rate, pts)) in traces.iter().enumerate() {
+        let c = COLORS[k % COLORS.len()];
+        let line: Vec<(f64, f64)> = pts.iter().filter(good).map(|p| (p.0, p.1.log10())).collect();
+        chart
+            .draw_series(LineSeries::new(line, c.stroke_width(1)))?
+            .label(format!("{rate_sym} = {rate:.1e}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// `figures/tracking.*` of a tracking experiment.
+pub fn plot_tracking(
+    dir: &Path,
+    title: &str,
+    rate_name: &str,
+    data: &crate::tracking::TrackingFigureData,
+    formats: &[String],
+) -> Result<Vec<PathBuf>> {
+    register_font();
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let n = data.problems.len();
+    let size = if n <= 1 { (1800, 540) } else { (600 * (1 + n.div_ceil(2)) as u32, 1040) };
+    let mut out = Vec::new();
+    for fmt in formats {
+        let path = fig_dir.join(format!("tracking.{fmt}"));
+        let res = if fmt == "png" {
+            tracking_fig(BitMapBackend::new(&path, size).into_drawing_area(), data, title, rate_name)
+        } else {
+            tracking_fig(SVGBackend::new(&path, size).into_drawing_area(), data, title, rate_name)
         };
         res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
         out.push(path);

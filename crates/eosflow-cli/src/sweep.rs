@@ -37,6 +37,41 @@ pub(crate) fn cell(v: &serde_json::Value) -> String {
     }
 }
 
+/// f over `items` on the available cores (at most one thread an item),
+/// each item once, until the token is cancelled; the results in the
+/// items' order, those not started left out.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    token: &CancelToken,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<(usize, R)> {
+    let workers = workers_for(items.len());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= items.len() || token.is_cancelled() {
+                        break;
+                    }
+                    let r = f(&items[i]);
+                    results.lock().unwrap().push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    results
+}
+
+/// The threads [`parallel_map`] uses for `n` items.
+pub(crate) fn workers_for(n: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(n).max(1)
+}
+
 /// Runs each (label, config) into `dir/<label>/`, in parallel on the
 /// available cores; returns the results in the order given.
 fn run_jobs(
@@ -45,33 +80,16 @@ fn run_jobs(
     force: bool,
     token: &CancelToken,
 ) -> Vec<(String, Result<RunSummary, String>)> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
-    eprintln!("running {} runs on {workers} threads into {}", jobs.len(), dir.display());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<RunSummary, String>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|sc| {
-        for _ in 0..workers {
-            sc.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= jobs.len() || token.is_cancelled() {
-                        break;
-                    }
-                    let (label, c) = &jobs[i];
-                    let sub = dir.join(label);
-                    let r = (|| -> Result<RunSummary> {
-                        rundir::create(&sub, force)?;
-                        let prep = setup::prepare(c)?;
-                        Ok(crate::run_in_dir(c, prep, &sub, token, false, None)?.0)
-                    })()
-                    .map_err(|e| format!("{e:#}"));
-                    results.lock().unwrap().push((i, r));
-                }
-            });
-        }
+    eprintln!("running {} runs on {} threads into {}", jobs.len(), workers_for(jobs.len()), dir.display());
+    let results = parallel_map(jobs, token, |(label, c)| {
+        let sub = dir.join(label);
+        (|| -> Result<RunSummary> {
+            rundir::create(&sub, force)?;
+            let prep = setup::prepare(c)?;
+            Ok(crate::run_in_dir(c, prep, &sub, token, false, None)?.0)
+        })()
+        .map_err(|e| format!("{e:#}"))
     });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(i, r)| (jobs[i].0.clone(), r)).collect()
 }
 

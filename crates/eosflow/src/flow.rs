@@ -106,6 +106,13 @@ pub struct FlowParams {
     pub max_steps: usize,
     /// The first step; `None` picks 0.01/‖dζ/dτ‖ (capped at tau_max).
     pub initial_step: Option<f64>,
+    /// The largest step in τ (`None`: as large as the error control
+    /// allows). The error control bounds each step's endpoint; the dense
+    /// output between accepted points ([`Flow::interpolate`],
+    /// [`FlowPath::at`]) is a cubic Hermite interpolant whose error grows as
+    /// h⁴, so a flow that is read between its points (a tracking
+    /// experiment) caps the step.
+    pub max_step: Option<f64>,
     /// ∇_Γ: dense or Krylov, null-space threshold, tolerances.
     pub tangent: TangentParams,
     /// The retraction onto Γ after every stage.
@@ -125,6 +132,7 @@ impl Default for FlowParams {
             eigengap_tol: 1e-3,
             max_steps: 100_000,
             initial_step: None,
+            max_step: None,
             tangent: TangentParams::default(),
             retraction: RetractionParams::default(),
             third_by_differences: false,
@@ -197,6 +205,9 @@ impl FlowParams {
         }
         if let Some(h) = self.initial_step {
             pos("initial_step", h)?;
+        }
+        if let Some(h) = self.max_step {
+            pos("max_step", h)?;
         }
         Ok(())
     }
@@ -451,32 +462,10 @@ impl<'a> Flow<'a> {
     /// log λ1 with d log λ1/dτ = ⟨G, dζ/dτ⟩ at both ends — a dense output
     /// that costs no evaluation, so a run can follow the flow at every step.
     pub fn interpolate(&self, tau: f64) -> (Vec<f64>, f64) {
-        let b = &self.point;
-        let Some(a) = &self.prev else { return (b.zeta.clone(), b.sharpness) };
-        let h = b.tau - a.tau;
-        if h <= 0.0 {
-            return (b.zeta.clone(), b.sharpness);
+        match &self.prev {
+            Some(a) => hermite(a, &self.point, tau, self.domain),
+            None => (self.point.zeta.clone(), self.point.sharpness),
         }
-        let s = ((tau - a.tau) / h).clamp(0.0, 1.0);
-        let (h00, h10, h01, h11) = (
-            2.0 * s.powi(3) - 3.0 * s * s + 1.0,
-            s.powi(3) - 2.0 * s * s + s,
-            -2.0 * s.powi(3) + 3.0 * s * s,
-            s.powi(3) - s * s,
-        );
-        let mut z: Vec<f64> = (0..b.zeta.len())
-            .map(|i| h00 * a.zeta[i] + h10 * h * a.velocity[i] + h01 * b.zeta[i] + h11 * h * b.velocity[i])
-            .collect();
-        if self.domain == ManifoldDomain::Sphere {
-            crate::linalg::normalize(&mut z);
-        }
-        // ⟨G, f⟩ = −c‖G‖² with f = −c·G.
-        let dlog = |p: &FlowPoint| {
-            let g2 = p.grad_gamma_norm * p.grad_gamma_norm;
-            -g2 * crate::linalg::norm(&p.velocity) / p.grad_gamma_norm.max(f64::MIN_POSITIVE)
-        };
-        let l = h00 * a.sharpness.ln() + h10 * h * dlog(a) + h01 * b.sharpness.ln() + h11 * h * dlog(b);
-        (z, l.exp())
     }
 
     fn point_from(&self, s: Stage, tau: f64, step: f64, off: f64) -> FlowPoint {
@@ -564,7 +553,10 @@ impl<'a> Flow<'a> {
         let scale = norm(&y0).max(1.0);
         let mut warm = None::<Vec<f64>>;
         loop {
-            let h = self.h.min(h_max);
+            let h = self.h.min(h_max).min(self.params.max_step.unwrap_or(f64::INFINITY));
+            // A step that would leave a remainder at rounding level (τ summed
+            // from max_step-sized steps) stretches to land on the target.
+            let h = if h_max.is_finite() && h_max - h <= 1e-10 * h_max { h_max } else { h };
             if h < 1e-14 * self.point.tau.abs().max(1.0) {
                 return Err(FlowError::StepUnderflow { tau: self.point.tau, h });
             }
@@ -657,6 +649,94 @@ impl<'a> Flow<'a> {
     pub fn run(&mut self, on_step: &mut dyn FnMut(&FlowPoint)) -> Result<FlowInfo, FlowError> {
         let stop = self.advance_to(self.params.tau_max, on_step)?.unwrap_or(FlowStop::TauMax);
         Ok(FlowInfo { stop, steps: self.steps, rejected: self.rejected, counts: self.obj.counts() })
+    }
+}
+
+/// The dense output between two accepted points a, b (τ clamped to
+/// [τ_a, τ_b]): cubic Hermite interpolation of ζ with the velocities at
+/// both ends (error O(h⁴); then Π onto the sphere) and of log λ1 with
+/// d log λ1/dτ = ⟨G, dζ/dτ⟩ at both ends.
+fn hermite(a: &FlowPoint, b: &FlowPoint, tau: f64, domain: ManifoldDomain) -> (Vec<f64>, f64) {
+    let h = b.tau - a.tau;
+    if h <= 0.0 {
+        return (b.zeta.clone(), b.sharpness);
+    }
+    let s = ((tau - a.tau) / h).clamp(0.0, 1.0);
+    let (h00, h10, h01, h11) = (
+        2.0 * s.powi(3) - 3.0 * s * s + 1.0,
+        s.powi(3) - 2.0 * s * s + s,
+        -2.0 * s.powi(3) + 3.0 * s * s,
+        s.powi(3) - s * s,
+    );
+    let mut z: Vec<f64> = (0..b.zeta.len())
+        .map(|i| h00 * a.zeta[i] + h10 * h * a.velocity[i] + h01 * b.zeta[i] + h11 * h * b.velocity[i])
+        .collect();
+    if domain == ManifoldDomain::Sphere {
+        crate::linalg::normalize(&mut z);
+    }
+    // ⟨G, f⟩ = −c‖G‖² with f = −c·G.
+    let dlog = |p: &FlowPoint| {
+        let g2 = p.grad_gamma_norm * p.grad_gamma_norm;
+        -g2 * crate::linalg::norm(&p.velocity) / p.grad_gamma_norm.max(f64::MIN_POSITIVE)
+    };
+    let l = h00 * a.sharpness.ln() + h10 * h * dlog(a) + h01 * b.sharpness.ln() + h11 * h * dlog(b);
+    (z, l.exp())
+}
+
+/// A whole solution ζ : [0, τ_end] → Γ kept as its accepted points, with
+/// the same dense output as [`Flow::interpolate`] between any two — so one
+/// integration serves many GD+WD runs that follow the same flow at
+/// different learning rates (Thm 4.6: the flow in τ = t·η_in does not
+/// depend on η_in).
+///
+/// ```
+/// use eosflow::flow::{Flow, FlowParams, FlowPath};
+/// use eosflow::problems::Toy3d;
+/// let p = Toy3d::unrotated();
+/// let r = ((1.0 - 0.36) / 2.0_f64).sqrt();
+/// // Steps of at most 0.1 in τ keep the dense output close between points.
+/// let params = FlowParams { max_step: Some(0.1), ..Default::default() };
+/// let flow = Flow::new(&p, &[r, r, 0.6], params).unwrap();
+/// let path = FlowPath::record(flow, 2.0).unwrap();
+/// assert_eq!(path.tau_end(), 2.0);
+/// let (zeta, sharpness) = path.at(1.0);
+/// // On Γ = {x = y}, λ1 = 6/(1 − z²) (App. F).
+/// assert!((sharpness - 6.0 / (1.0 - zeta[2] * zeta[2])).abs() < 1e-6);
+/// ```
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlowPath {
+    /// The accepted points, τ increasing, the first at τ = 0.
+    pub points: Vec<FlowPoint>,
+    /// Sphere or full space (for the dense output's Π).
+    pub domain: ManifoldDomain,
+    /// Why the flow stopped before τ_end, if it did (then ζ stays at its
+    /// last point beyond it).
+    pub stop: Option<FlowStop>,
+}
+
+impl FlowPath {
+    /// Runs `flow` to τ = `tau_end` (or an earlier stop) and keeps every
+    /// accepted point.
+    pub fn record(mut flow: Flow<'_>, tau_end: f64) -> Result<Self, FlowError> {
+        let mut points = vec![flow.point().clone()];
+        let stop = flow.advance_to(tau_end, &mut |p| points.push(p.clone()))?;
+        Ok(Self { points, domain: flow.domain(), stop })
+    }
+
+    /// The last τ the flow reached.
+    pub fn tau_end(&self) -> f64 {
+        self.points.last().map_or(0.0, |p| p.tau)
+    }
+
+    /// ζ(τ) and λ1(ζ(τ)) by the dense output of the step that holds τ
+    /// (clamped to [0, τ_end]).
+    pub fn at(&self, tau: f64) -> (Vec<f64>, f64) {
+        let i = self.points.partition_point(|p| p.tau < tau).clamp(1, self.points.len().max(2) - 1);
+        match (self.points.get(i - 1), self.points.get(i)) {
+            (Some(a), Some(b)) => hermite(a, b, tau, self.domain),
+            (Some(a), None) => (a.zeta.clone(), a.sharpness),
+            _ => (Vec::new(), f64::NAN),
+        }
     }
 }
 

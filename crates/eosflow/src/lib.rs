@@ -31,6 +31,7 @@ pub mod problems;
 pub mod run;
 pub mod sharpness;
 pub mod spectrum;
+pub mod tracking;
 
 pub use objective::{
     Counted, Counts, EvalFailure, FiniteDifferenceHvp, Hessian, HvpAt, Objective, ResidualGeometry, ScaleInvariance,

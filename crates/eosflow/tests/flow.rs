@@ -13,7 +13,7 @@
 use eosflow::flow::{Flow, FlowParams, FlowPoint, FlowStop, FlowTime};
 use eosflow::linalg::{dist, dot, norm, normalize};
 use eosflow::manifold::{LocalHessian, ManifoldDomain, RetractionParams, TangentMethod, TangentParams, retract};
-use eosflow::problems::{LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
+use eosflow::problems::{Factorization, LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
 use eosflow::spectrum::{DenseSymmetric, KrylovParams, LinOp, krylov_split, to_dense};
 use eosflow::{Hessian, Objective};
 use rand::SeedableRng;
@@ -42,6 +42,20 @@ fn assert_sharpness_non_increasing(pts: &[FlowPoint], what: &str) {
             w[1].sharpness,
             w[1].tau
         );
+    }
+}
+
+/// Classical RK4 on dy/dτ = rhs(y) from τ to `to` with steps ≤ 1e-3 (global
+/// error ~1e-13 on the smooth scalar ODEs below): the tests' reference.
+fn rk4_scalar(rhs: &dyn Fn(f64) -> f64, y: &mut f64, tau: &mut f64, to: f64) {
+    while *tau < to {
+        let h = (to - *tau).min(1e-3);
+        let k1 = rhs(*y);
+        let k2 = rhs(*y + 0.5 * h * k1);
+        let k3 = rhs(*y + 0.5 * h * k2);
+        let k4 = rhs(*y + h * k3);
+        *y += h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
+        *tau += h;
     }
 }
 
@@ -316,40 +330,12 @@ fn the_krylov_split_returns_the_null_space_part_and_the_pseudo_inverse() {
     assert!(norm(&ar) < 1e-12 * 11.1 * norm(&r.null_part));
 }
 
-/// L(a, b) = ½(ab − 1)², not scale-invariant: Γ = {ab = 1} in R² (Assumption
-/// B.11), H = (b, a)(b, a)ᵀ on Γ, λ1 = a² + b². No exact third kernel: the
-/// flow uses differences of HVPs.
-struct Hyperbola;
-
-impl Objective for Hyperbola {
-    fn dim(&self) -> usize {
-        2
-    }
-    fn loss_grad(&self, w: &[f64], g: &mut [f64]) -> f64 {
-        let r = w[0] * w[1] - 1.0;
-        g[0] = r * w[1];
-        g[1] = r * w[0];
-        0.5 * r * r
-    }
-    fn scale_invariance(&self) -> eosflow::ScaleInvariance {
-        eosflow::ScaleInvariance::None
-    }
-}
-
-impl Hessian for Hyperbola {
-    fn hvp(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
-        let r = w[0] * w[1] - 1.0;
-        let jv = w[1] * v[0] + w[0] * v[1];
-        out[0] = w[1] * jv + r * v[1];
-        out[1] = w[0] * jv + r * v[0];
-    }
-    fn hessian_at<'a>(&'a self, w: &[f64]) -> Box<dyn LinOp + 'a> {
-        Box::new(eosflow::HvpAt::new(self, w))
-    }
-}
-
 #[test]
 fn full_space_rmsprop_flow_follows_its_scalar_ode_on_the_hyperbola() {
+    // L(a, b) = ½(ab − 1)² (the factorisation with k = 1), not
+    // scale-invariant: Γ = {ab = 1} in R² (Assumption B.11), H = (b, a)(b, a)ᵀ
+    // on Γ, λ1 = a² + b². The flow takes ∇³L by differences of HVPs here
+    // (its exact kernel is checked on k = 4 below).
     // On Γ, (a, b) = (e^s, e^{−s}): λ1 = 2cosh 2s, |dζ/ds|² = 2cosh 2s,
     // d log λ1/ds = 2tanh 2s, so eq. (8) is
     // ds/dτ = −(2tanh 2s/(2cosh 2s)) / (4 + (2/C_b)·(2tanh 2s)²/(2cosh 2s)).
@@ -359,20 +345,18 @@ fn full_space_rmsprop_flow_follows_its_scalar_ode_on_the_hyperbola() {
         -(2.0 * t / (2.0 * c)) / (4.0 + (2.0 / c_b) * 4.0 * t * t / (2.0 * c))
     };
     let s0 = 0.9f64;
-    let params = FlowParams { time: FlowTime::QuasiRmsprop { c_b }, tol: 1e-10, tau_max: 40.0, ..Default::default() };
-    let (pts, _) = run_flow(&Hyperbola, &[s0.exp(), (-s0).exp()], params);
+    let params = FlowParams {
+        time: FlowTime::QuasiRmsprop { c_b },
+        tol: 1e-10,
+        tau_max: 40.0,
+        third_by_differences: true,
+        ..Default::default()
+    };
+    let (pts, _) = run_flow(&Factorization::new(1, 0, 1.0), &[s0.exp(), (-s0).exp()], params);
     // The reference: RK4 on the scalar ODE with dτ = 1e-3 (error ~1e-13).
     let (mut s, mut tau) = (s0, 0.0);
     for q in &pts {
-        while tau < q.tau {
-            let h = (q.tau - tau).min(1e-3);
-            let k1 = rhs(s);
-            let k2 = rhs(s + 0.5 * h * k1);
-            let k3 = rhs(s + 0.5 * h * k2);
-            let k4 = rhs(s + h * k3);
-            s += h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
-            tau += h;
-        }
+        rk4_scalar(&rhs, &mut s, &mut tau, q.tau);
         let exact = [s.exp(), (-s).exp()];
         assert!(dist(&q.zeta, &exact) < 1e-8, "τ = {}: {:?} vs {exact:?}", q.tau, q.zeta);
         assert!((q.sharpness - 2.0 * (2.0 * s).cosh()).abs() < 1e-8, "τ = {}", q.tau);
@@ -380,6 +364,46 @@ fn full_space_rmsprop_flow_follows_its_scalar_ode_on_the_hyperbola() {
     assert_sharpness_non_increasing(&pts, "hyperbola");
     assert!(dist(&pts.last().unwrap().zeta, &[1.0, 1.0]) < 1e-6);
     assert_eq!(pts.last().unwrap().counts.third_contractions, 0);
+}
+
+#[test]
+fn factorization_flow_follows_its_sharpness_ode_to_the_balanced_minimisers() {
+    // On Γ = {uᵀv = 1} ⊂ R^{2k}, λ1 = ‖w‖² and the normal is g = Jw with
+    // ⟨w, g⟩ = 2uᵀv = 2, ‖g‖ = ‖w‖, so ∇_Γ log λ1 = (2/λ)(w − (2/λ)Jw) and
+    // ‖∇_Γ log λ1‖² = (4/λ²)(λ − 4/λ) = 4(λ² − 4)/λ³: eq. (8) gives the
+    // scalar ODE
+    // dλ/dτ = −λ·‖G‖²/(4 + (2/C_b)‖G‖²), whatever the direction of w.
+    let p = Factorization::new(4, 5, 1.0);
+    // An unbalanced start (‖u‖ ≈ 2.5, ‖v‖ ≈ 0.4), projected onto Γ.
+    let mut w = p.initial_point();
+    w[..4].iter_mut().for_each(|x| *x *= 2.5);
+    w[4..].iter_mut().for_each(|x| *x *= 0.4);
+    let zeta0 = p.project_onto_gamma(&w).unwrap();
+    let c_b = 1.0;
+    let g2 = |l: f64| 4.0 * (l * l - 4.0) / l.powi(3);
+    let rhs = |l: f64| -l * g2(l) / (4.0 + (2.0 / c_b) * g2(l));
+    let params = FlowParams { time: FlowTime::QuasiRmsprop { c_b }, tol: 1e-10, tau_max: 20.0, ..Default::default() };
+    let (pts, _) = run_flow(&p, &zeta0, params);
+    let (mut l, mut tau) = (pts[0].sharpness, 0.0);
+    assert!((l - dot(&zeta0, &zeta0)).abs() < 1e-12 * l && l > 2.5, "λ1(ζ0) = {l}");
+    for q in &pts {
+        rk4_scalar(&rhs, &mut l, &mut tau, q.tau);
+        // The flow's own λ1 (a dense eigenvalue, O(D·ε)) against the ODE
+        // (RK4 at dτ = 1e-3, ~1e-13) within the integrator's tolerance.
+        assert!((q.sharpness - l).abs() < 1e-8, "τ = {}: λ1 {} vs {l}", q.tau, q.sharpness);
+        assert!((q.grad_gamma_norm.powi(2) - g2(q.sharpness)).abs() < 1e-8, "τ = {}", q.tau);
+        // The retraction stops at a Newton step ≤ 1e-12, so |uᵀv − 1| ≲
+        // ‖g‖·1e-12 and L ≲ 1e-23.
+        assert!(p.loss(&q.zeta) < 1e-22, "off Γ at τ = {}: L = {:e}", q.tau, p.loss(&q.zeta));
+    }
+    // It ends balanced: u = v with ‖u‖ = 1, λ1 = 2 (far from 2 the ODE
+    // lowers λ by about 1 per unit τ, near 2 as λ − 2 ∝ e^{−τ}: the ODE
+    // itself is at 2 + 6.6e-7 by τ = 20).
+    let end = &pts.last().unwrap().zeta;
+    assert!((pts.last().unwrap().sharpness - 2.0).abs() < 1e-5, "λ1 = {}", pts.last().unwrap().sharpness);
+    let (u, v) = end.split_at(4);
+    assert!(dist(u, v) < 1e-3, "‖u − v‖ = {}", dist(u, v));
+    assert!(pts.last().unwrap().counts.third_contractions > 0, "the exact kernel");
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! seeded random points. (The networks run the same suite in
 //! eosflow-nn/tests/identities.rs.)
 
+use eosflow::Objective;
 use eosflow::identities::{IdentityParams, IdentityReport, IdentityTolerances, check, exponential_lr_identity};
-use eosflow::problems::{LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
+use eosflow::problems::{Factorization, LinregBn, LinregData, LinregInit, MatcompBn, MatcompData, Problem, Toy3d};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -65,6 +66,27 @@ fn every_analytic_problem_satisfies_the_identities() {
             let r = check(p.as_ref(), w, &IdentityParams { seed: k as u64, ..Default::default() });
             assert_identities(&format!("{} point {k}", p.name()), &r);
         }
+    }
+}
+
+#[test]
+fn the_factorization_satisfies_the_identities_that_apply_to_it() {
+    // Not scale-invariant: the derivative identities, Lanczos and the third
+    // contraction are checked, the scale-invariance ones do not apply.
+    let p = Factorization::new(4, 2, 1.0);
+    for (k, w) in random_points(p.dim(), 13).iter().enumerate() {
+        let r = check(&p, w, &IdentityParams { seed: k as u64, ..Default::default() });
+        let failed = r.failures(&IdentityTolerances::for_objective(&p));
+        assert!(failed.is_empty(), "factorization point {k}: {failed:?}");
+        for (what, x) in [
+            ("gradient vs differences", r.gradient_vs_fd),
+            ("HVP vs differences", r.hvp_vs_fd),
+            ("Lanczos vs dense", r.lanczos_vs_dense),
+            ("third contraction vs differences", r.third_vs_fd),
+        ] {
+            assert!(x.is_some(), "{what} not measured");
+        }
+        assert!(r.grad_dot_block.is_none() && r.loss_rescaled.is_none(), "no scale invariance to check");
     }
 }
 

@@ -4,6 +4,7 @@
 //! here and one line in [`ProblemConfig`]; the compiler points at every
 //! `match` that needs the new arm.
 
+mod factorization;
 mod linreg_bn;
 mod matcomp_bn;
 mod nn;
@@ -82,6 +83,9 @@ pub enum ProblemConfig {
     LinregBn(linreg_bn::LinregConfig),
     /// A network (eosflow-nn) trained full-batch with ghost BN (App. P.2, Q.1).
     Nn(nn::NnConfig),
+    /// App. B.3.2 / Cor. B.14: the depth-2 factorisation ½(uᵀv − 1)², not
+    /// scale-invariant.
+    Factorization(factorization::FactorizationConfig),
 }
 
 impl ProblemConfig {
@@ -92,6 +96,7 @@ impl ProblemConfig {
             ProblemConfig::MatcompBn(c) => c,
             ProblemConfig::LinregBn(c) => c,
             ProblemConfig::Nn(c) => c,
+            ProblemConfig::Factorization(c) => c,
         }
     }
 
@@ -102,6 +107,7 @@ impl ProblemConfig {
             ProblemConfig::MatcompBn(c) => c,
             ProblemConfig::LinregBn(c) => c,
             ProblemConfig::Nn(c) => c,
+            ProblemConfig::Factorization(c) => c,
         }
     }
 

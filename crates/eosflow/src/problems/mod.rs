@@ -3,10 +3,12 @@
 //! of a whole run.
 
 mod bn_head;
+mod factorization;
 mod linreg_bn;
 mod matcomp_bn;
 mod toy3d;
 
+pub use factorization::Factorization;
 pub use linreg_bn::{GroundTruth, LinregBn, LinregData, LinregError, LinregInit};
 pub use matcomp_bn::{MatcompBn, MatcompData, MatcompError};
 pub use toy3d::Toy3d;
