@@ -37,6 +37,10 @@ pub struct Config {
     /// config's problem at several learning rates and seeds against its flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<crate::tracking::TrackingConfig>,
+    /// The RMS-drift variables (eq. 16) and the energy of (17) along the
+    /// run (`crate::drift`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::drift::DriftConfig>,
 }
 
 /// Where the flow starts.
@@ -538,6 +542,9 @@ impl Config {
         check(self.init.w0.is_none() || self.init.w0_npy.is_none(), || "init: give w0 or w0_npy, not both".into())?;
         if let Some(t) = &self.tracking {
             crate::tracking::validate(self, t)?;
+        }
+        if let Some(d) = &self.drift {
+            d.validate(self)?;
         }
         if let Some(f) = &self.flow {
             positive("flow.tol", f.tol)?;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod drift;
 mod fault;
 mod flow;
 mod npy;
@@ -321,7 +322,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let summary: Option<serde_json::Value> =
                 std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
             let problem = summary.as_ref().and_then(|s| s.get("problem")).and_then(|p| p.as_object());
-            let figs = plot::plot_run(
+            let mut figs = plot::plot_run(
                 &run_dir,
                 cfg.problem.get().figure(),
                 &cfg.name,
@@ -329,6 +330,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 problem,
                 cfg.run.dense_window.map(|[a, b]| (a, b)),
             )?;
+            if let Some(d) = &cfg.drift {
+                let a = drift::analyse(&cfg, d, &run_dir)?;
+                figs.extend(plot::plot_drift(&run_dir, &cfg.name, &a, &cfg.output.formats)?);
+            }
             for f in figs {
                 println!("{}", f.display());
             }
@@ -380,6 +385,9 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     rundir::create(&dir, out.force)?;
     let (summary, figures) = run_in_dir(&cfg, prep, &dir, &token, true, None)?;
     print_summary(&cfg, &summary, &dir, &figures);
+    if cfg.drift.is_some() {
+        drift::print(&dir);
+    }
     if cfg.flow.as_ref().is_some_and(|f| f.run_after) && summary.status == Status::Completed {
         let outcome = flow::run_flow(&cfg, &dir)?;
         flow::print_outcome(&outcome);
@@ -476,10 +484,20 @@ pub(crate) fn run_in_dir(
     };
     let mut progress = rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
     let mut runner = eosflow::run::Runner::for_problem(prep.problem.as_ref(), prep.optimizer.as_mut());
+    // The problem's tracker, wrapped by the lockstep flow and the RMS-drift
+    // variables when the config asks for them.
+    let problem = prep.problem.as_ref();
+    let mut tracker: Option<Box<dyn eosflow::problems::Tracker>> = None;
     if let Some(f) = cfg.flow.as_ref().filter(|f| f.lockstep) {
-        let problem = prep.problem.as_ref();
         let params = flow::lockstep_params(cfg, f)?;
-        runner = runner.tracker(Box::new(eosflow::flow::Lockstep::new(problem.tracker(), problem, params)));
+        tracker = Some(Box::new(eosflow::flow::Lockstep::new(problem.tracker(), problem, params)));
+    }
+    if let Some(d) = &cfg.drift {
+        let inner = tracker.take().unwrap_or_else(|| problem.tracker());
+        tracker = Some(Box::new(eosflow::drift::RmsDrift::new(inner, problem, drift::params(cfg, d)?)));
+    }
+    if let Some(t) = tracker {
+        runner = runner.tracker(t);
     }
     let mut runner =
         runner.params(prep.params.clone()).observer(&mut csv).observer(&mut progress).cancel(token.clone());
@@ -489,8 +507,12 @@ pub(crate) fn run_in_dir(
     let summary = runner.run()?;
     let kernels = prep.problem.kernels();
 
+    let drift = match &cfg.drift {
+        Some(d) => Some(drift::analyse(cfg, d, dir)?),
+        None => None,
+    };
     let fig_start = std::time::Instant::now();
-    let figures = if cfg.output.figures {
+    let mut figures = if cfg.output.figures {
         plot::plot_run(
             dir,
             cfg.problem.get().figure(),
@@ -502,6 +524,9 @@ pub(crate) fn run_in_dir(
     } else {
         Vec::new()
     };
+    if let Some(a) = drift.as_ref().filter(|_| cfg.output.figures) {
+        figures.extend(plot::plot_drift(dir, &cfg.name, a, &cfg.output.formats)?);
+    }
     let fig_s = fig_start.elapsed().as_secs_f64();
 
     let mut json = serde_json::to_value(&summary)?;

@@ -1201,3 +1201,177 @@ pub fn plot_tracking(
     }
     Ok(out)
 }
+
+/// Fig. 5 from a measured run (`[drift]`): (a) the potential well of (17)
+/// at the late K with the measured cycles' energies, (b) the phase
+/// portrait of (log|h|, −u) over the level sets of the energy with the
+/// measured trajectory on top (darker later), (c) the energy along the
+/// measured path, (d) each cycle's period against (17)'s at its energy.
+fn drift_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, a: &crate::drift::DriftAnalysis, title: &str) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    use eosflow::drift::Hamiltonian;
+    let panels = grid(&root, title, 26, (2, 2))?;
+    let good: Vec<&eosflow::drift::Cycle> =
+        a.cycles.iter().zip(&a.valid).filter(|(_, v)| **v).map(|(c, _)| c).collect();
+    let late_k = a.summary["late"]["k"].as_f64().filter(|k| k.is_finite()).unwrap_or(2.0 * a.c_b.sqrt());
+    let ham = Hamiltonian { k: late_k, c_b: a.c_b };
+    let e_star = ham.fixed_point_energy();
+    let e_max = good.iter().map(|c| c.energy).fold(e_star + 1.0, f64::max);
+    let (x_lo, x_hi) = ham.turning_points(e_max).unwrap_or((-5.0, 1.0));
+    let pad = 0.1 * (x_hi - x_lo);
+    // (a) the well.
+    let xs: Vec<f64> = (0..=400).map(|i| x_lo - pad + (x_hi - x_lo + 2.0 * pad) * i as f64 / 400.0).collect();
+    let well: Vec<(f64, f64)> = xs.iter().map(|&x| (x, ham.potential(x))).collect();
+    // Headroom above the highest level for the legend.
+    let top = e_max + 0.45 * (e_max - e_star);
+    let mut chart = log10_chart(
+        &panels[0],
+        &format!("(a) the potential well U(x) = K²e^(2x) − C_b·x, K = {late_k:.3}, C_b = {}", a.c_b),
+        ("x = log|h|", x_lo - pad, x_hi + pad, false),
+        ("U(x)", e_star - 0.1 * (top - e_star), top, false),
+    )?;
+    chart
+        .draw_series(LineSeries::new(well.iter().copied().filter(|p| p.1 <= top), BLACK.stroke_width(2)))?
+        .label("U(x)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    let picks: Vec<(&str, f64)> = [
+        ("first valid cycle", good.first().map(|c| c.energy)),
+        ("last valid cycle", good.last().map(|c| c.energy)),
+        ("fixed point E*", Some(e_star)),
+    ]
+    .into_iter()
+    .filter_map(|(l, e)| e.map(|e| (l, e)))
+    .collect();
+    for (k, (label, e)) in picks.iter().enumerate() {
+        let c = COLORS[(k + 1) % COLORS.len()];
+        let seg = match ham.turning_points(*e) {
+            Some((l, r)) => vec![(l, *e), (r, *e)],
+            None => vec![(ham.fixed_point_x(), *e)],
+        };
+        chart
+            .draw_series(LineSeries::new(seg, c.stroke_width(2)).point_size(3))?
+            .label(format!("{label}: E = {e:.3}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperMiddle)?;
+    // (b) the phase portrait.
+    let p_max = (2.0 * (e_max - e_star)).sqrt() * 1.1;
+    let mut chart = log10_chart(
+        &panels[1],
+        "(b) phase portrait of (log|h|, −u): level sets of E, measured path",
+        ("x = log|h|", x_lo - pad, x_hi + pad, false),
+        ("p = −u", -p_max, p_max, false),
+    )?;
+    for i in 1..=6 {
+        let e = e_star + (e_max - e_star) * (i as f64 / 6.0).powi(2);
+        let Some((l, r)) = ham.turning_points(e) else { continue };
+        let n = 200;
+        let half: Vec<(f64, f64)> = (0..=n)
+            .map(|j| {
+                let x = l + (r - l) * (0.5 - 0.5 * (std::f64::consts::PI * j as f64 / n as f64).cos());
+                (x, (2.0 * (e - ham.potential(x))).max(0.0).sqrt())
+            })
+            .collect();
+        let ring: Vec<(f64, f64)> = half.iter().copied().chain(half.iter().rev().map(|&(x, p)| (x, -p))).collect();
+        chart.draw_series(LineSeries::new(ring, BLACK.mix(0.35).stroke_width(1)))?;
+    }
+    // The path from where its energy is within the drawn levels (before
+    // EoS u ≪ 0 and E is far above them).
+    let first = a.path.iter().position(|q| q.3 <= e_max * 1.05).unwrap_or(a.path.len());
+    let shown = &a.path[first..];
+    let every = (shown.len() / 20_000).max(1);
+    let pts: Vec<(f64, f64)> = shown.iter().step_by(every).map(|&(_, x, p, _)| (x, p)).collect();
+    let chunks = 8;
+    let len = pts.len().div_ceil(chunks).max(1);
+    for (k, part) in pts.chunks(len).enumerate() {
+        let shade = 0.25 + 0.75 * (k as f64 + 1.0) / chunks as f64;
+        let c = COLORS[0].mix(shade);
+        let series = chart.draw_series(LineSeries::new(part.iter().copied(), c.stroke_width(1)))?;
+        if k == 0 {
+            series
+                .label("measured (lighter earlier)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[0].stroke_width(2)));
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    // (c) the energy along the path.
+    // E from ~1e4 before EoS to E* ≈ 2 in it: a log axis.
+    let every = (a.path.len() / 20_000).max(1);
+    let en: Vec<(f64, f64)> =
+        a.path.iter().step_by(every).filter(|q| q.3 > 0.0).map(|&(t, _, _, e)| (t / a.eta, e.log10())).collect();
+    let (t0, t1) = range(en.iter().map(|p| p.0), false);
+    let (e0, e1) = range(en.iter().map(|p| 10f64.powf(p.1)).chain([e_star]), true);
+    let (e0, e1) = (e0.log10(), e1.log10());
+    let mut chart = log10_chart(
+        &panels[2],
+        "(c) the energy E = ½u² + K²h² − C_b·log|h| along GD+WD",
+        ("step", t0, t1, false),
+        ("E", e0, e1, true),
+    )?;
+    let e_star_l = e_star.log10();
+    chart
+        .draw_series(LineSeries::new(en, COLORS[0].stroke_width(1)))?
+        .label("measured E_t")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[0].stroke_width(2)));
+    let cyc: Vec<(f64, f64)> =
+        good.iter().filter(|c| c.energy > 0.0).map(|c| (0.5 * (c.start + c.end) / a.eta, c.energy.log10())).collect();
+    chart
+        .draw_series(cyc.iter().map(|&q| Circle::new(q, 3, COLORS[1].filled())))?
+        .label("cycle means (valid cycles)")
+        .legend(|(x, y)| Circle::new((x + 10, y), 3, COLORS[1].filled()));
+    chart
+        .draw_series(DashedLineSeries::new(vec![(t0, e_star_l), (t1, e_star_l)], 6, 4, BLACK.stroke_width(2)))?
+        .label("E* (fixed point, late K)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    // (d) periods.
+    let meas: Vec<(f64, f64)> = good.iter().map(|c| (c.start / a.eta, c.measured_period / a.eta)).collect();
+    let pred: Vec<(f64, f64)> =
+        good.iter().filter_map(|c| c.predicted_period.map(|p| (c.start / a.eta, p / a.eta))).collect();
+    let small = ham.small_oscillation_period() / a.eta;
+    let (s0, s1) = range(meas.iter().chain(&pred).map(|p| p.0), false);
+    let (q0, q1) = range(meas.iter().chain(&pred).map(|p| p.1).chain([small]), false);
+    let mut chart = log10_chart(
+        &panels[3],
+        "(d) period of each cycle: measured and (17) at its energy",
+        ("cycle start (step)", s0, s1, false),
+        ("period (steps)", q0, q1, false),
+    )?;
+    chart
+        .draw_series(meas.iter().map(|&q| Circle::new(q, 3, COLORS[0].filled())))?
+        .label("measured")
+        .legend(|(x, y)| Circle::new((x + 10, y), 3, COLORS[0].filled()));
+    chart
+        .draw_series(LineSeries::new(pred, COLORS[1].stroke_width(2)))?
+        .label("predicted by (17) at the cycle's energy")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[1].stroke_width(2)));
+    chart
+        .draw_series(DashedLineSeries::new(vec![(s0, small), (s1, small)], 6, 4, BLACK.stroke_width(2)))?
+        .label("small oscillations, 2π/(η√(2C_b))")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    root.present()?;
+    Ok(())
+}
+
+/// `figures/fig5.*` of a run with `[drift]`.
+pub fn plot_drift(dir: &Path, name: &str, a: &crate::drift::DriftAnalysis, formats: &[String]) -> Result<Vec<PathBuf>> {
+    register_font();
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let title = format!("{name}: the RMS-drift process (h, u) of eq. (16) and its Hamiltonian (17), as Fig. 5");
+    let mut out = Vec::new();
+    for fmt in formats {
+        let path = fig_dir.join(format!("fig5.{fmt}"));
+        let res = if fmt == "png" {
+            drift_fig(BitMapBackend::new(&path, (1500, 1100)).into_drawing_area(), a, &title)
+        } else {
+            drift_fig(SVGBackend::new(&path, (1500, 1100)).into_drawing_area(), a, &title)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}

@@ -192,15 +192,21 @@ pub fn run_variants(
     let results = run_jobs(&jobs, &dir, force, token);
     let path = dir.join("runs.csv");
     let failed = write_table(&path, "run", &results)?;
-    let problem = jobs[0].1.problem.get();
-    for (label, r) in &results {
+    for ((label, r), (_, c)) in results.iter().zip(&jobs) {
         match r {
-            Ok(s) => println!("{}", problem.variant_line(label, s)),
+            Ok(s) => println!("{}", c.problem.get().variant_line(label, s)),
             Err(e) => println!("{label}: error: {e}"),
         }
+        if r.is_ok() && c.drift.is_some() {
+            crate::drift::print(&dir.join(label));
+        }
     }
+    let problem = jobs[0].1.problem.get();
+    // One combined figure where every run is the same problem (fig5's runs
+    // are two problems, each with its own figures).
+    let same = jobs.iter().all(|(_, c)| c.problem.kind() == problem.kind());
     let labels: Vec<String> = results.iter().filter(|(_, r)| r.is_ok()).map(|(l, _)| l.clone()).collect();
-    if !labels.is_empty() {
+    if same && !labels.is_empty() {
         let formats = &jobs[0].1.output.formats;
         for f in crate::plot::plot_variants(&dir, name, problem.figure(), &labels, formats)? {
             println!("  figure: {}", f.display());

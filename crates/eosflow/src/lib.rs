@@ -20,6 +20,7 @@
 //! assert_eq!(s.counts.gradients, 201);
 //! ```
 
+pub mod drift;
 pub mod eos;
 pub mod flow;
 pub mod identities;

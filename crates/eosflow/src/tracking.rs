@@ -200,20 +200,31 @@ pub fn track(problem: &dyn Problem, opt: &mut dyn Optimizer, path: &FlowPath, pa
 /// assert!((p - 0.5).abs() < 1e-12 && (c - 3.0).abs() < 1e-10);
 /// ```
 pub fn fit_exponent(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
-    let pts: Vec<(f64, f64)> = x
+    let (lx, ly): (Vec<f64>, Vec<f64>) = x
         .iter()
         .zip(y)
         .filter(|(a, b)| a.is_finite() && b.is_finite() && **a > 0.0 && **b > 0.0)
         .map(|(a, b)| (a.ln(), b.ln()))
-        .collect();
+        .unzip();
+    fit_line(&lx, &ly).map(|(slope, icpt)| (slope, icpt.exp()))
+}
+
+/// The least-squares line y ≈ a·x + b through the finite points: (a, b);
+/// None with fewer than two distinct x.
+pub fn fit_line(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    let pts: Vec<(f64, f64)> =
+        x.iter().zip(y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (*a, *b)).collect();
+    if pts.len() < 2 {
+        return None;
+    }
     let n = pts.len() as f64;
     let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
     let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
     let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    if pts.len() < 2 || sxx <= 0.0 {
+    if sxx <= 0.0 {
         return None;
     }
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let slope = sxy / sxx;
-    Some((slope, (my - slope * mx).exp()))
+    Some((slope, my - slope * mx))
 }
