@@ -41,6 +41,10 @@ pub struct Config {
     /// run (`crate::drift`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<crate::drift::DriftConfig>,
+    /// Thm 4.3 as an experiment (`crate::entry`): from the stable regime
+    /// near θ* into EoS at several learning rates and seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<crate::entry::EntryConfig>,
 }
 
 /// Where the flow starts.
@@ -545,6 +549,9 @@ impl Config {
         }
         if let Some(d) = &self.drift {
             d.validate(self)?;
+        }
+        if let Some(e) = &self.entry {
+            e.validate(self)?;
         }
         if let Some(f) = &self.flow {
             positive("flow.tol", f.tol)?;

@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod drift;
+mod entry;
 mod fault;
 mod flow;
 mod npy;
@@ -265,6 +266,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 let token = CancelToken::new();
                 install_signal_handler(token.clone());
+                if jobs.iter().all(|(_, c)| c.entry.is_some()) {
+                    for (label, c) in &mut jobs {
+                        c.name = label.clone();
+                    }
+                    return entry::run(p.name, jobs, out.out.clone(), out.force, &token);
+                }
                 if jobs.iter().all(|(_, c)| c.tracking.is_some()) {
                     // A tracking experiment over several problems: one table.
                     for (label, c) in &mut jobs {
@@ -370,6 +377,13 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     out.apply(&mut cfg)?;
     let token = CancelToken::new();
     install_signal_handler(token.clone());
+    if cfg.entry.is_some() {
+        if out.seeds.is_some() {
+            bail!("--seeds does not apply to an [entry] config: it runs entry.seeds itself");
+        }
+        let label = cfg.problem.kind().to_string();
+        return entry::run(&cfg.name.clone(), vec![(label, cfg)], out.out.clone(), out.force, &token);
+    }
     if cfg.tracking.is_some() {
         if out.seeds.is_some() {
             bail!("--seeds does not apply to a [tracking] config: it runs tracking.seeds itself");

@@ -1038,6 +1038,7 @@ fn tracking_rates_panel<DB: DrawingBackend>(
     rate_name: &str,
     series: &[(String, Vec<(f64, f64)>)],
     refs: &[(f64, &str)],
+    legend_at: SeriesLabelPosition,
 ) -> DResult
 where
     DB::ErrorType: 'static,
@@ -1088,8 +1089,7 @@ where
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
     }
-    // Increasing data on log–log axes leave the lower right empty.
-    legend(&mut chart, SeriesLabelPosition::LowerRight)
+    legend(&mut chart, legend_at)
 }
 
 fn tracking_fig<DB: DrawingBackend>(
@@ -1124,15 +1124,11 @@ where
         data.problems.iter().map(|p| (p.label.clone(), p.points.iter().map(|q| (q.0, q.3)).collect())).collect();
     let tau_label = if rate_name == "eta_in" { "τ = t·η_in" } else { "τ = t·η²" };
     let title_a = format!("(a) max_t ‖{iterate} − ζ(τ_t)‖");
-    tracking_rates_panel(&panels[0], &title_a, "max distance", rate_sym, &dist, &refs)?;
-    tracking_rates_panel(
-        &panels[1],
-        "(b) max_t ‖φ_t − ζ(τ_t)‖ (drift along Γ)",
-        "max distance",
-        rate_sym,
-        &phi,
-        &refs,
-    )?;
+    // Increasing data on log–log axes leave the lower right empty.
+    let lr = SeriesLabelPosition::LowerRight;
+    tracking_rates_panel(&panels[0], &title_a, "max distance", rate_sym, &dist, &refs, lr)?;
+    let title_b = "(b) max_t ‖φ_t − ζ(τ_t)‖ (drift along Γ)";
+    tracking_rates_panel(&panels[1], title_b, "max distance", rate_sym, &phi, &refs, SeriesLabelPosition::LowerRight)?;
     let letters = ['c', 'd', 'e', 'f', 'g', 'h'];
     for (k, p) in data.problems.iter().enumerate() {
         let Some(area) = panels.get(2 + k) else { break };
@@ -1369,6 +1365,77 @@ pub fn plot_drift(dir: &Path, name: &str, a: &crate::drift::DriftAnalysis, forma
             drift_fig(BitMapBackend::new(&path, (1500, 1100)).into_drawing_area(), a, &title)
         } else {
             drift_fig(SVGBackend::new(&path, (1500, 1100)).into_drawing_area(), a, &title)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// One problem of an `[entry]` experiment, a row per run.
+pub struct EntryFigureProblem {
+    pub label: String,
+    pub rows: Vec<EntryFigureRow>,
+}
+
+/// One run of an `[entry]` experiment.
+pub struct EntryFigureRow {
+    pub eta_in: f64,
+    /// |η̃_t1 − 2/λ1(θ*)|.
+    pub gap: f64,
+    /// ‖θ_t1 − θ*‖.
+    pub dist: f64,
+    /// ‖φ_t1 − φ_0‖.
+    pub phi_move: f64,
+    /// t1 and its lower bound.
+    pub step: Option<u64>,
+    pub lower_bound: Option<f64>,
+}
+
+fn entry_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, data: &[EntryFigureProblem], title: &str) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let panels = grid(&root, title, 26, (data.len().max(1), 2))?;
+    for (k, p) in data.iter().enumerate() {
+        let pick = |f: &dyn Fn(&EntryFigureRow) -> Option<f64>| -> Vec<(f64, f64)> {
+            p.rows.iter().filter_map(|r| f(r).map(|v| (r.eta_in, v))).collect()
+        };
+        let series = vec![
+            ("|η̃_t1 − 2/λ1(θ*)|".to_string(), pick(&|r| Some(r.gap))),
+            ("‖θ_t1 − θ*‖".to_string(), pick(&|r| Some(r.dist))),
+            ("‖φ_t1 − φ_0‖ (moved along Γ)".to_string(), pick(&|r| Some(r.phi_move))),
+        ];
+        let refs = [(0.5, "∝ η_in^(1/2), Thm 4.3's O(√η_in)")];
+        let t = format!("({}) {}: at the EoS entry t1", ['a', 'c', 'e'][k % 3], p.label);
+        tracking_rates_panel(&panels[2 * k], &t, "", "η_in", &series, &refs, SeriesLabelPosition::LowerRight)?;
+        let excess: Vec<f64> = p.rows.iter().filter_map(|r| Some(r.step? as f64 - r.lower_bound?)).collect();
+        let (lo, hi) = excess.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let steps = vec![
+            (format!("entry step t1 (t1 − bound: {lo:.2} … {hi:.2} steps)"), pick(&|r| r.step.map(|s| s as f64))),
+            ("lower bound from (14): η̃ grows ≤ (1 − η_in)^(−2) a step".to_string(), pick(&|r| r.lower_bound)),
+        ];
+        let t = format!("({}) {}: t1 against its bound", ['b', 'd', 'f'][k % 3], p.label);
+        tracking_rates_panel(&panels[2 * k + 1], &t, "steps", "η_in", &steps, &[], SeriesLabelPosition::UpperRight)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// `figures/entry.*` of an `[entry]` experiment.
+pub fn plot_entry(dir: &Path, name: &str, data: &[EntryFigureProblem], formats: &[String]) -> Result<Vec<PathBuf>> {
+    register_font();
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let title = format!("{name}: GD+WD from the stable regime near θ* into EoS (Thm 4.3)");
+    let size = (1400, 60 + 500 * data.len().max(1) as u32);
+    let mut out = Vec::new();
+    for fmt in formats {
+        let path = fig_dir.join(format!("entry.{fmt}"));
+        let res = if fmt == "png" {
+            entry_fig(BitMapBackend::new(&path, size).into_drawing_area(), data, &title)
+        } else {
+            entry_fig(SVGBackend::new(&path, size).into_drawing_area(), data, &title)
         };
         res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
         out.push(path);

@@ -124,6 +124,16 @@ pub const PRESETS: &[Preset] = &[
         variants: &[("factorization", include_str!("../../../configs/tracking-factorization.toml"))],
     },
     Preset {
+        name: "eos-entry",
+        figure: "Thm 4.3",
+        shows: "GD+WD from the stable regime near θ* into EoS on linreg_bn, 7 η_in × 5 seeds: the entry gap and ‖θ_t1 − θ*‖ against √η_in",
+        expected_time: "~1 s (2 cores)",
+        paper_steps: "",
+        toml: "",
+        patch: "",
+        variants: &[("linreg_bn", include_str!("../../../configs/entry-linreg.toml"))],
+    },
+    Preset {
         name: "fig5",
         figure: "Fig. 5 / App. H.2, N.1",
         shows: "the RMS-drift (h, u) of eq. (16) along GD+WD (fig4, toy3d at λ̂ = 0.002): energy, phase portrait, periods against (17)",

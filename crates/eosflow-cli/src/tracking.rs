@@ -198,8 +198,13 @@ pub fn validate(cfg: &Config, t: &TrackingConfig) -> Result<()> {
             )
         })?;
     }
-    if !matches!(t.zeta0.as_str(), "eos_entry" | "w0") && !t.zeta0.ends_with(".npy") {
-        bail!("tracking.zeta0 = {:?}: expected \"eos_entry\", \"w0\" or a .npy file", t.zeta0);
+    check_start_spec("tracking.zeta0", &t.zeta0)
+}
+
+/// A start near Γ for [`start_near_gamma`]: "eos_entry", "w0" or a `.npy`.
+pub(crate) fn check_start_spec(key: &str, spec: &str) -> Result<()> {
+    if !matches!(spec, "eos_entry" | "w0") && !spec.ends_with(".npy") {
+        bail!("{key} = {spec:?}: expected \"eos_entry\", \"w0\" or a .npy file");
     }
     Ok(())
 }
@@ -232,12 +237,19 @@ impl Observer for EntryCapture {
     }
 }
 
-fn set_up(label: &str, cfg: &Config) -> Result<Setup> {
-    let t = cfg.tracking.as_ref().expect("a tracking config");
-    let method = Method::of(cfg)?;
+/// The problem of `cfg` and the point near Γ that `spec` names — "w0", the
+/// config's own run at its EoS entry ("eos_entry") or a `.npy` file —
+/// projected onto Γ where the problem knows how (the retraction from a
+/// point far from Γ may not converge); with where it came from.
+pub(crate) fn start_near_gamma(
+    label: &str,
+    cfg: &Config,
+    spec: &str,
+    key: &str,
+) -> Result<(Box<dyn Problem>, Vec<f64>, String)> {
     let prep = setup::prepare(cfg)?;
     let dim = prep.problem.dim();
-    let (start, source) = match t.zeta0.as_str() {
+    let (start, source) = match spec {
         "w0" => (prep.optimizer.params().to_vec(), "w0".to_string()),
         "eos_entry" => {
             let mut opt = prep.optimizer;
@@ -253,8 +265,8 @@ fn set_up(label: &str, cfg: &Config) -> Result<Setup> {
                 .with_context(|| format!("{label}: the run to its EoS entry failed"))?;
             let Some((step, w)) = cap.w else {
                 bail!(
-                    "{label}: the config's run does not enter EoS within run.steps = {} (no EoS entry to take ζ0 \
-                     from); raise run.steps, or set tracking.zeta0 = \"w0\" or a .npy file",
+                    "{label}: the config's run does not enter EoS within run.steps = {} (no EoS entry to start \
+                     from); raise run.steps, or set {key} = \"w0\" or a .npy file",
                     cfg.run.steps
                 );
             };
@@ -263,14 +275,19 @@ fn set_up(label: &str, cfg: &Config) -> Result<Setup> {
         file => (crate::npy::read_vector(Path::new(file), Some(dim))?, file.to_string()),
     };
     let problem = prep.problem;
-    // Γ's nearest point where the problem knows it (the retraction from a
-    // point far from Γ may not converge), then the flow's own retraction.
-    let mut theta = start.clone();
+    let mut theta = start;
     if matches!(eosflow::manifold::ManifoldDomain::of(problem.as_ref()), Ok(eosflow::manifold::ManifoldDomain::Sphere))
     {
         eosflow::linalg::normalize(&mut theta);
     }
     let near = problem.project_onto_gamma(&theta).unwrap_or(theta);
+    Ok((problem, near, source))
+}
+
+fn set_up(label: &str, cfg: &Config) -> Result<Setup> {
+    let t = cfg.tracking.as_ref().expect("a tracking config");
+    let method = Method::of(cfg)?;
+    let (problem, near, source) = start_near_gamma(label, cfg, &t.zeta0, "tracking.zeta0")?;
     let fc = cfg.flow.clone().unwrap_or_default();
     let mut params = crate::flow::flow_params(&fc, method.time(), t.tau_end);
     // Every GD step reads the flow between its accepted points: a cubic
@@ -479,7 +496,7 @@ fn write_problem_dir(dir: &Path, s: &Setup) -> Result<()> {
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
@@ -494,23 +511,26 @@ fn median(v: &mut [f64]) -> f64 {
 /// The exponent p of `metric` ≈ c·rate^p: fitted per seed (its spread) and
 /// through the per-rate medians.
 fn fit(results: &[&RunResult], seeds: &[u64], metric: impl Fn(&Tracking) -> f64) -> serde_json::Value {
+    let rows: Vec<(f64, u64, f64)> = results.iter().map(|r| (r.rate, r.seed, metric(&r.tracking))).collect();
+    fit_rows(&rows, seeds)
+}
+
+/// The exponent p of value ≈ c·rate^p over (rate, seed, value) rows:
+/// fitted per seed (its spread) and through the per-rate medians.
+pub(crate) fn fit_rows(rows: &[(f64, u64, f64)], seeds: &[u64]) -> serde_json::Value {
     let per_seed: Vec<f64> = seeds
         .iter()
         .filter_map(|&seed| {
-            let rs: Vec<&&RunResult> = results.iter().filter(|r| r.seed == seed).collect();
-            let x: Vec<f64> = rs.iter().map(|r| r.rate).collect();
-            let y: Vec<f64> = rs.iter().map(|r| metric(&r.tracking)).collect();
+            let (x, y): (Vec<f64>, Vec<f64>) = rows.iter().filter(|r| r.1 == seed).map(|r| (r.0, r.2)).unzip();
             fit_exponent(&x, &y).map(|f| f.0)
         })
         .collect();
-    let mut rates: Vec<f64> = results.iter().map(|r| r.rate).collect();
+    let mut rates: Vec<f64> = rows.iter().map(|r| r.0).collect();
     rates.sort_by(|a, b| b.total_cmp(a));
     rates.dedup();
     let medians: Vec<f64> = rates
         .iter()
-        .map(|&rate| {
-            median(&mut results.iter().filter(|r| r.rate == rate).map(|r| metric(&r.tracking)).collect::<Vec<_>>())
-        })
+        .map(|&rate| median(&mut rows.iter().filter(|r| r.0 == rate).map(|r| r.2).collect::<Vec<_>>()))
         .collect();
     let of_medians = fit_exponent(&rates, &medians);
     let mut sorted = per_seed.clone();
@@ -544,16 +564,14 @@ fn summarize(
         let p = max_dist["exponent_median_over_seeds"].as_f64().unwrap_or(f64::NAN);
         // Thm 4.6 bounds the distance by O(η_in^{1/4}); Remark 4.7 puts the
         // oscillation at O(η_in^{1/2}) (in Thm B.13's η: η^{1/2} and η).
-        let (bound, oscillation) = match s.method {
-            Method::GdWd { .. } => (0.25, 0.5),
-            Method::ScalarRmsprop { .. } => (0.5, 1.0),
+        let (bound, oscillation, why) = match s.method {
+            Method::GdWd { .. } => (0.25, 0.5, "Remark 4.7"),
+            Method::ScalarRmsprop { .. } => (0.5, 1.0, "x = eta*h with h = O(1), App. H.1"),
         };
         let follows = if !p.is_finite() {
             "no fit".to_string()
         } else if (p - oscillation).abs() < (p - bound).abs() {
-            format!(
-                "{rate_name}^{oscillation} (the oscillation's rate, Remark 4.7), inside the bound {rate_name}^{bound}"
-            )
+            format!("{rate_name}^{oscillation} (the oscillation's rate, {why}), inside the bound {rate_name}^{bound}")
         } else {
             format!("{rate_name}^{bound} (the theorem's bound)")
         };

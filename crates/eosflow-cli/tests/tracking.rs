@@ -112,3 +112,43 @@ fn scalar_rmsprop_follows_its_full_space_flow_closer_as_eta_falls() {
         assert_eq!(r[3].parse::<f64>().unwrap(), (1.0 / (eta * eta)).round());
     }
 }
+
+#[test]
+fn the_eos_entry_experiment_writes_its_table_and_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e");
+    let o = eosflow()
+        .arg("run")
+        .arg(config("entry-linreg.toml"))
+        .args(["--out"])
+        .arg(&out)
+        .args(["--set", "entry.eta_in=[1e-2, 1e-3, 1e-4]", "--set", "entry.seeds=[0, 1]"])
+        .args(["--set", "output.formats=[\"png\"]"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["entry.csv", "summary.json", "figures/entry.png", "linreg_bn/theta_star.npy"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let p = &s["problems"]["linreg_bn"];
+    assert_eq!(p["entered"], 6);
+    assert_eq!(p["entries_below_the_lower_bound"], 0);
+    assert_eq!(p["runs_with_loss_rises_before_entry"], 0);
+    let gap: Vec<f64> = p["gap"]["medians"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(gap.windows(2).all(|w| w[1] < w[0]), "{gap:?}");
+    let mut rd = csv::Reader::from_path(out.join("entry.csv")).unwrap();
+    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[..4], ["problem", "eta_in", "seed", "entry_step"]);
+    assert_eq!(rd.records().count(), 6);
+    // [entry] is GD+WD only.
+    let o = eosflow()
+        .arg("run")
+        .arg(config("entry-linreg.toml"))
+        .args(["--out", "/nonexistent/never", "--set", "entry.stable_fraction=1.5"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("entry.stable_fraction = 1.5 must be in (0, 1)"));
+}

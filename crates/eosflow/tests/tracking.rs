@@ -64,6 +64,17 @@ fn initialisation_schemes_start_at_the_edge_of_stability() {
     // Seeded: the same seed gives the same bits, another seed another point.
     assert_eq!(w0, gd_wd_init(&zeta0, lambda0, lr, wd, sigma0, 7));
     assert_ne!(w0, gd_wd_init(&zeta0, lambda0, lr, wd, sigma0, 8));
+    // The perturbation leaves Γ for every seed (its stream is not the data's:
+    // on linreg_bn, stream 0 of seed 0 is w_GT, which lies in Γ's span).
+    let lp = LinregBn::new(LinregData::generate(40, 20, 200, 0), LinregInit::Uniform, 3).unwrap();
+    let mut th = lp.initial_point();
+    eosflow::linalg::normalize(&mut th);
+    let star = lp.project_onto_gamma(&th).unwrap();
+    for seed in 0..6 {
+        let mut t = eosflow::tracking::perturb(&star, 0.05, seed);
+        eosflow::linalg::normalize(&mut t);
+        assert!(lp.loss(&t) > 1e-6, "seed {seed}: Π(θ* + ξ) is on Γ (L = {:e})", lp.loss(&t));
+    }
     // Scalar RMSprop: the first effective LR η/√v0 is 2/λ1(ζ0).
     let eta = 0.03;
     let (w, v0) = scalar_rmsprop_init(&zeta0, lambda0, eta, sigma0, 7);
@@ -132,4 +143,40 @@ fn linreg_bn_tracking_error_falls_as_eta_in_falls() {
     let etas = [1e-2, 1e-3, 1e-4];
     let d = median_max_dist(&p, &start, &etas, 3, 0.5);
     assert_tracking_rate("linreg_bn", &etas, &d);
+}
+
+#[test]
+fn linreg_bn_enters_eos_as_theorem_4_3_says() {
+    // From the stable regime near θ* ∈ Γ (η̃0 = 0.5·2/λ1(θ*), ‖θ0 − θ*‖ ≈
+    // 0.5·√η_in): t1 never comes before the bound (14) allows and, with the
+    // gradient negligible, within a step of it; the entry gap
+    // |η̃_t1 − 2/λ1(θ*)| falls with η_in (Thm 4.3: O(√η_in)); the loss never
+    // rises in the stable phase (Lemma 4.1); the projection moves along Γ
+    // by O(η_in) only (second order in the start's distance).
+    let p = LinregBn::new(LinregData::generate(40, 20, 200, 0), LinregInit::Uniform, 3).unwrap();
+    let mut theta = p.initial_point();
+    eosflow::linalg::normalize(&mut theta);
+    let star = p.project_onto_gamma(&theta).unwrap();
+    let lambda = p.sharpness_on_gamma(&star);
+    let lanczos = eosflow::spectrum::LanczosParams::default();
+    let etas = [1e-2, 1e-3, 1e-4];
+    let mut gaps = Vec::new();
+    let mut moves = Vec::new();
+    for &eta_in in &etas {
+        let (lr, wd) = (0.5, eta_in / 0.5);
+        let w0 = gd_wd_init(&star, lambda / 0.5, lr, wd, 0.5 * eta_in.sqrt(), 2);
+        let mut opt = GdWd::new(lr, wd, w0);
+        let e = eosflow::tracking::eos_entry(&p, &mut opt, &star, lambda, (4.0 / eta_in) as u64, &lanczos);
+        let (t1, lb) = (e.step.expect("entered EoS") as f64, e.lower_bound.unwrap());
+        assert!(t1 >= lb.floor() && t1 < lb + 2.0, "η_in = {eta_in}: t1 = {t1}, bound {lb}");
+        assert_eq!(e.loss_rises, 0, "η_in = {eta_in}");
+        assert!(e.dist < 2.0 * e.dist0, "η_in = {eta_in}: ‖θ_t1 − θ*‖ = {} from {}", e.dist, e.dist0);
+        gaps.push(e.gap);
+        moves.push(e.phi_move);
+    }
+    assert!(gaps.windows(2).all(|w| w[1] < w[0]), "gaps {gaps:?}");
+    let (p_gap, _) = fit_exponent(&etas, &gaps).unwrap();
+    let (p_move, _) = fit_exponent(&etas, &moves).unwrap();
+    assert!(p_gap > 0.35, "gap ∝ η_in^{p_gap}: {gaps:?}");
+    assert!(p_move > 0.8, "φ moved ∝ η_in^{p_move}: {moves:?}");
 }
