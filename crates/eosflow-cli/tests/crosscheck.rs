@@ -111,3 +111,22 @@ fn si_vgg_with_ghost_bn_matches_jax_over_60_steps() {
     );
     check_reference("nn.py", &out, &[], "JAX");
 }
+
+#[test]
+fn rms_drift_variables_and_periods_match_the_scipy_reference() {
+    // fig5's linreg_bn run (8,000 steps): h, u, K and E of eqs. (16)–(17)
+    // from Lemma O.1's closed forms, and each cycle's period by
+    // scipy.integrate.quad (crosscheck/rms_drift.py).
+    if !require("numpy, scipy, tomllib", "pip install numpy scipy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fig5");
+    Command::cargo_bin("eosflow")
+        .unwrap()
+        .args(["reproduce", "fig5", "--steps", "8000", "--set", "output.figures=false", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    check_reference("rms_drift.py", &out.join("linreg_bn"), &[], "RMS drift");
+}
