@@ -274,6 +274,43 @@ pub fn run(
     Ok(if token.is_cancelled() { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
+/// `eosflow plot` on an entry directory: figures/entry.* again from
+/// entry.csv and summary.json.
+pub fn replot(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summary.json"))
+            .with_context(|| format!("{}: no summary.json", dir.display()))?,
+    )?;
+    let name = summary["name"].as_str().unwrap_or("entry").to_string();
+    let rows = crate::tracking::read_rows(&dir.join("entry.csv"))?;
+    let num = |r: &std::collections::HashMap<String, String>, k: &str| r.get(k).and_then(|v| v.parse::<f64>().ok());
+    let mut labels: Vec<String> = Vec::new();
+    for r in &rows {
+        if !labels.contains(&r["problem"]) {
+            labels.push(r["problem"].clone());
+        }
+    }
+    let data: Vec<crate::plot::EntryFigureProblem> = labels
+        .iter()
+        .map(|label| crate::plot::EntryFigureProblem {
+            label: label.clone(),
+            rows: rows
+                .iter()
+                .filter(|r| &r["problem"] == label)
+                .map(|r| crate::plot::EntryFigureRow {
+                    eta_in: num(r, "eta_in").unwrap_or(f64::NAN),
+                    gap: num(r, "gap").unwrap_or(f64::NAN),
+                    dist: num(r, "dist").unwrap_or(f64::NAN),
+                    phi_move: num(r, "phi_move").unwrap_or(f64::NAN),
+                    step: num(r, "entry_step").map(|s| s as u64),
+                    lower_bound: num(r, "lower_bound_step"),
+                })
+                .collect(),
+        })
+        .collect();
+    crate::plot::plot_entry(dir, &name, &data, &crate::tracking::formats_in(dir, "entry"))
+}
+
 fn print_report(summary: &serde_json::Value) {
     let Some(ps) = summary["problems"].as_object() else { return };
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);

@@ -144,6 +144,7 @@ enum Cmd {
     /// compared with the run
     Flow {
         /// A run directory written by `eosflow run` or `eosflow reproduce`
+        /// (or the directory of a [tracking] or [entry] experiment)
         run_dir: PathBuf,
         /// Where the flow starts: eos_entry, w0, a step number, or a .npy file
         /// (its projection onto Γ is ζ(0)) [default: the config's flow.start,
@@ -160,6 +161,7 @@ enum Cmd {
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
         /// A run directory written by `eosflow run` or `eosflow reproduce`
+        /// (or the directory of a [tracking] or [entry] experiment)
         run_dir: PathBuf,
     },
 }
@@ -325,6 +327,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plot { run_dir } => {
+            // Experiment directories ([tracking], [entry]) hold tables, not a run.
+            let replot = if run_dir.join("tracking.csv").exists() {
+                Some(tracking::replot(&run_dir)?)
+            } else if run_dir.join("entry.csv").exists() {
+                Some(entry::replot(&run_dir)?)
+            } else {
+                None
+            };
+            if let Some(figs) = replot {
+                for f in figs {
+                    println!("{}", f.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let cfg = load_run_config(&run_dir)?;
             let summary: Option<serde_json::Value> =
                 std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());

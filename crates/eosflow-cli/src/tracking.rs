@@ -398,11 +398,13 @@ pub fn run(
     }
     rundir::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     let formats = &jobs[0].1.output.formats;
-    let title = match rate_name {
-        "eta_in" => format!("{name}: GD+WD from Thm 4.6's initialisation against its flow ζ(τ), eq. (3)"),
-        _ => format!("{name}: Scalar RMSprop from Thm B.13's initialisation against its flow ζ(τ), eq. (8)"),
-    };
-    let figures = crate::plot::plot_tracking(&dir, &title, rate_name, &figure_data(&setups, &results), formats)?;
+    let figures = crate::plot::plot_tracking(
+        &dir,
+        &figure_title(name, rate_name),
+        rate_name,
+        &figure_data(&setups, &results),
+        formats,
+    )?;
     print_report(&summary, &dir, &figures);
     Ok(if token.is_cancelled() { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
@@ -627,6 +629,92 @@ pub struct TrackingFigureProblem {
     pub label: String,
     pub points: Vec<(f64, u64, f64, f64)>,
     pub traces: Vec<(f64, Vec<(f64, f64)>)>,
+}
+
+fn figure_title(name: &str, rate_name: &str) -> String {
+    match rate_name {
+        "eta_in" => format!("{name}: GD+WD from Thm 4.6's initialisation against its flow ζ(τ), eq. (3)"),
+        _ => format!("{name}: Scalar RMSprop from Thm B.13's initialisation against its flow ζ(τ), eq. (8)"),
+    }
+}
+
+/// The figure formats a finished experiment directory was drawn in (both
+/// when it has none yet).
+pub(crate) fn formats_in(dir: &Path, stem: &str) -> Vec<String> {
+    let f: Vec<String> = ["png", "svg"]
+        .iter()
+        .filter(|e| dir.join("figures").join(format!("{stem}.{e}")).exists())
+        .map(|e| e.to_string())
+        .collect();
+    if f.is_empty() { vec!["png".into(), "svg".into()] } else { f }
+}
+
+/// Reads a CSV into its rows as (column → text) maps.
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<std::collections::HashMap<String, String>>> {
+    let mut rd = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let header: Vec<String> = rd.headers()?.iter().map(String::from).collect();
+    rd.records()
+        .map(|r| {
+            let r = r.with_context(|| format!("{}: a malformed row", path.display()))?;
+            Ok(header.iter().cloned().zip(r.iter().map(String::from)).collect())
+        })
+        .collect()
+}
+
+/// `eosflow plot` on a tracking directory: figures/tracking.* again from
+/// tracking.csv, traces.csv and summary.json.
+pub fn replot(dir: &Path) -> Result<Vec<PathBuf>> {
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summary.json"))
+            .with_context(|| format!("{}: no summary.json", dir.display()))?,
+    )?;
+    let rate_name = summary["rate"].as_str().unwrap_or("eta_in").to_string();
+    let name = summary["name"].as_str().unwrap_or("tracking").to_string();
+    let table = read_rows(&dir.join("tracking.csv"))?;
+    let traces = read_rows(&dir.join("traces.csv"))?;
+    let num = |r: &std::collections::HashMap<String, String>, k: &str| {
+        r.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN)
+    };
+    let mut labels: Vec<String> = Vec::new();
+    for r in &table {
+        if !labels.contains(&r["problem"]) {
+            labels.push(r["problem"].clone());
+        }
+    }
+    let problems = labels
+        .iter()
+        .map(|label| {
+            let first_seed = summary["problems"][label]["seeds"][0].as_u64().unwrap_or(0).to_string();
+            let mine = table.iter().filter(|r| &r["problem"] == label);
+            let mut rates: Vec<f64> = mine.clone().map(|r| num(r, &rate_name)).collect();
+            rates.dedup();
+            TrackingFigureProblem {
+                label: label.clone(),
+                points: mine
+                    .map(|r| (num(r, &rate_name), num(r, "seed") as u64, num(r, "max_dist"), num(r, "max_phi_dist")))
+                    .collect(),
+                traces: rates
+                    .iter()
+                    .map(|&rate| {
+                        let pts = traces
+                            .iter()
+                            .filter(|t| &t["problem"] == label && t["seed"] == first_seed && num(t, &rate_name) == rate)
+                            .map(|t| (num(t, "tau"), num(t, "dist")))
+                            .collect();
+                        (rate, pts)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let formats = formats_in(dir, "tracking");
+    crate::plot::plot_tracking(
+        dir,
+        &figure_title(&name, &rate_name),
+        &rate_name,
+        &TrackingFigureData { problems },
+        &formats,
+    )
 }
 
 fn figure_data(setups: &[Setup], results: &[RunResult]) -> TrackingFigureData {

@@ -53,6 +53,11 @@ fn a_tracking_config_writes_its_table_traces_fits_and_figure() {
     assert!(p["max_dist_follows"].as_str().unwrap().starts_with("eta_in^0.5"));
     let medians: Vec<f64> = p["max_dist"]["medians"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(medians.windows(2).all(|w| w[1] < w[0]), "{medians:?}");
+    // `eosflow plot` redraws the figure from the tables, byte for byte.
+    let png = std::fs::read(out.join("figures/tracking.png")).unwrap();
+    std::fs::remove_file(out.join("figures/tracking.png")).unwrap();
+    eosflow().arg("plot").arg(&out).assert().success();
+    assert!(std::fs::read(out.join("figures/tracking.png")).unwrap() == png, "replotted figure differs");
 }
 
 #[test]
@@ -142,7 +147,10 @@ fn the_eos_entry_experiment_writes_its_table_and_bounds() {
     let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(header[..4], ["problem", "eta_in", "seed", "entry_step"]);
     assert_eq!(rd.records().count(), 6);
-    // [entry] is GD+WD only.
+    let png = std::fs::read(out.join("figures/entry.png")).unwrap();
+    eosflow().arg("plot").arg(&out).assert().success();
+    assert!(std::fs::read(out.join("figures/entry.png")).unwrap() == png, "replotted figure differs");
+    // The run must start in the stable regime.
     let o = eosflow()
         .arg("run")
         .arg(config("entry-linreg.toml"))
