@@ -253,11 +253,14 @@ fn a_backend_failure_mid_run_ends_with_status_error_and_resumes_identically() {
 
 #[test]
 fn a_run_with_its_flow_in_lockstep_resumes_to_identical_files() {
-    // fig4 with the flow beside GD+WD from the EoS entry (step 3000): stop at
-    // step 4500 with checkpoints every 500 steps, extend to 8000 by resume,
-    // and compare with one uninterrupted run of 8000 steps.
+    // fig4 with the flow beside GD+WD from the EoS entry (step 3000) and the
+    // RMS-drift variables ([drift]): stop at step 4500 with checkpoints
+    // every 500 steps, extend to 8000 by resume, and compare with one
+    // uninterrupted run of 8000 steps.
     let dir = tempfile::tempdir().unwrap();
     let sets = [
+        "--set",
+        "drift.k_every=100",
         "--set",
         "run.checkpoint_every=500",
         "--set",
@@ -286,4 +289,7 @@ fn a_run_with_its_flow_in_lockstep_resumes_to_identical_files() {
     let s = summary_without_timing(&out);
     assert_eq!(s["problem"]["lockstep"]["eos_entry_step"], 3000);
     assert!(s["problem"]["lockstep"]["flow_steps"].as_u64().unwrap() > 0);
+    for f in ["drift_cycles.csv", "drift.json"] {
+        assert!(std::fs::read(reference.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(), "{f} differs");
+    }
 }
