@@ -265,7 +265,9 @@ pub fn run(
                 .collect(),
         })
         .collect();
-    let figures = crate::plot::plot_entry(&dir, name, &data, &jobs[0].1.output.formats)?;
+    let output = &jobs[0].1.output;
+    let figures =
+        if output.figures { crate::plot::plot_entry(&dir, name, &data, &output.formats)? } else { Vec::new() };
     print_report(&summary);
     println!("  table: {}", path.display());
     for f in figures {

@@ -396,15 +396,14 @@ pub fn run(
     for s in &setups {
         write_problem_dir(&dir, s)?;
     }
-    rundir::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    let formats = &jobs[0].1.output.formats;
-    let figures = crate::plot::plot_tracking(
-        &dir,
-        &figure_title(name, rate_name),
-        rate_name,
-        &figure_data(&setups, &results),
-        formats,
-    )?;
+    rundir::write_atomic(&dir.join("summary.json"), (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())?;
+    let output = &jobs[0].1.output;
+    let figures = if output.figures {
+        let data = figure_data(&setups, &results);
+        crate::plot::plot_tracking(&dir, &figure_title(name, rate_name), rate_name, &data, &output.formats)?
+    } else {
+        Vec::new()
+    };
     print_report(&summary, &dir, &figures);
     Ok(if token.is_cancelled() { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
