@@ -112,7 +112,7 @@ fn random_unit(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
 /// with one conditional second pass (the DGKS criterion: repeat when the
 /// first pass removed more than 1 − 1/√2 of ‖r‖, i.e. when cancellation may
 /// have left a component along q); returns the summed coefficients ⟨q_i, r⟩.
-fn cgs2(q: &[Vec<f64>], r: &mut [f64]) -> Vec<f64> {
+pub(super) fn cgs2(q: &[Vec<f64>], r: &mut [f64]) -> Vec<f64> {
     let mut coef = vec![0.0; q.len()];
     let mut before = norm(r);
     for _pass in 0..2 {

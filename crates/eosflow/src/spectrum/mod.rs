@@ -1,12 +1,20 @@
-//! Matrix-free spectral tools: the [`LinOp`] interface, Lanczos, and the
-//! null-space split of a vector under a singular operator.
+//! Matrix-free spectral tools: the [`LinOp`] interface, Lanczos (top and
+//! bottom of the spectrum), trace estimators (Hutchinson, Hutch++), the
+//! spectral density by stochastic Lanczos quadrature, principal sub-blocks
+//! ([`Restricted`]), and the null-space split of a vector under a singular
+//! operator.
 //!
 //! Lanczos never sees a model: it is tested on plain dense matrices
 //! ([`DenseSymmetric`]) and applied to Hessians through [`crate::Hessian::hessian_at`].
 
+mod estimators;
 mod krylov;
 mod lanczos;
 
+pub use estimators::{
+    Quadrature, SlqParams, SpectralDensity, SpectrumError, TraceEstimate, TraceParams, hutch_pp, hutchinson,
+    lanczos_bottom, lanczos_quadrature, slq,
+};
 pub use krylov::{KrylovParams, KrylovSplit, krylov_split};
 pub use lanczos::{LanczosError, LanczosParams, LanczosResult, lanczos_top};
 
