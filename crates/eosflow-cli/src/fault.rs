@@ -148,6 +148,9 @@ impl Problem for FaultInjection {
     fn project_onto_gamma(&self, theta: &[f64]) -> Option<Vec<f64>> {
         self.inner.project_onto_gamma(theta)
     }
+    fn parameter_blocks(&self) -> Vec<(String, std::ops::Range<usize>)> {
+        self.inner.parameter_blocks()
+    }
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         self.inner.tracker()
     }

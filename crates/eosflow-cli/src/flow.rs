@@ -70,7 +70,7 @@ pub fn lockstep_params(cfg: &Config, fc: &FlowConfig) -> Result<eosflow::flow::L
 
 /// w_t of a run with D parameters: its snapshot, else a deterministic rerun
 /// to step t (which builds its own problem and optimizer).
-fn iterate_at(cfg: &Config, run_dir: &Path, dim: usize, step: u64, snapshot: &str) -> Result<Vec<f64>> {
+pub(crate) fn iterate_at(cfg: &Config, run_dir: &Path, dim: usize, step: u64, snapshot: &str) -> Result<Vec<f64>> {
     let path = run_dir.join("snapshots").join(snapshot);
     if path.exists() {
         return crate::npy::read_vector(&path, Some(dim));

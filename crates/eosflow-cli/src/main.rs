@@ -13,6 +13,7 @@ mod presets;
 mod problems;
 mod rundir;
 mod setup;
+mod spectrum;
 mod sweep;
 mod tracking;
 
@@ -155,6 +156,39 @@ enum Cmd {
         #[arg(long)]
         tau_max: Option<f64>,
         /// Override a config value, e.g. `--set flow.tol=1e-10`
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// The Hessian's spectrum at a point of a run or config: top-k and
+    /// bottom-k eigenvalues, the trace (Hutch++ ± standard error), the
+    /// spectral density (SLQ) and per-block values, into TARGET/spectrum/
+    Spectrum {
+        /// A run directory, a preset or a config file
+        target: String,
+        /// The point: final (a run's w_final.npy, the default for a run),
+        /// w0 (the default for a config), a step of the run, or FILE.npy
+        #[arg(long)]
+        at: Option<String>,
+        /// Top-k and bottom-k eigenpairs
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// SLQ probes
+        #[arg(long, default_value_t = 10)]
+        probes: usize,
+        /// Lanczos steps per SLQ probe
+        #[arg(long, default_value_t = 80)]
+        steps: usize,
+        /// Hutch++ operator applications (a multiple of 3)
+        #[arg(long, default_value_t = 99)]
+        trace_probes: usize,
+        /// Blocks: all (the whole Hessian), si (the declared scale-invariant
+        /// block), layers (every parameter tensor of a network)
+        #[arg(long, default_value = "all")]
+        blocks: String,
+        /// Output directory [default: TARGET/spectrum/ for a run]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config value (as for run)
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
@@ -324,6 +358,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             cfg.validate()?;
             let outcome = flow::run_flow(&cfg, &run_dir)?;
             flow::print_outcome(&outcome);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Spectrum { target, at, k, probes, steps, trace_probes, blocks, out, set } => {
+            let path = Path::new(&target);
+            let (cfg, run_dir) = if path.join("config.toml").exists() {
+                let mut cfg = load_run_config(path)?;
+                if !set.is_empty() {
+                    cfg = config::load_text(&toml::to_string(&cfg)?, &path.join("config.toml"), &set)?;
+                }
+                (cfg, Some(path.to_path_buf()))
+            } else if let Some(p) = presets::find(&target).filter(|p| p.variants.is_empty()) {
+                (p.config(None, &set)?, None)
+            } else {
+                (config::load_with(path, &set)?, None)
+            };
+            let args = spectrum::SpectrumArgs { at, k, probes, steps, trace_probes, blocks, out };
+            spectrum::run(&cfg, run_dir.as_deref(), &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plot { run_dir } => {

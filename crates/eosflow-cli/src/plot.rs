@@ -1442,3 +1442,114 @@ pub fn plot_entry(dir: &Path, name: &str, data: &[EntryFigureProblem], formats: 
     }
     Ok(out)
 }
+
+/// `figures/spectrum.*`: (a) the SLQ density on a log scale (as Papyan's and
+/// Ghorbani et al.'s), the top eigenvalue marked; (b) with blocks, each
+/// block's top eigenvalue (× its ‖w_B‖²) as a bar.
+pub fn plot_spectrum(
+    dir: &Path,
+    name: &str,
+    grid: &[f64],
+    density: &[f64],
+    top: f64,
+    bars: &[(String, f64)],
+    formats: &[String],
+) -> Result<Vec<PathBuf>> {
+    register_font();
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let two = bars.len() > 1;
+    let size = if two { (1600, 600) } else { (900, 600) };
+    let mut out = Vec::new();
+    for fmt in formats {
+        let path = fig_dir.join(format!("spectrum.{fmt}"));
+        let res = if fmt == "png" {
+            spectrum_fig(BitMapBackend::new(&path, size).into_drawing_area(), name, grid, density, top, bars)
+        } else {
+            spectrum_fig(SVGBackend::new(&path, size).into_drawing_area(), name, grid, density, top, bars)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+fn spectrum_fig<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    name: &str,
+    grid: &[f64],
+    density: &[f64],
+    top: f64,
+    bars: &[(String, f64)],
+) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let panels = grid_panels(&root, name, bars.len() > 1)?;
+    // Densities below 1e-10 of the peak are the Gaussians' tails: drawn at
+    // that floor.
+    let peak = density.iter().copied().fold(0.0f64, f64::max);
+    let pts: Vec<(f64, f64)> = grid.iter().zip(density).map(|(x, d)| (*x, d.max(1e-10 * peak).log10())).collect();
+    let (x0, x1) = range(grid.iter().copied(), false);
+    let (y0, y1) = range(pts.iter().map(|p| 10f64.powf(p.1)), true);
+    let mut chart = log10_chart(
+        &panels[0],
+        "(a) spectral density (SLQ, Gaussian broadening)",
+        ("eigenvalue", x0, x1, false),
+        ("density", y0.log10(), y1.log10(), true),
+    )?;
+    chart
+        .draw_series(LineSeries::new(pts, COLORS[0].stroke_width(2)))?
+        .label("density")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[0].stroke_width(2)));
+    chart
+        .draw_series(DashedLineSeries::new(
+            vec![(top, y0.log10()), (top, y1.log10())],
+            6,
+            4,
+            COLORS[1].stroke_width(2),
+        ))?
+        .label(format!("λ1 = {top:.4e} (Lanczos)"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[1].stroke_width(2)));
+    legend(&mut chart, SeriesLabelPosition::UpperMiddle)?;
+    if bars.len() > 1 {
+        let n = bars.len();
+        let (v0, v1) = range(bars.iter().map(|b| b.1).chain([0.0]), false);
+        let mut b = ChartBuilder::on(&panels[1]);
+        b.caption("(b) top eigenvalue per block, × ‖w_B‖²", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(140);
+        let mut chart = b.build_cartesian_2d(v0.min(0.0)..v1, (0..n).into_segmented())?;
+        chart
+            .configure_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|s| match s {
+                SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
+                _ => String::new(),
+            })
+            .x_desc("λ1(block) × ‖w_B‖²")
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            Rectangle::new(
+                [(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))],
+                COLORS[0].mix(0.7).filled(),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The spectrum figure's one or two panels under its title.
+fn grid_panels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    name: &str,
+    two: bool,
+) -> Result<Vec<DrawingArea<DB, Shift>>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    grid(root, &format!("{name}: the Hessian's spectrum"), 24, (1, if two { 2 } else { 1 }))
+}

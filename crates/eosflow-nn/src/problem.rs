@@ -613,6 +613,11 @@ impl Problem for NetProblem {
     fn tracker(&self) -> Box<dyn Tracker + '_> {
         Box::new(NetTracker { p: self, s: TrackerState::default(), last: None })
     }
+
+    /// Every parameter tensor of the layout, by its path-like name.
+    fn parameter_blocks(&self) -> Vec<(String, std::ops::Range<usize>)> {
+        self.net.params.iter().map(|p| (p.name.clone(), p.offset..p.offset + p.len())).collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

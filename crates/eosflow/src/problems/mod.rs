@@ -55,6 +55,12 @@ pub trait Problem: Hessian {
     fn project_onto_gamma(&self, _theta: &[f64]) -> Option<Vec<f64>> {
         None
     }
+    /// Named blocks of the parameter vector (a network's parameter
+    /// tensors, in layout order) for per-block spectra; the default has
+    /// none.
+    fn parameter_blocks(&self) -> Vec<(String, std::ops::Range<usize>)> {
+        Vec::new()
+    }
 }
 
 /// What a tracker sees of one step t (before the update).
