@@ -1519,23 +1519,24 @@ where
         b.caption("(b) top eigenvalue per block, × ‖w_B‖²", ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(42)
-            .y_label_area_size(140);
-        let mut chart = b.build_cartesian_2d(v0.min(0.0)..v1, (0..n).into_segmented())?;
+            .y_label_area_size(20);
+        let mut chart = b.build_cartesian_2d(v0.min(0.0)..v1, 0.0..n as f64)?;
+        // Each bar carries its block's name; the y axis has no ticks.
         chart
             .configure_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|s| match s {
-                SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
-                _ => String::new(),
-            })
+            .disable_y_mesh()
+            .y_labels(0)
             .x_desc("λ1(block) × ‖w_B‖²")
             .label_style(("sans-serif", 13))
             .draw()?;
-        chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-            Rectangle::new(
-                [(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))],
-                COLORS[0].mix(0.7).filled(),
-            )
+        let y = |i: usize| (n - 1 - i) as f64;
+        chart.draw_series(
+            bars.iter().enumerate().map(|(i, (_, v))| {
+                Rectangle::new([(0.0, y(i) + 0.15), (*v, y(i) + 0.85)], COLORS[0].mix(0.6).filled())
+            }),
+        )?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, (label, v))| {
+            Text::new(format!("{label}: {v:.4e}"), (0.0, y(i) + 0.62), ("sans-serif", 15).into_font())
         }))?;
     }
     root.present()?;
