@@ -93,11 +93,7 @@ pub fn run(
     force: bool,
     token: &CancelToken,
 ) -> Result<ExitCode> {
-    for (_, c) in &jobs {
-        c.validate()?;
-    }
-    let dir = out.unwrap_or_else(|| crate::default_dir(name));
-    rundir::create(&dir, force)?;
+    let dir = crate::sweep::validated_dir(name, &jobs, out, force)?;
     let started = std::time::Instant::now();
     // θ* and λ1(θ*) per problem.
     let mut problems = Vec::new();

@@ -175,6 +175,23 @@ pub fn run_sweep(cfg: Config, spec: &str, out: Option<PathBuf>, force: bool, tok
     Ok(if token.is_cancelled() { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
+/// Checks every job's config, then creates the output directory (`out` or
+/// `runs/<name>-<timestamp>`): what a multi-run preset or experiment does
+/// before its first run.
+pub(crate) fn validated_dir(
+    name: &str,
+    jobs: &[(String, Config)],
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<PathBuf> {
+    for (_, c) in jobs {
+        c.validate()?;
+    }
+    let dir = out.unwrap_or_else(|| crate::default_dir(name));
+    rundir::create(&dir, force)?;
+    Ok(dir)
+}
+
 /// A multi-run preset: each variant into `dir/<label>/`, a table
 /// `runs.csv`, and a combined figure.
 pub fn run_variants(
@@ -184,11 +201,7 @@ pub fn run_variants(
     force: bool,
     token: &CancelToken,
 ) -> Result<ExitCode> {
-    for (_, c) in &jobs {
-        c.validate()?;
-    }
-    let dir = out.unwrap_or_else(|| crate::default_dir(name));
-    rundir::create(&dir, force)?;
+    let dir = validated_dir(name, &jobs, out, force)?;
     let results = run_jobs(&jobs, &dir, force, token);
     let path = dir.join("runs.csv");
     let failed = write_table(&path, "run", &results)?;

@@ -330,15 +330,11 @@ pub fn run(
     force: bool,
     token: &CancelToken,
 ) -> Result<ExitCode> {
-    for (_, c) in &jobs {
-        c.validate()?;
-    }
     let methods: Vec<&str> = jobs.iter().map(|(_, c)| Method::of(c).map(|m| m.rate_name())).collect::<Result<_>>()?;
     if methods.iter().any(|m| *m != methods[0]) {
         bail!("{name}: all problems of one tracking experiment must use the same optimizer kind");
     }
-    let dir = out.unwrap_or_else(|| crate::default_dir(name));
-    rundir::create(&dir, force)?;
+    let dir = crate::sweep::validated_dir(name, &jobs, out, force)?;
     let started = std::time::Instant::now();
     let mut setups = Vec::new();
     for (label, cfg) in &jobs {

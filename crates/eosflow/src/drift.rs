@@ -231,6 +231,8 @@ pub struct RmsDrift<'a> {
     inner: Box<dyn Tracker + 'a>,
     problem: &'a dyn Problem,
     params: DriftParams,
+    /// θ_t = w_t/‖w_t‖ (scale-invariant losses) or w_t.
+    sphere: bool,
     st: DriftState,
 }
 
@@ -246,14 +248,14 @@ struct DriftState {
 impl<'a> RmsDrift<'a> {
     /// Wraps `inner` (the problem's tracker, or a [`crate::flow::Lockstep`]).
     pub fn new(inner: Box<dyn Tracker + 'a>, problem: &'a dyn Problem, params: DriftParams) -> Self {
-        Self { inner, problem, params, st: DriftState::default() }
+        let sphere = matches!(ManifoldDomain::of(problem), Ok(ManifoldDomain::Sphere));
+        Self { inner, problem, params, sphere, st: DriftState::default() }
     }
 
     fn row(&mut self, obj: &Counted, w: &[f64], eff_lr: f64) -> [f64; 5] {
         let nan = [f64::NAN; 5];
-        let sphere = matches!(ManifoldDomain::of(self.problem), Ok(ManifoldDomain::Sphere));
         let mut theta = w.to_vec();
-        if sphere {
+        if self.sphere {
             normalize(&mut theta);
         }
         let Some(phi) = self.problem.project_onto_gamma(&theta) else { return nan };

@@ -7,7 +7,7 @@
 
 use super::lanczos::cgs2;
 use super::{LanczosError, LanczosParams, LanczosResult, LinOp, lanczos_top};
-use crate::linalg::{axpy, dot, norm, symmetric_eigen};
+use crate::linalg::{axpy, dot, norm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -285,16 +285,7 @@ pub fn lanczos_quadrature(op: &dyn LinOp, v: &[f64], steps: usize) -> Result<(Qu
         r.iter_mut().for_each(|x| *x /= b);
         basis.push(r);
     }
-    let k = alpha.len();
-    let mut t = vec![0.0; k * k];
-    for i in 0..k {
-        t[i * k + i] = alpha[i];
-        if i + 1 < k {
-            t[i * k + i + 1] = beta[i];
-            t[(i + 1) * k + i] = beta[i];
-        }
-    }
-    let (nodes, vecs) = symmetric_eigen(k, &t);
+    let (nodes, vecs) = super::tridiagonal_eigen(&alpha, &beta);
     let weights = vecs.iter().map(|s| s[0] * s[0]).collect();
     Ok((Quadrature { nodes, weights }, matvecs))
 }

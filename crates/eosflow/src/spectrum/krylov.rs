@@ -20,7 +20,7 @@
 //! and ‖A·A⁺b − (b − P₀b)‖ = β_k·|Σ_R c_i s_{k,i}/θ_i|.
 
 use super::LinOp;
-use crate::linalg::{axpy, dot, norm, symmetric_eigen};
+use crate::linalg::{axpy, dot, norm};
 
 /// Parameters of [`krylov_split`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -132,15 +132,7 @@ fn split_from_ritz(
 ) -> KrylovSplit {
     let k = alphas.len();
     let n = basis[0].len();
-    let mut t = vec![0.0; k * k];
-    for i in 0..k {
-        t[i * k + i] = alphas[i];
-        if i + 1 < k {
-            t[i * k + i + 1] = betas[i];
-            t[(i + 1) * k + i] = betas[i];
-        }
-    }
-    let (theta, s) = symmetric_eigen(k, &t);
+    let (theta, s) = super::tridiagonal_eigen(alphas, betas);
     let thr = p.null_tol * scale;
     // Coefficients over V of P₀b and A⁺b.
     let (mut cn, mut cx) = (vec![0.0; k], vec![0.0; k]);

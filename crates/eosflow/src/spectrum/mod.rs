@@ -93,6 +93,22 @@ pub fn to_dense(op: &dyn LinOp) -> Vec<f64> {
     a
 }
 
+/// The eigenpairs of the symmetric tridiagonal matrix with diagonal
+/// `alpha` and off-diagonal `beta` (Lanczos's T), largest first, each
+/// eigenvector in T's coordinates.
+pub(crate) fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let k = alpha.len();
+    let mut t = vec![0.0; k * k];
+    for i in 0..k {
+        t[i * k + i] = alpha[i];
+        if i + 1 < k {
+            t[i * k + i + 1] = beta[i];
+            t[(i + 1) * k + i] = beta[i];
+        }
+    }
+    crate::linalg::symmetric_eigen(k, &t)
+}
+
 /// The restriction P·A·Pᵀ of an operator to a subset of coordinates, where P
 /// selects `idx`. Used for the Hessian of a scale-invariant block.
 pub struct Restricted<'a> {
