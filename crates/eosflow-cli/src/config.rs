@@ -45,6 +45,30 @@ pub struct Config {
     /// near θ* into EoS at several learning rates and seeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<crate::entry::EntryConfig>,
+    /// Per-block top eigenvalue and trace along the run (spectrum.csv).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectrum: Option<SpectrumConfig>,
+}
+
+/// `[spectrum]`: every `every` steps (and at the last), each block's top
+/// eigenvalue (Lanczos with `[sharpness]`'s tol, basis and seed) and its
+/// trace (Hutch++), one row per block in spectrum.csv.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpectrumConfig {
+    /// Every how many steps.
+    pub every: u64,
+    /// "all", "si" (the declared scale-invariant block) or "layers" (every
+    /// parameter tensor of a network); the whole Hessian always comes first.
+    #[serde(default)]
+    pub blocks: eosflow::spectrum::BlockSet,
+    /// Hutch++ applications per block (a multiple of 3; 0 skips the trace).
+    #[serde(default = "thirty")]
+    pub trace_probes: usize,
+}
+
+fn thirty() -> usize {
+    30
 }
 
 /// Where the flow starts.
@@ -552,6 +576,15 @@ impl Config {
         }
         if let Some(e) = &self.entry {
             e.validate(self)?;
+        }
+        if let Some(sp) = &self.spectrum {
+            check(sp.every >= 1, || "spectrum.every = 0: set it to a number of steps, at least 1".into())?;
+            check(sp.trace_probes == 0 || (sp.trace_probes >= 3 && sp.trace_probes.is_multiple_of(3)), || {
+                format!(
+                    "spectrum.trace_probes = {}: Hutch++ needs a multiple of 3 (e.g. 30), or 0 to skip the trace",
+                    sp.trace_probes
+                )
+            })?;
         }
         if let Some(f) = &self.flow {
             positive("flow.tol", f.tol)?;

@@ -2,6 +2,7 @@
 //! paper's experiments, and draw their figures.
 
 mod bench;
+mod bound;
 mod config;
 mod drift;
 mod entry;
@@ -192,6 +193,46 @@ enum Cmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Thm C.2's PAC-Bayes bound at a point of a run or config: each term
+    /// (sharpness, third order, complexity), the minimising σ, and whether
+    /// the number is a certified bound, not certified (ρ3 only estimated)
+    /// or vacuous; into TARGET/bound.json
+    Bound {
+        /// A run directory, a preset or a config file
+        target: String,
+        /// The point, as for spectrum: final, w0, a step, or FILE.npy
+        #[arg(long)]
+        at: Option<String>,
+        /// The confidence parameter δ
+        #[arg(long, default_value_t = 0.05)]
+        delta: f64,
+        /// σ, in (0, 1/(2 + 2√(ln n/D))] [default: the minimising σ]
+        #[arg(long)]
+        sigma: Option<f64>,
+        /// ρ3 = sup over the sphere of ‖∇³L_S‖₂, if known: certifies the bound
+        /// [default: a lower estimate by sampling, which does not]
+        #[arg(long)]
+        rho3: Option<f64>,
+        /// ℓ_max, the supremum of the per-example loss [default: the
+        /// problem's, ∞ where it is unbounded or unknown]
+        #[arg(long)]
+        l_max: Option<f64>,
+        /// Random points of the sphere for the ρ3 estimate (besides θ and θ0)
+        #[arg(long, default_value_t = 4)]
+        rho3_points: usize,
+        /// Power-iteration starts per point for the ρ3 estimate
+        #[arg(long, default_value_t = 2)]
+        rho3_restarts: usize,
+        /// Power iterations per start
+        #[arg(long, default_value_t = 20)]
+        rho3_iterations: usize,
+        /// Output directory [default: TARGET for a run]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config value (as for run)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
         /// A run directory written by `eosflow run` or `eosflow reproduce`
@@ -361,20 +402,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Spectrum { target, at, k, probes, steps, trace_probes, blocks, out, set } => {
-            let path = Path::new(&target);
-            let (cfg, run_dir) = if path.join("config.toml").exists() {
-                let mut cfg = load_run_config(path)?;
-                if !set.is_empty() {
-                    cfg = config::load_text(&toml::to_string(&cfg)?, &path.join("config.toml"), &set)?;
-                }
-                (cfg, Some(path.to_path_buf()))
-            } else if let Some(p) = presets::find(&target).filter(|p| p.variants.is_empty()) {
-                (p.config(None, &set)?, None)
-            } else {
-                (config::load_with(path, &set)?, None)
-            };
+            let (cfg, run_dir) = resolve_target(&target, &set)?;
             let args = spectrum::SpectrumArgs { at, k, probes, steps, trace_probes, blocks, out };
             spectrum::run(&cfg, run_dir.as_deref(), &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bound { target, at, delta, sigma, rho3, l_max, rho3_points, rho3_restarts, rho3_iterations, out, set } => {
+            let (cfg, run_dir) = resolve_target(&target, &set)?;
+            let rho3_search = eosflow::pac_bayes::Rho3Params {
+                restarts: rho3_restarts,
+                iterations: rho3_iterations,
+                random_points: rho3_points,
+                seed: cfg.sharpness.seed,
+            };
+            let args = bound::BoundArgs { at, delta, sigma, rho3, l_max, rho3_search, out };
+            bound::run(&cfg, run_dir.as_deref(), &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plot { run_dir } => {
@@ -434,6 +476,23 @@ fn install_signal_handler(token: CancelToken) {
         eprintln!("\ninterrupt: finishing the current step and writing the run directory (again to exit now)");
         token.cancel();
     });
+}
+
+/// A command's TARGET: a run directory (its config.toml), a single-run
+/// preset, or a config file; `--set` applied to each.
+fn resolve_target(target: &str, set: &[String]) -> Result<(Config, Option<PathBuf>)> {
+    let path = Path::new(target);
+    Ok(if path.join("config.toml").exists() {
+        let mut cfg = load_run_config(path)?;
+        if !set.is_empty() {
+            cfg = config::load_text(&toml::to_string(&cfg)?, &path.join("config.toml"), set)?;
+        }
+        (cfg, Some(path.to_path_buf()))
+    } else if let Some(p) = presets::find(target).filter(|p| p.variants.is_empty()) {
+        (p.config(None, set)?, None)
+    } else {
+        (config::load_with(path, set)?, None)
+    })
 }
 
 pub(crate) fn default_dir(name: &str) -> PathBuf {
@@ -563,6 +622,9 @@ pub(crate) fn run_in_dir(
         Some((_, offsets)) => rundir::CsvObserver::resuming(dir, cfg.sharpness.k, *offsets),
         None => rundir::CsvObserver::new(dir, cfg.sharpness.k),
     };
+    if cfg.spectrum.is_some() {
+        csv = csv.with_spectrum();
+    }
     let mut progress = rundir::ProgressObserver::new(if progress_bar { cfg.run.steps } else { 0 }, progress_bar);
     let mut runner = eosflow::run::Runner::for_problem(prep.problem.as_ref(), prep.optimizer.as_mut());
     // The problem's tracker, wrapped by the lockstep flow and the RMS-drift

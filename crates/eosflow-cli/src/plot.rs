@@ -848,6 +848,7 @@ pub fn plot_run(
             out.push(path);
         }
     }
+    out.extend(plot_spectrum_along(dir, name, formats)?);
     Ok(out)
 }
 
@@ -1553,4 +1554,127 @@ where
     DB::ErrorType: 'static,
 {
     grid(root, &format!("{name}: the Hessian's spectrum"), 24, (1, if two { 2 } else { 1 }))
+}
+
+/// spectrum.csv (`[spectrum]`) as series per block: (name, steps, top ×
+/// ‖w_B‖², trace × ‖w_B‖² with its standard error when estimated).
+struct BlockSeries {
+    name: String,
+    top: Vec<(f64, f64)>,
+    trace: Vec<(f64, f64, f64)>,
+}
+
+fn read_spectrum_csv(path: &Path) -> Result<Vec<BlockSeries>> {
+    let mut rd = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let head = rd.headers().with_context(|| format!("{}: no header", path.display()))?.clone();
+    let col = |name: &str| {
+        head.iter().position(|h| h == name).ok_or_else(|| anyhow!("{}: no column {name:?}", path.display()))
+    };
+    let (step, block, top, trace, se, norm2) = (
+        col("step")?,
+        col("block")?,
+        col("top_times_w_norm2")?,
+        col("trace")?,
+        col("trace_std_error")?,
+        col("w_norm2")?,
+    );
+    let mut out: Vec<BlockSeries> = Vec::new();
+    for rec in rd.records() {
+        let rec = rec.with_context(|| format!("{}: unreadable row", path.display()))?;
+        let num = |i: usize| rec.get(i).and_then(|v| v.parse::<f64>().ok());
+        let name = rec.get(block).unwrap_or("").to_string();
+        let Some(t) = num(step) else { continue };
+        let k = match out.iter().position(|b| b.name == name) {
+            Some(k) => k,
+            None => {
+                out.push(BlockSeries { name, top: Vec::new(), trace: Vec::new() });
+                out.len() - 1
+            }
+        };
+        if let Some(v) = num(top) {
+            out[k].top.push((t, v));
+        }
+        if let (Some(v), Some(e), Some(n)) = (num(trace), num(se), num(norm2)) {
+            out[k].trace.push((t, v * n, e * n));
+        }
+    }
+    Ok(out)
+}
+
+/// `figures/spectrum_blocks.*` of a run with `[spectrum]`: (a) each block's
+/// top eigenvalue × ‖w_B‖² against the step on a log scale (Fig. 2's
+/// falling sharpness, per layer), (b) each block's Hutch++ trace, × ‖w_B‖²
+/// as well (the raw trace grows as weight decay shrinks ‖w‖), with a ±2
+/// standard-error band.
+pub fn plot_spectrum_along(dir: &Path, name: &str, formats: &[String]) -> Result<Vec<PathBuf>> {
+    let path = dir.join(crate::rundir::SPECTRUM_CSV);
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    register_font();
+    let blocks = read_spectrum_csv(&path)?;
+    let fig_dir = dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("cannot create {}", fig_dir.display()))?;
+    let mut out = Vec::new();
+    for fmt in formats {
+        let p = fig_dir.join(format!("spectrum_blocks.{fmt}"));
+        let res = if fmt == "png" {
+            spectrum_along_fig(BitMapBackend::new(&p, (1600, 600)).into_drawing_area(), name, &blocks)
+        } else {
+            spectrum_along_fig(SVGBackend::new(&p, (1600, 600)).into_drawing_area(), name, &blocks)
+        };
+        res.map_err(|e| anyhow!("cannot draw {}: {e}", p.display()))?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn spectrum_along_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, name: &str, blocks: &[BlockSeries]) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let panels = grid(&root, &format!("{name}: the Hessian's blocks along training ([spectrum])"), 24, (1, 2))?;
+    let steps = || blocks.iter().flat_map(|b| b.top.iter().map(|p| p.0));
+    let (x0, x1) = range(steps(), false);
+    let (y0, y1) = range(blocks.iter().flat_map(|b| b.top.iter().map(|p| p.1)), true);
+    let mut chart = log10_chart(
+        &panels[0],
+        "(a) top eigenvalue per block, × ‖w_B‖²",
+        ("step", x0.max(0.0), x1, false),
+        ("λ1(H_BB)·‖w_B‖²", y0.log10(), y1.log10(), true),
+    )?;
+    for (i, b) in blocks.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> = b.top.iter().filter(|p| p.1 > 0.0).map(|p| (p.0, p.1.log10())).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+            .label(b.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    let with_trace: Vec<&BlockSeries> = blocks.iter().filter(|b| !b.trace.is_empty()).collect();
+    let (v0, v1) =
+        range(with_trace.iter().flat_map(|b| b.trace.iter().flat_map(|t| [t.1 - 2.0 * t.2, t.1 + 2.0 * t.2])), false);
+    let mut chart = log10_chart(
+        &panels[1],
+        "(b) trace per block, × ‖w_B‖² (Hutch++, ±2 standard errors)",
+        ("step", x0.max(0.0), x1, false),
+        ("tr(H_BB)·‖w_B‖²", v0, v1, false),
+    )?;
+    for (i, b) in blocks.iter().enumerate().filter(|(_, b)| !b.trace.is_empty()) {
+        let c = COLORS[i % COLORS.len()];
+        let mut band: Vec<(f64, f64)> = b.trace.iter().map(|t| (t.0, t.1 + 2.0 * t.2)).collect();
+        band.extend(b.trace.iter().rev().map(|t| (t.0, t.1 - 2.0 * t.2)));
+        chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.15).filled())))?;
+        chart
+            .draw_series(LineSeries::new(b.trace.iter().map(|t| (t.0, t.1)), c.stroke_width(2)))?
+            .label(b.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    if !with_trace.is_empty() {
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    }
+    root.present()?;
+    Ok(())
 }

@@ -8,8 +8,18 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// The files eosflow writes into a run directory (removed by `--force`).
-pub const OUTPUTS: &[&str] =
-    &["config.toml", "metrics.csv", "sharpness.csv", "summary.json", "w_final.npy", "figures", "snapshots", "flow"];
+pub const OUTPUTS: &[&str] = &[
+    "config.toml",
+    "metrics.csv",
+    "sharpness.csv",
+    SPECTRUM_CSV,
+    "summary.json",
+    "w_final.npy",
+    "figures",
+    "snapshots",
+    "flow",
+    "spectrum",
+];
 
 /// The snapshot of w at step t (`run.save_w_at`), under `snapshots/`.
 pub fn snapshot_name(step: u64) -> String {
@@ -74,6 +84,10 @@ fn fmt(x: f64) -> String {
 pub struct CsvOffsets {
     pub metrics_bytes: u64,
     pub sharpness_bytes: u64,
+    /// spectrum.csv's length, when the run has `[spectrum]` (absent in
+    /// checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectrum_bytes: Option<u64>,
 }
 
 /// The run-directory format this eosflow writes: `format_version` in
@@ -93,7 +107,7 @@ pub const RUN_FORMAT: u32 = 2;
 pub fn check_format(what: &Path, version: u32) -> Result<()> {
     if version > RUN_FORMAT {
         bail!(
-            "{} was written by a newer eosflow (run-directory format {version}); this eosflow {} reads formats 0 to              {RUN_FORMAT}: use the eosflow that wrote it (its summary.json names the version and git commit), or              rerun the config with this one",
+            "{} was written by a newer eosflow (run-directory format {version}); this eosflow {} reads formats 0 to {RUN_FORMAT}: use the eosflow that wrote it (its summary.json names the version and git commit), or rerun the config with this one",
             what.display(),
             env!("CARGO_PKG_VERSION")
         );
@@ -181,12 +195,35 @@ pub fn read_checkpoint(dir: &Path) -> Result<(RunState, CsvOffsets)> {
     Ok((run, file.offsets))
 }
 
+/// `[spectrum]`'s file: one row per block per evaluation.
+pub const SPECTRUM_CSV: &str = "spectrum.csv";
+
+/// spectrum.csv's header: `top` = λ1(H_BB), `top_times_w_norm2` = λ1·‖w_B‖²
+/// (the spherical sharpness of a scale-invariant block), the trace by
+/// Hutch++ with its standard error (empty when skipped), all of H_BB.
+pub const SPECTRUM_COLUMNS: [&str; 11] = [
+    "step",
+    "block",
+    "size",
+    "w_norm2",
+    "top",
+    "top_times_w_norm2",
+    "residual",
+    "converged",
+    "trace",
+    "trace_std_error",
+    "hvps",
+];
+
 /// Writes metrics.csv and sharpness.csv row by row, w_final.npy at the end,
 /// and the checkpoints.
 pub struct CsvObserver {
     dir: PathBuf,
     metrics: Option<csv::Writer<BufWriter<File>>>,
     sharpness: Option<csv::Writer<BufWriter<File>>>,
+    /// spectrum.csv, when the run has `[spectrum]`.
+    spectrum: Option<csv::Writer<BufWriter<File>>>,
+    with_spectrum: bool,
     k: usize,
     /// Resuming: truncate the CSVs to these lengths and append (no header).
     resume_at: Option<CsvOffsets>,
@@ -194,7 +231,21 @@ pub struct CsvObserver {
 
 impl CsvObserver {
     pub fn new(dir: &Path, k: usize) -> Self {
-        Self { dir: dir.to_path_buf(), metrics: None, sharpness: None, k, resume_at: None }
+        Self {
+            dir: dir.to_path_buf(),
+            metrics: None,
+            sharpness: None,
+            spectrum: None,
+            with_spectrum: false,
+            k,
+            resume_at: None,
+        }
+    }
+
+    /// Also writes spectrum.csv (the run has `[spectrum]`).
+    pub fn with_spectrum(mut self) -> Self {
+        self.with_spectrum = true;
+        self
     }
 
     /// An observer continuing the CSVs of `dir` from a checkpoint.
@@ -228,6 +279,12 @@ impl CsvObserver {
         Ok(csv::WriterBuilder::new().has_headers(false).from_writer(BufWriter::new(f)))
     }
 
+    fn new_spectrum_csv(&self) -> Result<csv::Writer<BufWriter<File>>, ObserverError> {
+        let mut w = self.open(SPECTRUM_CSV, None)?;
+        w.write_record(SPECTRUM_COLUMNS).map_err(|e| werr(&self.dir.join(SPECTRUM_CSV), e))?;
+        Ok(w)
+    }
+
     fn flushed_len(w: &mut Option<csv::Writer<BufWriter<File>>>, path: &Path) -> Result<u64, ObserverError> {
         let w = w.as_mut().expect("on_start first");
         w.flush().map_err(|e| werr(path, e))?;
@@ -246,6 +303,12 @@ impl Observer for CsvObserver {
         if let Some(at) = self.resume_at {
             self.metrics = Some(self.open("metrics.csv", Some(at.metrics_bytes))?);
             self.sharpness = Some(self.open("sharpness.csv", Some(at.sharpness_bytes))?);
+            if self.with_spectrum {
+                self.spectrum = Some(match at.spectrum_bytes {
+                    Some(len) => self.open(SPECTRUM_CSV, Some(len))?,
+                    None => self.new_spectrum_csv()?,
+                });
+            }
             return Ok(());
         }
         let mut m = self.open("metrics.csv", None)?;
@@ -258,6 +321,9 @@ impl Observer for CsvObserver {
         s.write_record(&h).map_err(|e| werr(&self.dir.join("sharpness.csv"), e))?;
         self.metrics = Some(m);
         self.sharpness = Some(s);
+        if self.with_spectrum {
+            self.spectrum = Some(self.new_spectrum_csv()?);
+        }
         Ok(())
     }
 
@@ -265,6 +331,10 @@ impl Observer for CsvObserver {
         let offsets = CsvOffsets {
             metrics_bytes: Self::flushed_len(&mut self.metrics, &self.dir.join("metrics.csv"))?,
             sharpness_bytes: Self::flushed_len(&mut self.sharpness, &self.dir.join("sharpness.csv"))?,
+            spectrum_bytes: match self.spectrum {
+                Some(_) => Some(Self::flushed_len(&mut self.spectrum, &self.dir.join(SPECTRUM_CSV))?),
+                None => None,
+            },
         };
         write_checkpoint(&self.dir, state, offsets).map_err(|e| format!("{e:#}").into())
     }
@@ -303,6 +373,30 @@ impl Observer for CsvObserver {
         self.sharpness.as_mut().expect("on_start first").write_record(&row).map_err(|e| werr(&path, e))
     }
 
+    fn on_spectrum(&mut self, step: u64, blocks: &[eosflow::spectrum::BlockSpectrum]) -> Result<(), ObserverError> {
+        let path = self.dir.join(SPECTRUM_CSV);
+        let Some(wr) = self.spectrum.as_mut() else { return Ok(()) };
+        for b in blocks {
+            let (trace, se) =
+                b.trace.as_ref().map_or((String::new(), String::new()), |t| (fmt(t.estimate), fmt(t.std_error)));
+            wr.write_record([
+                step.to_string(),
+                b.name.clone(),
+                b.size.to_string(),
+                fmt(b.w_norm2),
+                fmt(b.top[0]),
+                fmt(b.top_times_w_norm2()),
+                fmt(b.residual),
+                b.converged.to_string(),
+                trace,
+                se,
+                b.hvps.to_string(),
+            ])
+            .map_err(|e| werr(&path, e))?;
+        }
+        Ok(())
+    }
+
     fn on_snapshot(&mut self, step: u64, w: &[f64], eos_entry: bool) -> Result<(), ObserverError> {
         let dir = self.dir.join("snapshots");
         std::fs::create_dir_all(&dir).map_err(|e| werr(&dir, e))?;
@@ -318,7 +412,11 @@ impl Observer for CsvObserver {
     }
 
     fn on_finish(&mut self, _s: &RunSummary, w: &[f64]) -> Result<(), ObserverError> {
-        for (name, wr) in [("metrics.csv", self.metrics.as_mut()), ("sharpness.csv", self.sharpness.as_mut())] {
+        for (name, wr) in [
+            ("metrics.csv", self.metrics.as_mut()),
+            ("sharpness.csv", self.sharpness.as_mut()),
+            (SPECTRUM_CSV, self.spectrum.as_mut()),
+        ] {
             if let Some(wr) = wr {
                 wr.flush().map_err(|e| werr(&self.dir.join(name), e))?;
             }

@@ -74,7 +74,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         OptimizerConfig::ScalarRmsprop { eta, beta, v0 } => Box::new(ScalarRmsprop::new(*eta, *beta, *v0, w0)),
     };
     let s = &cfg.sharpness;
-    let params = RunParams {
+    let mut params = RunParams {
         steps: cfg.run.steps,
         log_every: cfg.run.log_every,
         sharpness_every: s.every,
@@ -86,7 +86,19 @@ pub fn prepare(cfg: &Config) -> Result<Prepared> {
         snapshot_at: snapshot_steps(cfg),
         snapshot_at_eos_entry: cfg.run.save_w_at_eos_entry
             || cfg.flow.as_ref().is_some_and(|f| f.start == crate::config::FlowStart::EosEntry),
+        spectrum: None,
     };
+    if let Some(sp) = &cfg.spectrum {
+        let blocks = eosflow::spectrum::select_blocks(problem.as_ref(), sp.blocks)?;
+        params.spectrum = Some(eosflow::run::SpectrumSchedule {
+            every: sp.every,
+            blocks,
+            params: eosflow::spectrum::BlockParams {
+                lanczos: eosflow::spectrum::LanczosParams { k: 1, ..s.lanczos() },
+                trace: eosflow::spectrum::TraceParams { probes: sp.trace_probes, seed: s.seed },
+            },
+        });
+    }
     let problem = crate::fault::wrap(problem)?;
     Ok(Prepared { problem, optimizer, params, derived, data_files })
 }

@@ -7,9 +7,8 @@
 
 use crate::config::{Config, OptimizerConfig};
 use anyhow::{Context, Result, bail};
-use eosflow::ScaleInvariance;
 use eosflow::spectrum::{
-    LanczosParams, LinOp, Restricted, SlqParams, TraceParams, hutch_pp, lanczos_bottom, lanczos_top, slq,
+    BlockSet, LanczosParams, SlqParams, TraceParams, hutch_pp, lanczos_bottom, lanczos_top, select_blocks, slq,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -30,46 +29,9 @@ pub struct SpectrumArgs {
     pub out: Option<PathBuf>,
 }
 
-/// One block of the Hessian: a principal sub-block on `idx` (all of w for
-/// "all"), in spherical units (× ‖w_B‖², Def. 1.1) when it is a declared
-/// scale-invariant block.
-struct Block {
-    name: String,
-    idx: Option<Vec<usize>>,
-    spherical: bool,
-}
-
-fn blocks(problem: &dyn eosflow::problems::Problem, which: &str) -> Result<Vec<Block>> {
-    let si = problem.scale_invariance();
-    let all_si = matches!(si, ScaleInvariance::All);
-    let mut out = vec![Block { name: "all".into(), idx: None, spherical: all_si }];
-    match which {
-        "all" => {}
-        "si" => match si {
-            ScaleInvariance::All => {}
-            ScaleInvariance::Block(idx) => out.push(Block { name: "si".into(), idx: Some(idx), spherical: true }),
-            ScaleInvariance::None => {
-                bail!("--blocks si: the {} problem declares no scale-invariant block; use --blocks all", problem.name())
-            }
-        },
-        "layers" => {
-            let layers = problem.parameter_blocks();
-            if layers.is_empty() {
-                bail!(
-                    "--blocks layers: the {} problem has no parameter blocks (networks do); use --blocks all or si",
-                    problem.name()
-                );
-            }
-            out.extend(layers.into_iter().map(|(name, r)| Block { name, idx: Some(r.collect()), spherical: false }));
-        }
-        other => bail!("--blocks {other}: expected all, si or layers"),
-    }
-    Ok(out)
-}
-
 /// The point: a run's w_final (default), w0, a step (snapshot or rerun) or
 /// a .npy file.
-fn point(
+pub(crate) fn point(
     cfg: &Config,
     run_dir: Option<&Path>,
     at: Option<&str>,
@@ -134,75 +96,96 @@ pub fn run(cfg: &Config, run_dir: Option<&Path>, args: &SpectrumArgs) -> Result<
     let mut traces = serde_json::Map::new();
     let mut bars = Vec::new();
     let mut full = None;
-    let blocks = blocks(problem.as_ref(), &args.blocks)?;
+    let mut density_s = 0.0;
+    let which: BlockSet = args.blocks.parse().map_err(|e: String| anyhow::anyhow!("--blocks: {e}"))?;
+    let blocks = select_blocks(problem.as_ref(), which)?;
     let n_blocks = blocks.len();
+    // Stages: per block its top, bottom and trace, then the density.
+    let bar = stage_bar(3 * n_blocks as u64 + 1);
+    let mut block_timing = Vec::new();
     for (b, block) in blocks.into_iter().enumerate() {
-        let restricted;
-        let op: &dyn LinOp = match &block.idx {
-            Some(idx) => {
-                restricted = Restricted::new(h.as_ref(), idx);
-                &restricted
+        block.with_operator(h.as_ref(), |op| -> Result<()> {
+            let n = op.dim();
+            let norm2 = block.norm2(&w);
+            let scale = if block.spherical { norm2 } else { 1.0 };
+            let p = LanczosParams { k: lanczos.k.min(n), ..lanczos.clone() };
+            let clock = std::time::Instant::now();
+            bar.set_message(format!("block {} ({n}): top eigenvalues", block.name));
+            let top = lanczos_top(op, &p, None).with_context(|| format!("block {}: Lanczos", block.name))?;
+            let top_s = clock.elapsed().as_secs_f64();
+            bar.inc(1);
+            bar.set_message(format!("block {} ({n}): bottom eigenvalues", block.name));
+            let bottom = lanczos_bottom(op, &p, None).with_context(|| format!("block {}: Lanczos", block.name))?;
+            bar.inc(1);
+            bar.set_message(format!("block {} ({n}): trace", block.name));
+            for (end, r) in [("top", &top), ("bottom", &bottom)] {
+                for (i, (l, res)) in r.eigenvalues.iter().zip(&r.residuals).enumerate() {
+                    eigen.write_record([
+                        block.name.clone(),
+                        end.into(),
+                        (i + 1).to_string(),
+                        l.to_string(),
+                        (l * scale).to_string(),
+                        res.to_string(),
+                    ])?;
+                }
             }
-            None => h.as_ref(),
-        };
-        let n = op.dim();
-        let norm2: f64 = match &block.idx {
-            Some(idx) => idx.iter().map(|&i| w[i] * w[i]).sum(),
-            None => w.iter().map(|x| x * x).sum(),
-        };
-        let scale = if block.spherical { norm2 } else { 1.0 };
-        let p = LanczosParams { k: lanczos.k.min(n), ..lanczos.clone() };
-        let top = lanczos_top(op, &p, None).with_context(|| format!("block {}: Lanczos", block.name))?;
-        let bottom = lanczos_bottom(op, &p, None).with_context(|| format!("block {}: Lanczos", block.name))?;
-        for (end, r) in [("top", &top), ("bottom", &bottom)] {
-            for (i, (l, res)) in r.eigenvalues.iter().zip(&r.residuals).enumerate() {
-                eigen.write_record([
-                    block.name.clone(),
-                    end.into(),
-                    (i + 1).to_string(),
-                    l.to_string(),
-                    (l * scale).to_string(),
-                    res.to_string(),
-                ])?;
+            let t = hutch_pp(op, &TraceParams { probes: trace.probes.min(3 * n.max(2)), ..trace.clone() })?;
+            bar.inc(1);
+            block_timing.push(json!({
+                "block": block.name,
+                "top_s": top_s,
+                "top_hvps": top.matvecs,
+                "total_s": clock.elapsed().as_secs_f64(),
+            }));
+            table.write_record([
+                block.name.clone(),
+                n.to_string(),
+                norm2.to_string(),
+                top.eigenvalues[0].to_string(),
+                (top.eigenvalues[0] * norm2).to_string(),
+                bottom.eigenvalues[0].to_string(),
+                t.estimate.to_string(),
+                t.std_error.to_string(),
+                eff_lr(norm2).map_or(String::new(), |v| v.to_string()),
+                (top.converged && bottom.converged).to_string(),
+            ])?;
+            traces.insert(
+                block.name.clone(),
+                json!({
+                    "estimator": "hutch++",
+                    "trace": t.estimate,
+                    "std_error": t.std_error,
+                    "matvecs": t.matvecs,
+                    "spherical_trace": t.estimate * scale,
+                }),
+            );
+            bars.push((block.name.clone(), top.eigenvalues[0] * if n_blocks > 1 && b > 0 { norm2 } else { scale }));
+            if b == 0 {
+                bar.set_message(format!(
+                    "SLQ density: {} probes × {} Lanczos steps",
+                    slq_params.probes, slq_params.steps
+                ));
+                let clock = std::time::Instant::now();
+                let d = slq(op, &slq_params)?;
+                density_s = clock.elapsed().as_secs_f64();
+                bar.inc(1);
+                full = Some((d, scale, top.eigenvalues.clone(), bottom.eigenvalues.clone(), t.clone()));
             }
-        }
-        let t = hutch_pp(op, &TraceParams { probes: trace.probes.min(3 * n.max(2)), ..trace.clone() })?;
-        table.write_record([
-            block.name.clone(),
-            n.to_string(),
-            norm2.to_string(),
-            top.eigenvalues[0].to_string(),
-            (top.eigenvalues[0] * norm2).to_string(),
-            bottom.eigenvalues[0].to_string(),
-            t.estimate.to_string(),
-            t.std_error.to_string(),
-            eff_lr(norm2).map_or(String::new(), |v| v.to_string()),
-            (top.converged && bottom.converged).to_string(),
-        ])?;
-        traces.insert(
-            block.name.clone(),
-            json!({
-                "estimator": "hutch++",
-                "trace": t.estimate,
-                "std_error": t.std_error,
-                "matvecs": t.matvecs,
-                "spherical_trace": t.estimate * scale,
-            }),
-        );
-        bars.push((block.name.clone(), top.eigenvalues[0] * if n_blocks > 1 && b > 0 { norm2 } else { scale }));
-        if b == 0 {
-            let d = slq(op, &slq_params)?;
-            full = Some((d, scale, top.eigenvalues.clone(), bottom.eigenvalues.clone(), t.clone()));
-        }
-        eprintln!(
-            "block {} ({n} parameters): λ1 = {:.6e}, λ_min = {:.6e}, trace = {:.6e} ± {:.1e}",
-            block.name,
-            top.eigenvalues[0] * scale,
-            bottom.eigenvalues[0] * scale,
-            t.estimate * scale,
-            t.std_error * scale
-        );
+            bar.suspend(|| {
+                eprintln!(
+                    "block {} ({n} parameters): λ1 = {:.6e}, λ_min = {:.6e}, trace = {:.6e} ± {:.1e}",
+                    block.name,
+                    top.eigenvalues[0] * scale,
+                    bottom.eigenvalues[0] * scale,
+                    t.estimate * scale,
+                    t.std_error * scale
+                )
+            });
+            Ok(())
+        })?;
     }
+    bar.finish_and_clear();
     eigen.flush()?;
     table.flush()?;
     let (d, scale, top, bottom, t) = full.expect("the whole Hessian comes first");
@@ -228,7 +211,7 @@ pub fn run(cfg: &Config, run_dir: Option<&Path>, args: &SpectrumArgs) -> Result<
         "trace_std_error": t.std_error * scale,
         "density": { "probes": slq_params.probes, "steps": slq_params.steps, "sigma": d.sigma * scale, "support": [lo, hi], "matvecs": d.matvecs },
         "blocks": args.blocks,
-        "timing": { "total_s": started.elapsed().as_secs_f64() },
+        "timing": { "total_s": started.elapsed().as_secs_f64(), "density_s": density_s, "blocks": block_timing },
     });
     crate::rundir::write_atomic(
         &dir.join("summary.json"),
@@ -257,4 +240,20 @@ pub fn run(cfg: &Config, run_dir: Option<&Path>, args: &SpectrumArgs) -> Result<
         println!("  figure: {}", f.display());
     }
     Ok(dir)
+}
+
+/// A bar over the estimate's stages on stderr, hidden when stderr is not a
+/// terminal (a density of a large network takes minutes).
+fn stage_bar(stages: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(stages);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} stages  {elapsed}  {msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }

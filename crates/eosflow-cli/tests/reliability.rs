@@ -254,13 +254,16 @@ fn a_backend_failure_mid_run_ends_with_status_error_and_resumes_identically() {
 #[test]
 fn a_run_with_its_flow_in_lockstep_resumes_to_identical_files() {
     // fig4 with the flow beside GD+WD from the EoS entry (step 3000) and the
-    // RMS-drift variables ([drift]): stop at step 4500 with checkpoints
+    // RMS-drift variables ([drift]) and the per-block spectrum
+    // ([spectrum], spectrum.csv): stop at step 4500 with checkpoints
     // every 500 steps, extend to 8000 by resume, and compare with one
     // uninterrupted run of 8000 steps.
     let dir = tempfile::tempdir().unwrap();
     let sets = [
         "--set",
         "drift.k_every=100",
+        "--set",
+        "spectrum.every=1000",
         "--set",
         "run.checkpoint_every=500",
         "--set",
@@ -289,7 +292,13 @@ fn a_run_with_its_flow_in_lockstep_resumes_to_identical_files() {
     let s = summary_without_timing(&out);
     assert_eq!(s["problem"]["lockstep"]["eos_entry_step"], 3000);
     assert!(s["problem"]["lockstep"]["flow_steps"].as_u64().unwrap() > 0);
-    for f in ["drift_cycles.csv", "drift.json"] {
+    for f in ["drift_cycles.csv", "drift.json", "spectrum.csv"] {
         assert!(std::fs::read(reference.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(), "{f} differs");
     }
+    // Steps 0, 1000, …, 8000: each evaluation once, none lost or repeated
+    // across the resume (4500 is the interrupted run's last step, written
+    // there and truncated away on resume).
+    let text = std::fs::read_to_string(out.join("spectrum.csv")).unwrap();
+    let steps: Vec<&str> = text.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["0", "1000", "2000", "3000", "4000", "5000", "6000", "7000", "8000"]);
 }

@@ -279,6 +279,11 @@ impl NetProblem {
         self.lmin
     }
 
+    /// The label smoothing ε of that head ([`label_smoothing_epsilon`]).
+    pub fn label_smoothing_epsilon(&self) -> Option<f64> {
+        label_smoothing_epsilon(&self.net, self.params.loss)
+    }
+
     /// Parameter tensors of w in layout order (constants, not `Var`s), on
     /// the problem's device and in its precision.
     pub fn param_tensors(&self, w: &[f64]) -> candle_core::Result<Vec<Tensor>> {
@@ -482,6 +487,17 @@ fn weighted_loss(batches: &[Batch], n: usize, losses: &[f64]) -> f64 {
     losses.iter().zip(batches).fold(0.0, |acc, (l, b)| acc + (b.n as f64 / n as f64) * l)
 }
 
+/// γ and C − 1 of a cross-entropy network ending in BN with fixed γ and
+/// β = 0, the head App. R.2's L_min and label smoothing are about.
+fn fixed_ce_head(net: &Net, loss: LossKind) -> Option<(f64, f64)> {
+    match (loss, net.modules.last()) {
+        (LossKind::Ce, Some(Module::BatchNorm { affine: Affine::Fixed { gamma, beta }, .. })) if *beta == 0.0 => {
+            Some((*gamma, (net.classes - 1) as f64))
+        }
+        _ => None,
+    }
+}
+
 /// L_min of eq. (53): ln(1 + (C−1)·exp(−γ·(√(C−1) + 1/√(C−1)))) for
 /// cross-entropy after a final BN with fixed γ, β = 0 (App. R; balanced
 /// classes); 0 for other heads and for MSE.
@@ -494,13 +510,24 @@ fn weighted_loss(batches: &[Batch], n: usize, losses: &[f64]) -> f64 {
 /// assert!((l - (100.0f64 / 91.0).ln()).abs() < 1e-15);
 /// ```
 pub fn l_min(net: &Net, loss: LossKind) -> f64 {
-    match (loss, net.modules.last()) {
-        (LossKind::Ce, Some(Module::BatchNorm { affine: Affine::Fixed { gamma, beta }, .. })) if *beta == 0.0 => {
-            let c1 = (net.classes - 1) as f64;
-            (1.0 + c1 * (-gamma * (c1.sqrt() + 1.0 / c1.sqrt())).exp()).ln()
-        }
-        _ => 0.0,
-    }
+    fixed_ce_head(net, loss).map_or(0.0, |(gamma, c1)| (1.0 + c1 * (-gamma * (c1.sqrt() + 1.0 / c1.sqrt())).exp()).ln())
+}
+
+/// The label smoothing ε the fixed head matches (App. R.2): at the loss's
+/// minimisers the softmax gives ε/C to each wrong class and 1 − (1 − 1/C)ε
+/// to the right one, with ε = C/((C−1) + exp(γ·(√(C−1) + 1/√(C−1)))).
+/// None for other heads and for MSE.
+///
+/// ```
+/// use eosflow_nn::net::{si_mlp, Activation, default_final_gamma};
+/// use eosflow_nn::LossKind;
+/// // γ = (3/10)·ln 91 on 10 classes is Szegedy et al.'s ε = 0.1.
+/// let net = si_mlp(&[4], &[3], 10, Activation::Swish, default_final_gamma()).unwrap();
+/// let eps = eosflow_nn::problem::label_smoothing_epsilon(&net, LossKind::Ce).unwrap();
+/// assert!((eps - 0.1).abs() < 1e-15);
+/// ```
+pub fn label_smoothing_epsilon(net: &Net, loss: LossKind) -> Option<f64> {
+    fixed_ce_head(net, loss).map(|(gamma, c1)| (c1 + 1.0) / (c1 + (gamma * (c1.sqrt() + 1.0 / c1.sqrt())).exp()))
 }
 
 impl Objective for NetProblem {
@@ -593,6 +620,25 @@ impl NetProblem {
 impl Problem for NetProblem {
     fn name(&self) -> &'static str {
         "nn"
+    }
+
+    fn training_examples(&self) -> Option<usize> {
+        Some(self.n_train)
+    }
+
+    fn per_example_loss_sup(&self) -> Result<f64, String> {
+        Err(match self.params.loss {
+            LossKind::Ce => {
+                "cross-entropy is unbounded in the logits; a final BN with fixed γ bounds a logit by \
+                             γ·√(B − 1) within a ghost batch of B, but BN couples the batch's examples, outside \
+                             Thm C.2's per-example setting"
+            }
+            LossKind::Mse => {
+                "the squared loss of a network is bounded only through BN, which couples the \
+                              batch's examples, outside Thm C.2's per-example setting"
+            }
+        }
+        .into())
     }
 
     fn initial_point(&self) -> Vec<f64> {

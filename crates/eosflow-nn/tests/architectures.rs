@@ -121,7 +121,7 @@ fn shapes_that_do_not_compose_are_explained() {
 }
 
 #[test]
-fn l_min_matches_eq_53() {
+fn l_min_and_label_smoothing_match_eq_53_and_app_r2() {
     use eosflow_nn::LossKind;
     let g = net::default_final_gamma();
     assert!((g - 0.3 * 91f64.ln()).abs() < 1e-15);
@@ -134,4 +134,18 @@ fn l_min_matches_eq_53() {
     // Eq. (53) for C = 2: ln(1 + exp(−2γ)).
     let net2 = net::si_mlp(&[4], &[3], 2, Activation::Swish, 1.0).unwrap();
     assert!((eosflow_nn::problem::l_min(&net2, LossKind::Ce) - (1.0 + (-2.0f64).exp()).ln()).abs() < 1e-15);
+    // The label smoothing of App. R.2: ε = C/((C−1) + e^{γ(√(C−1) + 1/√(C−1))})
+    // = 10/(9 + 91) = 0.1 for the paper's γ; and L_min = −ln(1 − (1 − 1/C)ε),
+    // the cross-entropy against the argmax at the smoothed optimum.
+    let eps = eosflow_nn::problem::label_smoothing_epsilon(&net10, LossKind::Ce).unwrap();
+    assert!((eps - 0.1).abs() < 1e-15, "{eps}");
+    let l = eosflow_nn::problem::l_min(&net10, LossKind::Ce);
+    assert!((l + (1.0 - 0.9 * eps).ln()).abs() < 1e-15);
+    for (net, c) in [(&net2, 2.0f64), (&net10, 10.0)] {
+        let e = eosflow_nn::problem::label_smoothing_epsilon(net, LossKind::Ce).unwrap();
+        let l = eosflow_nn::problem::l_min(net, LossKind::Ce);
+        assert!((l + (1.0 - (1.0 - 1.0 / c) * e).ln()).abs() < 1e-14, "C = {c}");
+    }
+    assert_eq!(eosflow_nn::problem::label_smoothing_epsilon(&net10, LossKind::Mse), None);
+    assert_eq!(eosflow_nn::problem::label_smoothing_epsilon(&std, LossKind::Ce), None);
 }

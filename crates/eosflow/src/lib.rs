@@ -28,6 +28,7 @@ pub mod linalg;
 pub mod manifold;
 pub mod objective;
 pub mod optim;
+pub mod pac_bayes;
 pub mod problems;
 pub mod run;
 pub mod sharpness;

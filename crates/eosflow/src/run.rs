@@ -44,7 +44,7 @@ use crate::objective::{Counted, Counts, Hessian, Objective};
 use crate::optim::{Optimizer, RestoreError};
 use crate::problems::{NoTracker, Problem, StepView, Tracker, TrackerStateError};
 use crate::sharpness::spherical_sharpness;
-use crate::spectrum::{LanczosError, LanczosParams};
+use crate::spectrum::{Block, BlockParams, BlockSpectrum, LanczosError, LanczosParams, block_spectrum};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +79,23 @@ pub struct RunParams {
     /// have passed since the previous one (or the start): a run of a few
     /// seconds is not worth its fsyncs. 0 checkpoints at every multiple.
     pub checkpoint_min_interval_s: f64,
+    /// Per-block spectra along the run ([`SpectrumSchedule`]); None is off.
+    pub spectrum: Option<SpectrumSchedule>,
+}
+
+/// The top eigenvalue and trace of each block of the Hessian
+/// ([`block_spectrum`]) every `every` steps and at the last, reported to
+/// [`Observer::on_spectrum`]: Fig. 2's falling sharpness, per layer. Each
+/// evaluation is seeded and cold-started, so a resumed run computes the
+/// same bits without extra checkpoint state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpectrumSchedule {
+    /// Every how many steps (≥ 1).
+    pub every: u64,
+    /// The blocks ([`crate::spectrum::select_blocks`]).
+    pub blocks: Vec<Block>,
+    /// Lanczos and Hutch++ settings.
+    pub params: BlockParams,
 }
 
 impl Default for RunParams {
@@ -94,6 +111,7 @@ impl Default for RunParams {
             snapshot_at: Vec::new(),
             snapshot_at_eos_entry: false,
             checkpoint_min_interval_s: 0.0,
+            spectrum: None,
         }
     }
 }
@@ -260,6 +278,11 @@ pub trait Observer {
     fn on_snapshot(&mut self, _step: u64, _w: &[f64], _eos_entry: bool) -> Result<(), ObserverError> {
         Ok(())
     }
+    /// Each per-block spectrum evaluation ([`RunParams::spectrum`]): the
+    /// blocks in the schedule's order.
+    fn on_spectrum(&mut self, _step: u64, _blocks: &[BlockSpectrum]) -> Result<(), ObserverError> {
+        Ok(())
+    }
     /// Each sharpness evaluation.
     fn on_sharpness(&mut self, _rec: &SharpnessRecord) -> Result<(), ObserverError> {
         Ok(())
@@ -308,6 +331,9 @@ pub enum RunError {
     /// error, found before the first step).
     #[error("sharpness settings: {0}")]
     InvalidLanczos(LanczosError),
+    /// The per-block spectrum schedule cannot work for this objective.
+    #[error("spectrum settings: {0}")]
+    InvalidSpectrum(String),
     /// A checkpoint's optimizer state does not fit this optimizer.
     #[error("cannot resume from the checkpoint: {0}")]
     ResumeOptimizer(#[from] RestoreError),
@@ -367,6 +393,8 @@ pub struct History {
     pub steps: Vec<StepRecord>,
     /// One record per sharpness evaluation.
     pub sharpness: Vec<SharpnessRecord>,
+    /// Each per-block spectrum evaluation: (step, blocks).
+    pub spectrum: Vec<(u64, Vec<BlockSpectrum>)>,
     /// The run's summary, once it has finished.
     pub summary: Option<RunSummary>,
 }
@@ -382,6 +410,10 @@ impl Observer for History {
     }
     fn on_sharpness(&mut self, rec: &SharpnessRecord) -> Result<(), ObserverError> {
         self.sharpness.push(rec.clone());
+        Ok(())
+    }
+    fn on_spectrum(&mut self, step: u64, blocks: &[BlockSpectrum]) -> Result<(), ObserverError> {
+        self.spectrum.push((step, blocks.to_vec()));
         Ok(())
     }
     fn on_finish(&mut self, summary: &RunSummary, _w: &[f64]) -> Result<(), ObserverError> {
@@ -485,6 +517,23 @@ impl<'a> Runner<'a> {
             };
             params.lanczos.validate(n).map_err(RunError::InvalidLanczos)?;
         }
+        if let Some(sp) = &params.spectrum {
+            if sp.every == 0 {
+                return Err(RunError::InvalidSpectrum("every = 0; set it to a number of steps (≥ 1)".into()));
+            }
+            for b in &sp.blocks {
+                let n = b.size(objective.dim());
+                if let Some(bad) = b.indices.as_ref().and_then(|i| i.iter().find(|&&i| i >= objective.dim())) {
+                    return Err(RunError::InvalidSpectrum(format!(
+                        "block {} has coordinate {bad}, the problem has {} parameters",
+                        b.name,
+                        objective.dim()
+                    )));
+                }
+                let p = LanczosParams { k: sp.params.lanczos.k.min(n.max(1)), ..sp.params.lanczos.clone() };
+                p.validate(n).map_err(|e| RunError::InvalidSpectrum(format!("block {}: {e}", b.name)))?;
+            }
+        }
         let obj = Counted::starting_at(objective, st.counts);
         // A backend failure of the evaluation just made, as the run's status.
         let failed = |t: u64| {
@@ -553,6 +602,25 @@ impl<'a> Runner<'a> {
                         sharp = Some(s.spherical);
                         st.last_sharpness = Some(s.spherical);
                         st.warm = Some(s.eigenvector);
+                    }
+                    Err(err) => {
+                        status = failed(t).unwrap_or(Status::Diverged { step: t, reason: err.to_string() });
+                        break;
+                    }
+                }
+            }
+            if let Some(sp) = &params.spectrum
+                && (t.is_multiple_of(sp.every) || t == t_end)
+            {
+                let h = obj.hessian_at(w);
+                let got: Result<Vec<_>, _> =
+                    sp.blocks.iter().map(|b| block_spectrum(h.as_ref(), w, b, &sp.params)).collect();
+                drop(h);
+                match got {
+                    Ok(blocks) => {
+                        for o in observers.iter_mut() {
+                            o.on_spectrum(t, &blocks).map_err(RunError::Observer)?;
+                        }
                     }
                     Err(err) => {
                         status = failed(t).unwrap_or(Status::Diverged { step: t, reason: err.to_string() });

@@ -224,3 +224,163 @@ fn bad_settings_are_errors_not_panics() {
     let msg = hutch_pp(&a, &TraceParams { probes: 4, seed: 0 }).unwrap_err().to_string();
     assert!(msg.contains("Hutch++") && msg.contains("multiple of 3"), "{msg}");
 }
+
+/// Records w at every step, and the blocks of each spectrum evaluation.
+#[derive(Default)]
+struct AtSpectrum {
+    w: std::collections::HashMap<u64, Vec<f64>>,
+    blocks: Vec<(u64, Vec<eosflow::spectrum::BlockSpectrum>)>,
+}
+
+impl eosflow::run::Observer for AtSpectrum {
+    fn on_step(&mut self, r: &eosflow::run::StepRecord, w: &[f64]) -> Result<(), eosflow::run::ObserverError> {
+        self.w.insert(r.step, w.to_vec());
+        Ok(())
+    }
+    fn on_spectrum(
+        &mut self,
+        step: u64,
+        blocks: &[eosflow::spectrum::BlockSpectrum],
+    ) -> Result<(), eosflow::run::ObserverError> {
+        self.blocks.push((step, blocks.to_vec()));
+        Ok(())
+    }
+}
+
+#[test]
+fn the_runner_logs_each_blocks_top_eigenvalue_and_trace_along_training() {
+    use eosflow::optim::GdWd;
+    use eosflow::problems::{LinregBn, LinregData, LinregInit, Problem};
+    use eosflow::run::{RunParams, Runner, SpectrumSchedule};
+    use eosflow::spectrum::{Block, BlockParams, BlockSet, select_blocks};
+    use eosflow::{Hessian, Objective};
+
+    let p = LinregBn::new(LinregData::generate(12, 40, 50, 1), LinregInit::Uniform, 1).unwrap();
+    let d = p.dim();
+    let mut blocks = select_blocks(&p, BlockSet::Si).unwrap();
+    assert_eq!(blocks.len(), 1, "linreg_bn is scale-invariant in all of w: si is the whole Hessian");
+    let half: Vec<usize> = (0..d).step_by(2).collect();
+    blocks.push(Block { name: "even".into(), indices: Some(half.clone()), spherical: false });
+    let every = 50;
+    let lanczos = LanczosParams { tol: 1e-11, ..Default::default() };
+    let schedule = SpectrumSchedule {
+        every,
+        blocks,
+        params: BlockParams { lanczos: lanczos.clone(), trace: TraceParams { probes: 12, seed: 3 } },
+    };
+    let mut opt = GdWd::new(0.2, 0.05, p.initial_point());
+    let mut seen = AtSpectrum::default();
+    let mut history = eosflow::run::History::default();
+    let params =
+        RunParams { steps: 210, sharpness_every: every, lanczos, spectrum: Some(schedule), ..Default::default() };
+    let summary =
+        Runner::for_problem(&p, &mut opt).params(params).observer(&mut seen).observer(&mut history).run().unwrap();
+    // Steps 0, 50, …, 200 and the last, 210.
+    let steps: Vec<u64> = seen.blocks.iter().map(|b| b.0).collect();
+    assert_eq!(steps, [0, 50, 100, 150, 200, 210]);
+    let block_hvps: usize = seen.blocks.iter().flat_map(|b| b.1.iter().map(|s| s.hvps)).sum();
+    assert!(summary.counts.hvps >= summary.hvps + block_hvps as u64, "the blocks' HVPs are counted");
+    for (step, got) in &seen.blocks {
+        let w = &seen.w[step];
+        let sharp = history.sharpness.iter().find(|r| r.step == *step).unwrap();
+        // The whole Hessian, × ‖w‖², is the runner's spherical sharpness:
+        // two Lanczos runs to a 1e-11 relative residual agree to ~1e-10.
+        assert!((got[0].top_times_w_norm2() / sharp.sharpness - 1.0).abs() < 1e-9, "step {step}");
+        let h = to_dense(p.hessian_at(w).as_ref());
+        for (b, idx) in got.iter().zip([(0..d).collect::<Vec<_>>(), half.clone()]) {
+            let m = idx.len();
+            let sub: Vec<f64> =
+                idx.iter().flat_map(|&i| idx.iter().map(move |&j| (i, j))).map(|(i, j)| h[i * d + j]).collect();
+            let (eig, _) = symmetric_eigen(m, &sub);
+            let scale = eig.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            // Lanczos's residual 1e-11·scale bounds the eigenvalue error
+            // (Bauer–Fike) far below this; the dense solver is backward
+            // stable to ~m·ε·scale.
+            assert!(
+                (b.top[0] - eig[0]).abs() < 1e-9 * scale,
+                "step {step} block {}: {} vs {}",
+                b.name,
+                b.top[0],
+                eig[0]
+            );
+            let exact: f64 = (0..m).map(|i| sub[i * m + i]).sum();
+            let t = b.trace.as_ref().unwrap();
+            assert!(
+                (t.estimate - exact).abs() <= 4.0 * t.std_error + 1e-9 * scale * m as f64,
+                "step {step} block {}: trace {} ± {} vs {exact}",
+                b.name,
+                t.estimate,
+                t.std_error
+            );
+            assert_eq!(b.size, m);
+            assert!((b.w_norm2 - idx.iter().map(|&i| w[i] * w[i]).sum::<f64>()).abs() <= 1e-15 * b.w_norm2);
+        }
+    }
+}
+
+#[test]
+fn top_k_finds_every_copy_of_a_repeated_eigenvalue_below_the_top() {
+    // The factorization's Hessian spectrum at its w0: λ1, then ±c with
+    // multiplicity 4 and one more. A random start's Krylov space holds one
+    // copy of each distinct eigenvalue and becomes invariant after 4
+    // steps; Lanczos then goes on from a fresh random direction orthogonal
+    // to it, which finds the next copies: top-k is exact, copies included.
+    let lambda = [12.85, 4.008, 4.008, 4.008, 4.008, -3.126, -4.008, -4.008, -4.008, -4.008];
+    for seed in 0..5 {
+        let a = with_spectrum(&lambda, seed);
+        for k in 1..=6 {
+            let r = lanczos_top(&a, &LanczosParams { k, seed, ..Default::default() }, None).unwrap();
+            for (i, (got, want)) in r.eigenvalues.iter().zip(&lambda).enumerate() {
+                assert!((got - want).abs() < 1e-8, "seed {seed} k {k}: θ_{} = {got}, expected {want}", i + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_lanczos_start_vector_is_not_the_factorizations_w0() {
+    // Regression: the factorization drew w0 from ChaCha8 stream 0 of its
+    // seed, the stream of Lanczos's start vector for the same seed; the
+    // start ∝ w0 spanned an invariant subspace with H·w0, and the top-2 at
+    // w0 came out as (λ1, −3.13), missing +4.01. Now w0 is on stream 1.
+    use eosflow::Hessian;
+    use eosflow::problems::{Factorization, Problem};
+    let p = Factorization::new(5, 0, 2.0);
+    let w = p.initial_point();
+    let h = p.hessian_at(&w);
+    let (dense, _) = symmetric_eigen(10, &to_dense(h.as_ref()));
+    let r = lanczos_top(h.as_ref(), &LanczosParams { k: 2, ..Default::default() }, None).unwrap();
+    for i in 0..2 {
+        assert!((r.eigenvalues[i] - dense[i]).abs() < 1e-10 * dense[0].abs(), "{:?} vs {:?}", r.eigenvalues, dense);
+    }
+}
+
+#[test]
+fn a_spectrum_schedule_that_cannot_work_is_refused_before_the_first_step() {
+    use eosflow::optim::GdWd;
+    use eosflow::problems::{Problem, Toy3d};
+    use eosflow::run::{RunError, RunParams, Runner, SpectrumSchedule};
+    use eosflow::spectrum::{Block, BlockParams};
+    let p = Toy3d::new(0);
+    let bad = [
+        SpectrumSchedule { every: 0, blocks: vec![], params: BlockParams::default() },
+        SpectrumSchedule {
+            every: 1,
+            blocks: vec![Block { name: "x".into(), indices: Some(vec![0, 7]), spherical: false }],
+            params: BlockParams::default(),
+        },
+        SpectrumSchedule {
+            every: 1,
+            blocks: vec![Block { name: "empty".into(), indices: Some(vec![]), spherical: false }],
+            params: BlockParams::default(),
+        },
+    ];
+    for (sched, says) in bad.into_iter().zip(["every = 0", "coordinate 7", "block empty"]) {
+        let mut opt = GdWd::new(0.5, 0.08, p.initial_point());
+        let params = RunParams { steps: 5, spectrum: Some(sched), ..Default::default() };
+        match Runner::for_problem(&p, &mut opt).params(params).run() {
+            Err(e @ RunError::InvalidSpectrum(_)) => assert!(e.to_string().contains(says), "{e}"),
+            other => panic!("{says}: {other:?}"),
+        }
+    }
+}

@@ -633,6 +633,14 @@ impl Problem for LinregBn {
     fn name(&self) -> &'static str {
         "linreg_bn"
     }
+    fn training_examples(&self) -> Option<usize> {
+        Some(self.n)
+    }
+    fn per_example_loss_sup(&self) -> Result<f64, String> {
+        Err("linreg_bn's squared loss on Gaussian inputs and targets (App. Q.2) is unbounded over the population, \
+             and BN couples the examples of a batch"
+            .into())
+    }
     fn initial_point(&self) -> Vec<f64> {
         // The init draws from ChaCha8 stream 1 and the data from stream 0:
         // with one stream, init_seed = seed would replay the random bits of

@@ -556,6 +556,14 @@ impl Problem for MatcompBn {
     fn name(&self) -> &'static str {
         "matcomp_bn"
     }
+    fn training_examples(&self) -> Option<usize> {
+        Some(self.rows.len())
+    }
+    fn per_example_loss_sup(&self) -> Result<f64, String> {
+        Err("matcomp_bn normalises its predictions over the observed entries (BN), so an entry's loss depends on \
+             the others: outside Thm C.2's per-example setting"
+            .into())
+    }
 
     /// U, V with i.i.d. N(0, init_std²) entries from ChaCha8 stream 1 (the
     /// paper does not say; the configs default to init_std = 1/√d, so

@@ -61,6 +61,16 @@ pub trait Problem: Hessian {
     fn parameter_blocks(&self) -> Vec<(String, std::ops::Range<usize>)> {
         Vec::new()
     }
+    /// The number n of training examples the loss averages over (the n of
+    /// Thm C.2's PAC-Bayes bound); None for a loss with no data (toy3d).
+    fn training_examples(&self) -> Option<usize> {
+        None
+    }
+    /// ℓ_max = sup over examples z and w ∈ S^{D−1} of the per-example loss
+    /// ℓ(w, z) (Thm C.2's setting), or why it is infinite or unknown.
+    fn per_example_loss_sup(&self) -> Result<f64, String> {
+        Err(format!("the {} problem states no bound on its per-example loss", self.name()))
+    }
 }
 
 /// What a tracker sees of one step t (before the update).

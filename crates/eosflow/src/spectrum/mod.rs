@@ -7,10 +7,14 @@
 //! Lanczos never sees a model: it is tested on plain dense matrices
 //! ([`DenseSymmetric`]) and applied to Hessians through [`crate::Hessian::hessian_at`].
 
+mod blocks;
 mod estimators;
 mod krylov;
 mod lanczos;
 
+pub use blocks::{
+    Block, BlockError, BlockParams, BlockSet, BlockSpectrum, BlockSpectrumError, block_spectrum, select_blocks,
+};
 pub use estimators::{
     Quadrature, SlqParams, SpectralDensity, SpectrumError, TraceEstimate, TraceParams, hutch_pp, hutchinson,
     lanczos_bottom, lanczos_quadrature, slq,
