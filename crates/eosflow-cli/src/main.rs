@@ -650,12 +650,16 @@ pub(crate) fn run_in_dir(
     let summary = runner.run()?;
     let kernels = prep.problem.kernels();
 
+    // After a failed write (a full disk) the CSVs may end in a partial row:
+    // no analysis or figures from them; summary.json (small) still says
+    // what happened, and `resume` truncates the CSVs to the checkpoint.
+    let output_failed = matches!(&summary.status, Status::Error { op, .. } if op == eosflow::run::OUTPUT_OP);
     let drift = match &cfg.drift {
-        Some(d) => Some(drift::analyse(cfg, d, dir)?),
-        None => None,
+        Some(d) if !output_failed => Some(drift::analyse(cfg, d, dir)?),
+        _ => None,
     };
     let fig_start = std::time::Instant::now();
-    let mut figures = if cfg.output.figures {
+    let mut figures = if cfg.output.figures && !output_failed {
         plot::plot_run(
             dir,
             cfg.problem.get().figure(),
@@ -730,6 +734,11 @@ fn print_summary(cfg: &Config, s: &eosflow::run::RunSummary, dir: &Path, figures
         Status::Completed => "completed".to_string(),
         Status::Diverged { step, reason } => format!("DIVERGED at step {step}: {reason}"),
         Status::Interrupted { step } => format!("interrupted after step {step}"),
+        Status::Error { step, op, message } if op == eosflow::run::OUTPUT_OP => format!(
+            "ERROR at step {step}, writing the output: {message}. The last checkpoint is intact: free the space \
+             (or fix the file) and run `eosflow resume {}`",
+            dir.display()
+        ),
         Status::Error { step, op, message } => format!("ERROR at step {step} in the {op}: {message}"),
     };
     println!(

@@ -412,19 +412,27 @@ impl Observer for CsvObserver {
     }
 
     fn on_finish(&mut self, _s: &RunSummary, w: &[f64]) -> Result<(), ObserverError> {
+        // Each file is attempted even when an earlier one fails (a CSV over
+        // a full disk must not cost the small w_final.npy); the first
+        // failure is reported.
+        let mut first: Option<ObserverError> = None;
         for (name, wr) in [
             ("metrics.csv", self.metrics.as_mut()),
             ("sharpness.csv", self.sharpness.as_mut()),
             (SPECTRUM_CSV, self.spectrum.as_mut()),
         ] {
-            if let Some(wr) = wr {
-                wr.flush().map_err(|e| werr(&self.dir.join(name), e))?;
+            if let Some(Err(e)) = wr.map(|wr| wr.flush()) {
+                first.get_or_insert(werr(&self.dir.join(name), e));
             }
         }
         let p = self.dir.join("w_final.npy");
-        let bytes = crate::npy::encode_vector(w).map_err(|e| werr(&p, e))?;
-        write_atomic(&p, &bytes).map_err(|e| format!("{e:#}"))?;
-        Ok(())
+        let written = crate::npy::encode_vector(w)
+            .map_err(|e| werr(&p, e))
+            .and_then(|bytes| write_atomic(&p, &bytes).map_err(|e| format!("{e:#}").into()));
+        if let Err(e) = written {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 

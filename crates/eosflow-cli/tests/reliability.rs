@@ -2,7 +2,8 @@
 //! step and resumed ends with the same files, byte for byte, as a run that
 //! never stopped; divergence stops with status "diverged" and keeps its rows;
 //! a backend failure mid-run (injected) stops with status "error", exit 4,
-//! keeps rows and checkpoint, and resumes to identical files;
+//! keeps rows and checkpoint, and resumes to identical files; so does a
+//! write that fails mid-run (a file-size limit standing for a full disk);
 //! runs are deterministic; unwritable outputs are reported with the path.
 
 use assert_cmd::Command;
@@ -301,4 +302,45 @@ fn a_run_with_its_flow_in_lockstep_resumes_to_identical_files() {
     let text = std::fs::read_to_string(out.join("spectrum.csv")).unwrap();
     let steps: Vec<&str> = text.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(steps, ["0", "1000", "2000", "3000", "4000", "5000", "6000", "7000", "8000"]);
+}
+
+#[test]
+fn a_write_that_fails_mid_run_ends_it_with_an_error_and_resume_finishes_it() {
+    // A 32 KiB file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so that
+    // the write returns EFBIG instead of killing the process) stands for a
+    // full disk: metrics.csv hits it near step 130 of toy3d's 3000.
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        "--set",
+        "run.checkpoint_every=100",
+        "--set",
+        "run.checkpoint_min_interval_s=0",
+        "--set",
+        "output.figures=false",
+    ];
+    let reference = dir.path().join("reference");
+    Command::new(bin()).args(["reproduce", "toy3d"]).args(sets).arg("--out").arg(&reference).assert().success();
+    let out = dir.path().join("limited");
+    let o = Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 32; exec \"$0\" \"$@\""])
+        .arg(bin())
+        .args(["reproduce", "toy3d"])
+        .args(sets)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("eosflow resume"), "the message says how to go on: {stdout}");
+    let s = summary_without_timing(&out);
+    assert_eq!((s["status"].as_str(), s["op"].as_str()), (Some("error"), Some("output")));
+    assert!(s["message"].as_str().unwrap().contains("metrics.csv"), "names the file: {s}");
+    let step = s["step"].as_u64().unwrap();
+    assert!(step > 100 && step < 3000, "failed at step {step}, after a checkpoint");
+    assert!(out.join("checkpoint/state.json").is_file() && out.join("w_final.npy").is_file());
+    // With the limit lifted, resume finishes the run to the same bytes as
+    // one that never failed.
+    Command::new(bin()).arg("resume").arg(&out).assert().success();
+    assert_same(&reference, &out);
 }

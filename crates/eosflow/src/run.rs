@@ -207,7 +207,9 @@ pub enum Status {
     Interrupted { step: u64 },
     /// An evaluation failed inside the objective's backend at `step`
     /// ([`crate::Objective::take_failure`]: a device error, a GPU out of
-    /// memory); the rows before `step` and the last checkpoint are kept.
+    /// memory), or an observer could not write its output (`op` =
+    /// [`OUTPUT_OP`]: a full disk); the rows before `step` and the last
+    /// checkpoint are kept.
     Error { step: u64, op: String, message: String },
 }
 
@@ -321,7 +323,9 @@ impl CancelToken {
 /// Errors that stop a run early other than divergence.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// An observer failed (the message names the file).
+    /// An observer failed before the first step (a run directory that
+    /// cannot be written; later failures end the run with
+    /// [`Status::Error`] instead). The message names the file.
     #[error("output failed: {0}")]
     Observer(ObserverError),
     /// The parameter vector does not match the problem.
@@ -551,7 +555,7 @@ impl<'a> Runner<'a> {
         let mut last_checkpoint = std::time::Instant::now();
 
         let mut t = t0;
-        loop {
+        'steps: loop {
             let e = opt.evaluate(&obj);
             st.gradient_evals += 1;
             if let Some(err) = failed(t) {
@@ -594,7 +598,10 @@ impl<'a> Runner<'a> {
                             converged: s.converged,
                         };
                         for o in observers.iter_mut() {
-                            o.on_sharpness(&rec).map_err(RunError::Observer)?;
+                            if let Err(e) = o.on_sharpness(&rec) {
+                                status = output_failed(t, e);
+                                break 'steps;
+                            }
                         }
                         if t == 0 {
                             st.initial_sharpness = Some(s.spherical);
@@ -619,7 +626,10 @@ impl<'a> Runner<'a> {
                 match got {
                     Ok(blocks) => {
                         for o in observers.iter_mut() {
-                            o.on_spectrum(t, &blocks).map_err(RunError::Observer)?;
+                            if let Err(e) = o.on_spectrum(t, &blocks) {
+                                status = output_failed(t, e);
+                                break 'steps;
+                            }
                         }
                     }
                     Err(err) => {
@@ -663,13 +673,19 @@ impl<'a> Runner<'a> {
             };
             if logged {
                 for o in observers.iter_mut() {
-                    o.on_step(&rec, w).map_err(RunError::Observer)?;
+                    if let Err(e) = o.on_step(&rec, w) {
+                        status = output_failed(t, e);
+                        break 'steps;
+                    }
                 }
             }
             let snap_entry = eos_entry && params.snapshot_at_eos_entry;
             if snap_entry || params.snapshot_at.contains(&t) {
                 for o in observers.iter_mut() {
-                    o.on_snapshot(t, w, snap_entry).map_err(RunError::Observer)?;
+                    if let Err(e) = o.on_snapshot(t, w, snap_entry) {
+                        status = output_failed(t, e);
+                        break 'steps;
+                    }
                 }
             }
             last = Some(rec);
@@ -693,7 +709,10 @@ impl<'a> Runner<'a> {
                 st.tracker = tracker.save();
                 st.counts = obj.counts();
                 for o in observers.iter_mut() {
-                    o.on_checkpoint(&st).map_err(RunError::Observer)?;
+                    if let Err(e) = o.on_checkpoint(&st) {
+                        status = output_failed(t, e);
+                        break 'steps;
+                    }
                 }
             }
             if cancelled {
@@ -712,7 +731,7 @@ impl<'a> Runner<'a> {
             status = err;
         }
         let last_rec = last.as_ref();
-        let summary = RunSummary {
+        let mut summary = RunSummary {
             status,
             last_step: last_rec.map_or(t0, |r| r.step),
             final_loss: last_rec.map_or(f64::NAN, |r| r.loss),
@@ -733,9 +752,25 @@ impl<'a> Runner<'a> {
             max_sharpness: st.max_sharpness,
             problem: problem_summary,
         };
+        // Every observer finishes (w_final, buffered rows) even after an
+        // output failure; the first failure is the run's status.
         for o in observers.iter_mut() {
-            o.on_finish(&summary, &w_final).map_err(RunError::Observer)?;
+            if let Err(e) = o.on_finish(&summary, &w_final)
+                && !matches!(summary.status, Status::Error { .. })
+            {
+                summary.status = output_failed(summary.last_step, e);
+            }
         }
         Ok(summary)
     }
 }
+
+/// The status of a run whose observer could not write (a full disk, a
+/// file-size limit, a removed directory): rows before `step` were written;
+/// the last checkpoint is the one before the failure.
+fn output_failed(step: u64, e: ObserverError) -> Status {
+    Status::Error { step, op: OUTPUT_OP.to_string(), message: e.to_string() }
+}
+
+/// [`Status::Error`]'s `op` when an observer failed to write.
+pub const OUTPUT_OP: &str = "output";
