@@ -567,9 +567,31 @@ fn resume(dir: &Path, steps: Option<u64>) -> Result<ExitCode> {
     if let Some(s) = steps {
         cfg.run.steps = s;
     }
-    if completed_at.is_some_and(|last| last >= cfg.run.steps) {
-        println!("{}: already completed ({} steps); pass --steps to extend it", dir.display(), cfg.run.steps);
+    if let Some(last) = completed_at.filter(|&last| last >= cfg.run.steps) {
+        match steps {
+            Some(s) => println!(
+                "{}: already completed at step {last}; --steps {s} does not extend it (pass more than {last})",
+                dir.display()
+            ),
+            None => println!("{}: already completed ({last} steps); pass --steps to extend it", dir.display()),
+        }
         return Ok(ExitCode::SUCCESS);
+    }
+    if !rundir::has_checkpoint(dir) {
+        // Stopped before its first checkpoint: a run is deterministic, so
+        // starting it again from step 0 gives what resuming would have.
+        eprintln!(
+            "{} has no checkpoint yet (stopped before its first one): starting it again from step 0, which gives \
+             the same files as a run that never stopped",
+            dir.display()
+        );
+        rundir::create(dir, true)?;
+        let prep = setup::prepare(&cfg)?;
+        let token = CancelToken::new();
+        install_signal_handler(token.clone());
+        let (summary, figures) = run_in_dir(&cfg, prep, dir, &token, true, None)?;
+        print_summary(&cfg, &summary, dir, &figures);
+        return Ok(exit_code(&summary.status));
     }
     let (state, offsets) = rundir::read_checkpoint(dir)?;
     if state.next_step > cfg.run.steps {

@@ -165,6 +165,13 @@ pub fn write_checkpoint(dir: &Path, state: &RunState, offsets: CsvOffsets) -> Re
     Ok(())
 }
 
+/// Whether `dir` holds a checkpoint to resume from (`checkpoint/` or the
+/// `checkpoint.old/` a crash during a checkpoint leaves).
+pub fn has_checkpoint(dir: &Path) -> bool {
+    (dir.join("checkpoint/state.json").is_file() && dir.join("checkpoint/params.npy").is_file())
+        || dir.join("checkpoint.old/state.json").is_file()
+}
+
 /// Reads the newest complete checkpoint of a run directory.
 pub fn read_checkpoint(dir: &Path) -> Result<(RunState, CsvOffsets)> {
     let cur = dir.join("checkpoint");

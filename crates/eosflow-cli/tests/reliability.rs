@@ -94,7 +94,10 @@ fn sigkill_at_a_random_step_then_resume_gives_identical_files() {
             continue; // finished before the kill: nothing to test with this delay
         }
         if !out.join("checkpoint/state.json").is_file() {
-            continue; // killed before the first checkpoint
+            // Killed before the first checkpoint: resume starts it again.
+            Command::new(bin()).arg("resume").arg(&out).assert().success();
+            assert_same(&reference, &out);
+            continue;
         }
         landed += 1;
         assert!(!out.join("summary.json").exists(), "a killed run writes no summary");
@@ -194,13 +197,32 @@ fn unwritable_output_is_an_error_naming_the_path() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("a_file/sub") && err.contains("cannot create output directory"), "{err}");
-    // Resume without a checkpoint says so.
-    let out = dir.path().join("short");
-    Command::new(bin()).args(["reproduce", "toy3d", "--out"]).arg(&out).assert().success();
+}
+
+#[test]
+fn resume_before_the_first_checkpoint_starts_again_and_a_finished_run_says_so() {
+    // A run stopped before its first checkpoint (here: its summary and
+    // outputs removed but the config and a partial metrics.csv left) is
+    // started again from step 0, to the files of a run that never stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let sets = ["--set", "output.figures=false"];
+    let reference = dir.path().join("reference");
+    Command::new(bin()).args(["reproduce", "toy3d"]).args(sets).arg("--out").arg(&reference).assert().success();
+    let out = dir.path().join("stopped");
+    Command::new(bin()).args(["reproduce", "toy3d"]).args(sets).arg("--out").arg(&out).assert().success();
     std::fs::remove_file(out.join("summary.json")).unwrap();
+    std::fs::remove_file(out.join("w_final.npy")).unwrap();
+    let metrics = std::fs::read(out.join("metrics.csv")).unwrap();
+    std::fs::write(out.join("metrics.csv"), &metrics[..metrics.len() / 3]).unwrap();
     let o = Command::new(bin()).arg("resume").arg(&out).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("has no checkpoint to resume from"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("starting it again from step 0"));
+    assert_same(&reference, &out);
+    // Resuming a finished run with the --steps it already has explains itself.
+    let o = Command::new(bin()).arg("resume").arg(&out).args(["--steps", "3000"]).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("already completed at step 3000") && text.contains("pass more than 3000"), "{text}");
 }
 
 #[test]
