@@ -65,7 +65,7 @@ struct OutArgs {
     /// Override a config value, e.g. `--set problem.width=0.25` or
     /// `--set optimizer.wd=1e-4` (repeatable; applied after a preset's
     /// per-run settings)
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     set: Vec<String>,
 }
 
@@ -138,7 +138,7 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Override a config value (as for `run`), e.g. `--set problem.precision=f32`
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
         set: Vec<String>,
     },
     /// Integrate the sharpness-reduction flow (eq. 3 / eq. 8) from a point of
@@ -157,7 +157,7 @@ enum Cmd {
         #[arg(long)]
         tau_max: Option<f64>,
         /// Override a config value, e.g. `--set flow.tol=1e-10`
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
         set: Vec<String>,
     },
     /// The Hessian's spectrum at a point of a run or config: top-k and
@@ -190,7 +190,7 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Override a config value (as for run)
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
         set: Vec<String>,
     },
     /// Thm C.2's PAC-Bayes bound at a point of a run or config: each term
@@ -230,7 +230,7 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Override a config value (as for run)
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
         set: Vec<String>,
     },
     /// Regenerate the figures of a run directory from its CSV files
@@ -304,8 +304,31 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // 2 for bad arguments, as clap's own errors; 1 for the rest.
+            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
         }
+    }
+}
+
+/// A command line that names something that does not exist (a preset):
+/// exit code 2, as clap's own argument errors.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// `--set KEY=VALUE`, checked when the command line is parsed (exit 2 for a
+/// missing `=`); the value itself is checked against the config's schema.
+fn parse_set(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(s.to_string()),
+        _ => Err(format!("expected KEY=VALUE, e.g. --set problem.width=0.25 (got {s:?})")),
     }
 }
 
@@ -331,7 +354,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let Some(p) = presets::find(&name) else {
                 let names: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
                 let best = names.iter().min_by_key(|n| strsim::levenshtein(&name, n)).unwrap();
-                bail!("unknown preset `{name}`: did you mean `{best}`? (`eosflow reproduce --list` lists them)");
+                return Err(UsageError(format!(
+                    "unknown preset `{name}`: did you mean `{best}`? (`eosflow reproduce --list` lists them)"
+                ))
+                .into());
             };
             if !p.variants.is_empty() {
                 let mut jobs: Vec<(String, Config)> = Vec::new();

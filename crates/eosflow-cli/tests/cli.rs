@@ -147,7 +147,7 @@ fn list_and_help() {
         eosflow().args(sub).assert().success();
     }
     let o = eosflow().args(["reproduce", "toy3"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "an unknown preset is a bad argument");
     assert!(String::from_utf8_lossy(&o.stderr).contains("did you mean `toy3d`?"));
 }
 
@@ -440,4 +440,20 @@ fn run_directories_carry_a_format_version_and_older_or_newer_ones_are_handled() 
     assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("format_version = 2"));
     let o = eosflow().arg("plot").arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn malformed_command_lines_exit_2() {
+    // A --set without `=` and an unknown preset are bad arguments (exit 2,
+    // as clap's own errors), with the fix in the message.
+    for (args, says) in [
+        (vec!["reproduce", "fig1", "--set", "optimizer.lr"], "expected KEY=VALUE"),
+        (vec!["reproduce", "fgi1"], "did you mean `fig1`"),
+        (vec!["reproduce", "fig1", "--stpes", "3"], "--steps"),
+    ] {
+        let o = eosflow().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
