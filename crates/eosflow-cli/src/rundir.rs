@@ -19,6 +19,7 @@ pub const OUTPUTS: &[&str] = &[
     "snapshots",
     "flow",
     "spectrum",
+    "bound.json",
 ];
 
 /// The snapshot of w at step t (`run.save_w_at`), under `snapshots/`.
