@@ -130,7 +130,7 @@ pub fn run(cfg: &Config, run_dir: Option<&Path>, args: &SpectrumArgs) -> Result<
                     ])?;
                 }
             }
-            let t = hutch_pp(op, &TraceParams { probes: trace.probes.min(3 * n.max(2)), ..trace.clone() })?;
+            let t = hutch_pp(op, &trace.capped(n))?;
             bar.inc(1);
             block_timing.push(json!({
                 "block": block.name,

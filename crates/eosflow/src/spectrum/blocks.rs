@@ -213,11 +213,8 @@ pub fn block_spectrum(
         let trace = if params.trace.probes == 0 {
             None
         } else {
-            // Hutch++ on n coordinates needs no more than 3n applications
-            // (its sketch then spans the whole space and the trace is exact).
-            let p = TraceParams { probes: params.trace.probes.min(3 * n.max(2)), ..params.trace.clone() };
             Some(
-                super::hutch_pp(op, &p)
+                super::hutch_pp(op, &params.trace.capped(n))
                     .map_err(|source| BlockSpectrumError::Trace { block: block.name.clone(), source })?,
             )
         };

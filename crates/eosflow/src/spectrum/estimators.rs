@@ -80,6 +80,15 @@ impl Default for TraceParams {
     }
 }
 
+impl TraceParams {
+    /// These settings with `probes` capped at 3·max(n, 2) for an operator
+    /// of dimension n: there Hutch++'s sketch spans the whole space and the
+    /// trace is exact, so more applications add nothing.
+    pub fn capped(&self, n: usize) -> Self {
+        Self { probes: self.probes.min(3 * n.max(2)), ..self.clone() }
+    }
+}
+
 /// A trace estimate with its standard error.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TraceEstimate {
