@@ -86,7 +86,7 @@ fn run_jobs(
         (|| -> Result<RunSummary> {
             rundir::create(&sub, force)?;
             let prep = setup::prepare(c)?;
-            Ok(crate::run_in_dir(c, prep, &sub, token, false, None)?.0)
+            Ok(crate::run_in_dir(c, prep, &sub, token, false, None, None)?.0)
         })()
         .map_err(|e| format!("{e:#}"))
     });

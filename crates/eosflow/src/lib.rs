@@ -26,6 +26,7 @@ pub mod flow;
 pub mod identities;
 pub mod linalg;
 pub mod manifold;
+pub mod monitor;
 pub mod objective;
 pub mod optim;
 pub mod pac_bayes;

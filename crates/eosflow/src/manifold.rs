@@ -454,6 +454,11 @@ impl<'a> LocalHessian<'a> {
         if dense {
             let a = crate::spectrum::to_dense(h.op.as_ref());
             h.hvps += d;
+            // A failed or non-finite HVP (a backend error, a user's callable)
+            // must end as an error, not in the eigensolver's panic.
+            if !a.iter().all(|x| x.is_finite()) {
+                return Err(ManifoldError::NonFinite { what: "Hessian" });
+            }
             let (vals, vecs) = crate::linalg::symmetric_eigen(d, &a);
             h.lambda1 = vals[0];
             h.lambda2 = vals.get(1).copied();

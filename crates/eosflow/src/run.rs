@@ -386,6 +386,72 @@ pub struct RunState {
     pub tracker: serde_json::Value,
 }
 
+impl RunState {
+    /// Books step t's threshold 2/η̃_t against the sharpness: returns the
+    /// regime (against the most recent sharpness, `None` before the first)
+    /// and whether t is the EoS entry ([`EosEntry`]); updates the maximum,
+    /// the first in-band step and the entry. `sharp` is the sharpness
+    /// evaluated at t, if any: EoS is judged on steps with a fresh sharpness
+    /// only, since a stale one (computed k steps ago) against a moving 2/η̃
+    /// can fake it.
+    pub fn observe_threshold(
+        &mut self,
+        t: u64,
+        two_over_eff_lr: f64,
+        sharp: Option<f64>,
+        band: RegimeBand,
+    ) -> (Option<Regime>, bool) {
+        let regime = self.last_sharpness.map(|s| band.classify(two_over_eff_lr, s));
+        if let Some(s) = sharp {
+            self.max_sharpness = Some(self.max_sharpness.map_or(s, |m: f64| m.max(s)));
+        }
+        if self.first_in_band.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
+            self.first_in_band = Some(t);
+            self.sharpness_at_first_in_band = sharp;
+        }
+        let rule = EosEntryRule { band: band.band, run_in: 1 };
+        let eos_entry = sharp.is_some_and(|s| self.eos.observe(&rule, t, two_over_eff_lr, s));
+        if eos_entry {
+            self.sharpness_at_eos_entry = sharp;
+        }
+        (regime, eos_entry)
+    }
+
+    /// The run's summary from this state, the last logged record (`None`:
+    /// nothing was evaluated after step `t0`) and the run's counts.
+    pub fn summary(
+        &self,
+        status: Status,
+        t0: u64,
+        last: Option<&StepRecord>,
+        counts: Counts,
+        wall_time_s: f64,
+        problem: serde_json::Map<String, serde_json::Value>,
+    ) -> RunSummary {
+        RunSummary {
+            status,
+            last_step: last.map_or(t0, |r| r.step),
+            final_loss: last.map_or(f64::NAN, |r| r.loss),
+            final_w_norm: last.map_or(f64::NAN, |r| r.w_norm),
+            final_two_over_eff_lr: last.map_or(f64::NAN, |r| r.two_over_eff_lr),
+            final_sharpness: self.last_sharpness,
+            initial_sharpness: self.initial_sharpness,
+            eos_entry_step: self.eos.step(),
+            sharpness_at_eos_entry: self.sharpness_at_eos_entry,
+            first_in_band_step: self.first_in_band,
+            sharpness_at_first_in_band: self.sharpness_at_first_in_band,
+            gradient_evals: self.gradient_evals,
+            hvps: self.hvps,
+            sharpness_evals: self.sharpness_evals,
+            sharpness_unconverged: self.sharpness_unconverged,
+            counts,
+            wall_time_s,
+            max_sharpness: self.max_sharpness,
+            problem,
+        }
+    }
+}
+
 /// An in-memory observer: every logged step, every sharpness evaluation and
 /// the summary, for a Rust user's own analysis (or a notebook through the
 /// Python bindings). The records serialise with serde.
@@ -639,21 +705,7 @@ impl<'a> Runner<'a> {
                 }
             }
             let two = 2.0 / e.eff_lr;
-            let regime = st.last_sharpness.map(|s| params.band.classify(two, s));
-            if let Some(s) = sharp {
-                st.max_sharpness = Some(st.max_sharpness.map_or(s, |m: f64| m.max(s)));
-            }
-            // EoS is judged on steps with a fresh sharpness only: a stale one
-            // (computed k steps ago) against a moving 2/η̃ can fake it.
-            if st.first_in_band.is_none() && sharp.is_some() && regime.is_some_and(|r| r.is_eos()) {
-                st.first_in_band = Some(t);
-                st.sharpness_at_first_in_band = sharp;
-            }
-            let rule = EosEntryRule { band: params.band.band, run_in: 1 };
-            let eos_entry = sharp.is_some_and(|s| st.eos.observe(&rule, t, two, s));
-            if eos_entry {
-                st.sharpness_at_eos_entry = sharp;
-            }
+            let (regime, eos_entry) = st.observe_threshold(t, two, sharp, params.band);
             let logged = dense || t == 0 || t == t_end || (params.log_every > 0 && t.is_multiple_of(params.log_every));
             let extra = tracker.observe(&obj, &StepView { step: t, w, eval: &e, sharpness: sharp, eos_entry, logged });
             if let Some(err) = failed(t) {
@@ -730,28 +782,8 @@ impl<'a> Runner<'a> {
         {
             status = err;
         }
-        let last_rec = last.as_ref();
-        let mut summary = RunSummary {
-            status,
-            last_step: last_rec.map_or(t0, |r| r.step),
-            final_loss: last_rec.map_or(f64::NAN, |r| r.loss),
-            final_w_norm: last_rec.map_or(f64::NAN, |r| r.w_norm),
-            final_two_over_eff_lr: last_rec.map_or(f64::NAN, |r| r.two_over_eff_lr),
-            final_sharpness: st.last_sharpness,
-            initial_sharpness: st.initial_sharpness,
-            eos_entry_step: st.eos.step(),
-            sharpness_at_eos_entry: st.sharpness_at_eos_entry,
-            first_in_band_step: st.first_in_band,
-            sharpness_at_first_in_band: st.sharpness_at_first_in_band,
-            gradient_evals: st.gradient_evals,
-            hvps: st.hvps,
-            sharpness_evals: st.sharpness_evals,
-            sharpness_unconverged: st.sharpness_unconverged,
-            counts: obj.counts(),
-            wall_time_s: start.elapsed().as_secs_f64(),
-            max_sharpness: st.max_sharpness,
-            problem: problem_summary,
-        };
+        let mut summary =
+            st.summary(status, t0, last.as_ref(), obj.counts(), start.elapsed().as_secs_f64(), problem_summary);
         // Every observer finishes (w_final, buffered rows) even after an
         // output failure; the first failure is the run's status.
         for o in observers.iter_mut() {

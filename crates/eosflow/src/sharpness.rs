@@ -1,7 +1,7 @@
 //! Spherical sharpness (Def. 1.1), computed as in App. Q.3.
 
 use crate::objective::{Hessian, ScaleInvariance};
-use crate::spectrum::{LanczosError, LanczosParams, Restricted, lanczos_top};
+use crate::spectrum::{LanczosError, LanczosParams, LinOp, Restricted, lanczos_top};
 
 /// Spherical sharpness at one point, with what Lanczos reports.
 #[derive(Clone, Debug)]
@@ -47,15 +47,39 @@ pub fn spherical_sharpness(
     params: &LanczosParams,
     warm: Option<&[f64]>,
 ) -> Result<Sharpness, LanczosError> {
-    let si = obj.scale_invariance();
-    let scale = si.block_norm(w).powi(2);
     let h = obj.hessian_at(w);
-    let res = match &si {
+    spherical_sharpness_of(h.as_ref(), &obj.scale_invariance(), w, params, warm)
+}
+
+/// [`spherical_sharpness`] from the Hessian at w as an operator `h` (any
+/// [`LinOp`]: a user's HVP from Python, a curvature library's operator) and
+/// the declared scale invariance: ‖w_S‖²·λ1(∇²_S L(w)), Lanczos on the
+/// principal sub-block of S.
+///
+/// ```
+/// use eosflow::ScaleInvariance;
+/// use eosflow::sharpness::spherical_sharpness_of;
+/// use eosflow::spectrum::DenseSymmetric;
+/// // The block {0, 1} of diag(4, 1, 9) at ‖w_S‖ = 2: 2²·4.
+/// let h = DenseSymmetric::new(3, vec![4.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 9.0]);
+/// let si = ScaleInvariance::Block(vec![0, 1]);
+/// let s = spherical_sharpness_of(&h, &si, &[0.0, 2.0, 5.0], &Default::default(), None).unwrap();
+/// assert!((s.spherical - 16.0).abs() < 1e-12);
+/// ```
+pub fn spherical_sharpness_of(
+    h: &dyn LinOp,
+    si: &ScaleInvariance,
+    w: &[f64],
+    params: &LanczosParams,
+    warm: Option<&[f64]>,
+) -> Result<Sharpness, LanczosError> {
+    let scale = si.block_norm(w).powi(2);
+    let res = match si {
         ScaleInvariance::Block(idx) => {
-            let op = Restricted::new(h.as_ref(), idx);
+            let op = Restricted::new(h, idx);
             lanczos_top(&op, params, warm)?
         }
-        _ => lanczos_top(h.as_ref(), params, warm)?,
+        _ => lanczos_top(h, params, warm)?,
     };
     let top_k: Vec<f64> = res.eigenvalues.iter().map(|l| l * scale).collect();
     Ok(Sharpness {

@@ -4,12 +4,14 @@
 //! here and one line in [`ProblemConfig`]; the compiler points at every
 //! `match` that needs the new arm.
 
+mod external;
 mod factorization;
 mod linreg_bn;
 mod matcomp_bn;
 mod nn;
 mod toy3d;
 
+pub use external::{ExternalConfig, ExternalInvariance};
 pub use nn::{NnConfig, build_net_problem, migrate_format_1};
 
 use crate::config::Config;
@@ -86,6 +88,9 @@ pub enum ProblemConfig {
     /// App. B.3.2 / Cor. B.14: the depth-2 factorisation ½(uᵀv − 1)², not
     /// scale-invariant.
     Factorization(factorization::FactorizationConfig),
+    /// A user's own training loop with `eosflow.EoSMonitor` attached: read
+    /// and plotted, never run.
+    External(external::ExternalConfig),
 }
 
 impl ProblemConfig {
@@ -97,6 +102,7 @@ impl ProblemConfig {
             ProblemConfig::LinregBn(c) => c,
             ProblemConfig::Nn(c) => c,
             ProblemConfig::Factorization(c) => c,
+            ProblemConfig::External(c) => c,
         }
     }
 
@@ -108,6 +114,7 @@ impl ProblemConfig {
             ProblemConfig::LinregBn(c) => c,
             ProblemConfig::Nn(c) => c,
             ProblemConfig::Factorization(c) => c,
+            ProblemConfig::External(c) => c,
         }
     }
 

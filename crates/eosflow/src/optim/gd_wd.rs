@@ -1,6 +1,5 @@
-use super::{Evaluation, Optimizer, theta_grad_norm};
+use super::{Evaluation, Optimizer};
 use crate::Objective;
-use crate::eos::effective_lr;
 
 /// Gradient descent with weight decay, eq. (1):
 ///
@@ -57,15 +56,7 @@ impl Optimizer for GdWd {
     fn evaluate(&mut self, obj: &dyn Objective) -> Evaluation {
         let loss = obj.loss_grad(&self.w, &mut self.grad);
         self.fresh = true;
-        let si = obj.scale_invariance();
-        let w_norm = crate::linalg::norm(&self.w);
-        let g_norm = crate::linalg::norm(&self.grad);
-        let eff_lr = match &si {
-            crate::ScaleInvariance::All => effective_lr(self.lr, self.wd, w_norm),
-            crate::ScaleInvariance::Block(_) => effective_lr(self.lr, self.wd, si.block_norm(&self.w)),
-            crate::ScaleInvariance::None => self.lr,
-        };
-        Evaluation { loss, grad_norm: theta_grad_norm(&si, w_norm, g_norm), w_norm, eff_lr }
+        Evaluation::gd_wd(&obj.scale_invariance(), self.lr, self.wd, &self.w, loss, &self.grad)
     }
     fn update(&mut self) {
         assert!(self.fresh, "GdWd::update called without a fresh evaluate");

@@ -35,6 +35,32 @@ pub struct Evaluation {
     pub eff_lr: f64,
 }
 
+impl Evaluation {
+    /// The evaluation of GD+WD (eq. 1) at w_t from L(w_t) and ∇L(w_t): ‖w_t‖,
+    /// ‖∇L(θ_t)‖ and the effective LR η̃_t = η̂/((1 − η̂λ̂)‖w_S‖²) of Lemma 3.1
+    /// on the declared scale-invariant block (η̂ itself when the loss is
+    /// not scale-invariant). [`GdWd`] and [`crate::run::Monitor`] (a user's
+    /// own training loop) both compute it here.
+    ///
+    /// ```
+    /// use eosflow::ScaleInvariance;
+    /// use eosflow::optim::Evaluation;
+    /// let e = Evaluation::gd_wd(&ScaleInvariance::All, 0.5, 0.08, &[0.0, 2.0], 0.3, &[1.0, 0.0]);
+    /// assert_eq!((e.w_norm, e.grad_norm), (2.0, 2.0)); // ‖∇L(θ)‖ = ‖w‖·‖∇L(w)‖
+    /// assert!((e.eff_lr - 0.5 / (0.96 * 4.0)).abs() < 1e-15);
+    /// ```
+    pub fn gd_wd(si: &crate::ScaleInvariance, lr: f64, wd: f64, w: &[f64], loss: f64, grad: &[f64]) -> Self {
+        let w_norm = crate::linalg::norm(w);
+        let g_norm = crate::linalg::norm(grad);
+        let eff_lr = match si {
+            crate::ScaleInvariance::All => crate::eos::effective_lr(lr, wd, w_norm),
+            crate::ScaleInvariance::Block(_) => crate::eos::effective_lr(lr, wd, si.block_norm(w)),
+            crate::ScaleInvariance::None => lr,
+        };
+        Evaluation { loss, grad_norm: theta_grad_norm(si, w_norm, g_norm), w_norm, eff_lr }
+    }
+}
+
 /// An optimizer as a state machine over a flat parameter vector.
 pub trait Optimizer: Send {
     /// Short name ("gd_wd", "sphere_gwsi", …).
