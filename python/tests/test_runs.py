@@ -98,18 +98,20 @@ def test_progress_callback_and_its_errors(tmp_path):
 
 
 def test_keyboard_interrupt_leaves_a_resumable_run(tmp_path):
-    full = eosflow.reproduce("fig1", tmp_path / "full", steps=20000, set={"output.figures": False}, progress=False)
-
-    def interrupt():
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt).start()
-    with pytest.raises(KeyboardInterrupt, match="resumable"):
-        eosflow.reproduce("fig1", tmp_path / "cut", steps=20000, set={"output.figures": False}, progress=False)
+    # fig1's 50,000 steps take ~2 s here; SIGINT arrives 0.2 s in, while the
+    # run is in Rust with the GIL released, and is seen by check_signals.
+    steps, opts = 50_000, {"output.figures": False}
+    full = eosflow.reproduce("fig1", tmp_path / "full", steps=steps, set=opts, progress=False)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="resumable"):
+            eosflow.reproduce("fig1", tmp_path / "cut", steps=steps, set=opts, progress=False)
+    finally:
+        timer.cancel()
     cut = eosflow.load_run(tmp_path / "cut")
     assert cut.status == "interrupted"
-    assert 0 < cut.summary["last_step"] < 20000
+    assert 0 < cut.summary["last_step"] < steps
     done = eosflow.resume(tmp_path / "cut", progress=False)
     assert done.status == "completed"
     same_bytes(full.dir, done.dir, ["metrics.csv", "sharpness.csv", "w_final.npy"])

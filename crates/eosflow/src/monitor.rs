@@ -96,7 +96,7 @@ pub enum MonitorError {
     #[error("EoS monitor: step {got} after step {last}; steps must increase")]
     StepOrder { got: u64, last: u64 },
     /// The loss, gradient or parameters are not finite: the loop diverged.
-    #[error("EoS monitor: at step {step} {what}")]
+    #[error("EoS monitor: the loop diverged at step {step}: {what}")]
     NonFinite { step: u64, what: String },
     /// Lanczos failed (a non-finite HVP).
     #[error("EoS monitor: sharpness at step {step}: {source}")]
@@ -200,17 +200,7 @@ impl Monitor {
         let e = Evaluation::gd_wd(&self.si, self.params.lr, self.params.wd, w, loss, grad);
         self.st.gradient_evals += 1;
         self.counts.gradients += 1;
-        let bad = if !loss.is_finite() {
-            Some(format!("the loss is {loss}"))
-        } else if !e.grad_norm.is_finite() {
-            Some(format!("the gradient norm is {}", e.grad_norm))
-        } else if !w.iter().all(|x| x.is_finite()) {
-            Some("the weights are not finite".into())
-        } else if e.w_norm < 1e-150 {
-            Some(format!("‖w‖ = {:e} collapsed to zero", e.w_norm))
-        } else {
-            None
-        };
+        let bad = e.divergence(w);
         if let Some(what) = bad {
             return Err(MonitorError::NonFinite { step: t, what });
         }

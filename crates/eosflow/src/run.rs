@@ -629,17 +629,7 @@ impl<'a> Runner<'a> {
                 break;
             }
             let w = opt.params();
-            let reason = if !e.loss.is_finite() {
-                Some(format!("loss is {}", e.loss))
-            } else if !e.grad_norm.is_finite() {
-                Some(format!("gradient norm is {}", e.grad_norm))
-            } else if !w.iter().all(|x| x.is_finite()) {
-                Some("weights are not finite".to_string())
-            } else if e.w_norm < 1e-150 {
-                Some(format!("‖w‖ = {:e} collapsed to zero", e.w_norm))
-            } else {
-                None
-            };
+            let reason = e.divergence(w);
             if let Some(reason) = reason {
                 status = Status::Diverged { step: t, reason };
                 break;

@@ -515,3 +515,48 @@ fn dense_output_between_steps_follows_the_closed_form() {
     again.step().unwrap();
     assert_eq!(a.point(), again.point());
 }
+
+/// toy3d whose HVPs turn NaN after `good` products (a backend that fails,
+/// a user's callable that raised): the flow must return an error, not panic.
+struct FailingHvp {
+    inner: Toy3d,
+    good: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Objective for FailingHvp {
+    fn dim(&self) -> usize {
+        3
+    }
+    fn loss_grad(&self, w: &[f64], g: &mut [f64]) -> f64 {
+        self.inner.loss_grad(w, g)
+    }
+}
+
+impl Hessian for FailingHvp {
+    fn hvp(&self, w: &[f64], v: &[f64], out: &mut [f64]) {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.good {
+            out.fill(f64::NAN);
+        } else {
+            self.inner.hvp(w, v, out)
+        }
+    }
+    fn hessian_at<'a>(&'a self, w: &[f64]) -> Box<dyn LinOp + 'a> {
+        Box::new(eosflow::HvpAt::new(self, w))
+    }
+}
+
+#[test]
+fn a_hessian_that_turns_non_finite_ends_the_flow_with_an_error_not_a_panic() {
+    let p = Toy3d::unrotated();
+    let z: f64 = 0.6;
+    let r = ((1.0 - z * z) / 2.0).sqrt();
+    for good in [0, 5, 40] {
+        let obj = FailingHvp { inner: Toy3d::unrotated(), good, calls: Default::default() };
+        let params = FlowParams { tau_max: 20.0, ..Default::default() };
+        let res = Flow::new(&obj, &[r, r, z], params).and_then(|mut f| f.run(&mut |_| {}));
+        assert!(res.is_err(), "HVPs NaN after {good}: the flow must fail");
+    }
+    // and the same flow with working HVPs succeeds
+    assert!(Flow::new(&p, &[r, r, z], FlowParams { tau_max: 1.0, ..Default::default() }).is_ok());
+}

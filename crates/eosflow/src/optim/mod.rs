@@ -61,6 +61,26 @@ impl Evaluation {
     }
 }
 
+impl Evaluation {
+    /// Why this evaluation at w ends a run as diverged: a non-finite loss,
+    /// gradient norm or weight, or ‖w‖ collapsed below 1e-150 (the
+    /// sphere's projection is undefined there); `None` when it is healthy.
+    /// The runner and [`crate::monitor::Monitor`] stop on it alike.
+    pub fn divergence(&self, w: &[f64]) -> Option<String> {
+        if !self.loss.is_finite() {
+            Some(format!("loss is {}", self.loss))
+        } else if !self.grad_norm.is_finite() {
+            Some(format!("gradient norm is {}", self.grad_norm))
+        } else if !w.iter().all(|x| x.is_finite()) {
+            Some("weights are not finite".to_string())
+        } else if self.w_norm < 1e-150 {
+            Some(format!("‖w‖ = {:e} collapsed to zero", self.w_norm))
+        } else {
+            None
+        }
+    }
+}
+
 /// An optimizer as a state machine over a flat parameter vector.
 pub trait Optimizer: Send {
     /// Short name ("gd_wd", "sphere_gwsi", …).
