@@ -107,7 +107,10 @@ pub fn run(
         bail!("an [entry] or [tracking] config is an experiment of many runs: run it with `eosflow run`");
     }
     let prep = setup::prepare(cfg)?;
-    rundir::create(dir, force)?;
+    // Under MPI only rank 0 touches the run directory.
+    if crate::ranks::is_writer() {
+        rundir::create(dir, force)?;
+    }
     let (summary, figures) = crate::run_in_dir(cfg, prep, dir, token, progress_bar, None, observer)?;
     Ok(RunOutcome { dir: dir.to_path_buf(), summary, figures })
 }
@@ -171,7 +174,9 @@ pub fn resume(
     let state = match from {
         ResumeFrom::Completed { .. } => return Ok(None),
         ResumeFrom::Start => {
-            rundir::create(&dir, true)?;
+            if crate::ranks::is_writer() {
+                rundir::create(&dir, true)?;
+            }
             None
         }
         ResumeFrom::Checkpoint(state, offsets) => Some((*state, offsets)),

@@ -42,6 +42,8 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         opt.evaluate(p);
         opt.update();
     }
+    // Under MPI the exchange's share of a step and of an HVP, on rank 0.
+    let c0 = crate::ranks::counters();
     let mut step_us = Vec::with_capacity(timed as usize);
     for _ in 0..timed {
         let t = Instant::now();
@@ -52,6 +54,7 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
     let w = opt.params().to_vec();
     let h = p.hessian_at(&w);
     let v: Vec<f64> = (0..w.len()).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
+    let c1 = crate::ranks::counters();
     let mut hv = vec![0.0; w.len()];
     let mut hvp_us = Vec::new();
     for _ in 0..hvps.max(1) {
@@ -59,6 +62,16 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         h.apply(&v, &mut hv);
         hvp_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    let c2 = crate::ranks::counters();
+    let per = |a: (f64, u64), b: (f64, u64), n: usize| {
+        let n = n.max(1) as f64;
+        serde_json::json!({ "exchange_us": (b.0 - a.0) * 1e6 / n, "bytes_sent": (b.1 - a.1) as f64 / n })
+    };
+    let mpi = serde_json::json!({
+        "ranks": crate::ranks::size(),
+        "per_step": per(c0, c1, timed as usize),
+        "per_hvp": per(c1, c2, hvps.max(1)),
+    });
     let mut out = serde_json::json!({
         "problem": p.name(),
         "dim": w.len(),
@@ -67,6 +80,9 @@ pub fn run(cfg: &Config, warmup: u64, timed: u64, evals: usize, hvps: usize) -> 
         "hvp_us": quantiles(hvp_us),
         "peak_rss_mb_after_steps_and_hvps": peak_rss_mb(),
     });
+    if crate::ranks::size() > 1 {
+        out["mpi"] = mpi;
+    }
     // A network computed in f32: the same HVP in f64 at the same w and v,
     // so the report states what the precision costs in accuracy.
     if let ProblemConfig::Nn(nn) = &cfg.problem

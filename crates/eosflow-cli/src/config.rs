@@ -414,24 +414,31 @@ pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
         let Some((key, value)) = set.split_once('=') else {
             bail!("--set {set}: expected KEY=VALUE, e.g. --set problem.width=0.25");
         };
-        let path: Vec<&str> = key.trim().split('.').collect();
-        if path.iter().any(|k| k.is_empty()) {
-            bail!("--set {set}: the key `{key}` has an empty part; write section.key, e.g. optimizer.wd");
-        }
         let value = match toml::from_str::<toml::Table>(&format!("v = {}", value.trim())) {
             Ok(mut t) => t.remove("v").expect("parsed key"),
             Err(_) => toml::Value::String(value.trim().to_string()),
         };
-        let mut t = &mut *table;
-        for k in &path[..path.len() - 1] {
-            let entry = t.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let toml::Value::Table(sub) = entry else {
-                bail!("--set {set}: `{k}` is a value, not a section");
-            };
-            t = sub;
-        }
-        t.insert(path[path.len() - 1].to_string(), value);
+        set_value(table, key, value).with_context(|| format!("--set {set}"))?;
     }
+    Ok(())
+}
+
+/// Sets the dotted `key` (`optimizer.wd`) of a config's TOML table to
+/// `value`, creating missing sections.
+pub fn set_value(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let path: Vec<&str> = key.trim().split('.').collect();
+    if path.iter().any(|k| k.is_empty()) {
+        bail!("the key `{key}` has an empty part; write section.key, e.g. optimizer.wd");
+    }
+    let mut t = table;
+    for k in &path[..path.len() - 1] {
+        let entry = t.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(sub) = entry else {
+            bail!("`{k}` in `{key}` is a value, not a section");
+        };
+        t = sub;
+    }
+    t.insert(path[path.len() - 1].to_string(), value);
     Ok(())
 }
 

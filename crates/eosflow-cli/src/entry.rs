@@ -93,7 +93,7 @@ pub fn run(
     force: bool,
     token: &CancelToken,
 ) -> Result<ExitCode> {
-    let dir = crate::sweep::validated_dir(name, &jobs, out, force)?;
+    let dir = crate::multirun::validated_dir(name, &jobs, out, force)?;
     let started = std::time::Instant::now();
     // θ* and λ1(θ*) per problem.
     let mut problems = Vec::new();
@@ -126,10 +126,10 @@ pub fn run(
     eprintln!(
         "running {} runs on {} threads into {}",
         tasks.len(),
-        crate::sweep::workers_for(tasks.len()),
+        crate::multirun::workers_for(tasks.len()),
         dir.display()
     );
-    let mut rows: Vec<Row> = crate::sweep::parallel_map(&tasks, token, |&(i, eta_in, seed)| {
+    let mut rows: Vec<Row> = crate::multirun::parallel_map(&tasks, token, |&(i, eta_in, seed)| {
         let (_, cfg, problem, theta_star, lambda_star, _) = &problems[i];
         let e = cfg.entry.as_ref().unwrap();
         let OptimizerConfig::GdWd { lr, .. } = cfg.optimizer else { unreachable!("validated: gd_wd") };

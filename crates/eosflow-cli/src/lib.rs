@@ -11,12 +11,15 @@ mod drift;
 mod entry;
 mod fault;
 mod flow;
+mod multirun;
 mod npy;
 pub mod plot;
 pub mod presets;
 pub mod problems;
+pub mod ranks;
 pub mod rundir;
 pub mod setup;
+mod slurm;
 mod spectrum;
 mod sweep;
 mod tracking;
@@ -236,6 +239,54 @@ enum Cmd {
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
         set: Vec<String>,
     },
+    /// Run a sweep: a base config or preset and a grid or list over config
+    /// keys, one run per point into DIR/<run>/ (DIR/sweep.json the plan).
+    /// Here in parallel (--local, the default) or as a Slurm job array
+    /// (--slurm); started again, it skips finished runs and resumes the
+    /// others from their checkpoints. Ends with DIR/runs.csv and the
+    /// overlaid figure (--collect DIR redraws them)
+    Sweep {
+        /// A sweep file (TOML: `preset` or `config`, [set], [grid], [[runs]];
+        /// see the README) or a preset name (its own runs)
+        #[arg(required_unless_present = "collect")]
+        sweep: Option<String>,
+        /// Tabulate and draw the runs of the sweep directory DIR
+        /// (runs.csv, figures/), saying which are missing
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["sweep", "slurm", "task", "list"])]
+        collect: Option<PathBuf>,
+        /// Sweep directory [default: runs/<sweep name>]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Restart every run (and replace another sweep's plan in DIR)
+        #[arg(long)]
+        force: bool,
+        /// Override run.steps of every run
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Folder of the CIFAR-10 binary files (sets [data] cifar_dir)
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Override a config value of every run (after the sweep's own keys)
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        set: Vec<String>,
+        /// Run the unfinished runs here, in parallel on the available cores
+        /// (the default)
+        #[arg(long, conflicts_with_all = ["slurm", "task"])]
+        local: bool,
+        /// Write a Slurm job array of the unfinished runs (DIR/slurm/array.sbatch;
+        /// one task each, logs in DIR/slurm/logs/); --submit submits it
+        #[arg(long, conflicts_with = "task")]
+        slurm: bool,
+        /// Run one run of the sweep, the task-th of DIR/sweep.json (what
+        /// each array task runs): runs it, resumes it, or skips it if finished
+        #[arg(long, value_name = "INDEX")]
+        task: Option<usize>,
+        /// List the runs, their settings and states; run nothing
+        #[arg(long, conflicts_with_all = ["slurm", "task"])]
+        list: bool,
+        #[command(flatten)]
+        slurm_args: slurm::SlurmArgs,
+    },
     /// Regenerate the figures of a run directory from its CSV files
     Plot {
         /// A run directory written by `eosflow run` or `eosflow reproduce`
@@ -288,6 +339,15 @@ pub fn parse_set(s: &str) -> Result<String, String> {
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    // Under mpirun, only one network run is shared by the ranks; any other
+    // command runs on rank 0 alone.
+    let shareable = matches!(
+        cli.cmd,
+        Cmd::Run { .. } | Cmd::Reproduce { list: false, .. } | Cmd::Resume { .. } | Cmd::Bench { .. }
+    );
+    if ranks::launched_size() > 1 && !shareable && !ranks::solo() {
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.cmd {
         Cmd::Run { config, out } => {
             let cfg = config::load_with(&config, &out.set)?;
@@ -315,6 +375,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .into());
             };
             if !p.variants.is_empty() {
+                if !alone_unless_shared(None, &format!("preset {name} is {} runs", p.variants.len())) {
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let mut jobs: Vec<(String, Config)> = Vec::new();
                 for &(label, patch) in p.variants {
                     let mut cfg = p.config(Some((label, patch)), &out.set)?;
@@ -337,19 +400,41 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                     }
                     return tracking::run(p.name, jobs, out.out.clone(), out.force, &token);
                 }
-                return sweep::run_variants(p.name, jobs, out.out.clone(), out.force, &token);
+                return multirun::run_variants(p.name, jobs, out.out.clone(), out.force, &token);
             }
             execute(p.config(None, &out.set)?, out)
         }
         Cmd::Resume { run_dir, steps } => resume(&run_dir, steps),
+        Cmd::Sweep { collect: Some(dir), .. } => {
+            let c = sweep::collect(&dir)?;
+            if !c.unfinished.is_empty() {
+                eprintln!("(a partial sweep: run it again to finish it)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sweep { sweep, out, force, steps, data, set, slurm, task, list, slurm_args, .. } => {
+            let src = sweep::SweepSource { target: sweep.unwrap_or_default(), sets: set, data, steps };
+            let mode = match (task, slurm, list) {
+                (Some(i), _, _) => sweep::Mode::Task(i),
+                (None, true, _) => sweep::Mode::Slurm(slurm_args),
+                (None, false, true) => sweep::Mode::List,
+                (None, false, false) => sweep::Mode::Local,
+            };
+            sweep::command(src, out, force, mode)
+        }
         Cmd::Bench { target, warmup, timed, evals, hvps, data, set } => {
             let mut cfg = match presets::find(&target) {
                 Some(p) => p.config(None, &set)?,
                 None => config::load_with(Path::new(&target), &set)?,
             };
             set_data_dir(&mut cfg, data.as_deref())?;
+            if !alone_unless_shared(Some(&cfg), &format!("problem kind `{}`", cfg.problem.kind())) {
+                return Ok(ExitCode::SUCCESS);
+            }
             let json = bench::run(&cfg, warmup, timed, evals, hvps)?;
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            if ranks::is_writer() {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Flow { run_dir, start, tau_max, set } => {
@@ -480,8 +565,33 @@ pub(crate) fn default_dir(name: &str) -> PathBuf {
     Path::new("runs").join(format!("{}-{}", name, chrono::Local::now().format("%Y%m%d-%H%M%S")))
 }
 
+/// Under mpirun: whether this rank takes part. A single network run
+/// (`cfg`) is shared by every rank; anything else (`what`) runs on rank 0
+/// alone, which says so, while the other ranks return at once.
+fn alone_unless_shared(cfg: Option<&Config>, what: &str) -> bool {
+    let n = ranks::launched_size();
+    if n == 1 || cfg.is_some_and(|c| c.problem.kind() == "nn") {
+        return true;
+    }
+    let here = ranks::solo();
+    if here {
+        eprintln!(
+            "note: {what}: it runs on rank 0 alone (ranks 1..{} idle); MPI shares the ghost batches of one network \
+             run (kind = \"nn\"); for many runs use `eosflow sweep --slurm`",
+            n - 1
+        );
+    }
+    here
+}
+
 fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
     out.apply(&mut cfg)?;
+    let many = cfg.entry.is_some() || cfg.tracking.is_some() || out.seeds.is_some();
+    let what =
+        if many { "an experiment of many runs".to_string() } else { format!("problem kind `{}`", cfg.problem.kind()) };
+    if !alone_unless_shared(Some(&cfg).filter(|_| !many), &what) {
+        return Ok(ExitCode::SUCCESS);
+    }
     let token = CancelToken::new();
     install_signal_handler(token.clone());
     if cfg.entry.is_some() {
@@ -499,15 +609,21 @@ fn execute(mut cfg: Config, out: OutArgs) -> Result<ExitCode> {
         return tracking::run(&cfg.name.clone(), vec![(label, cfg)], out.out.clone(), out.force, &token);
     }
     if let Some(spec) = &out.seeds {
-        return sweep::run_sweep(cfg, spec, out.out.clone(), out.force, &token);
+        return multirun::run_sweep(cfg, spec, out.out.clone(), out.force, &token);
     }
     let dir = out.out.clone().unwrap_or_else(|| default_dir(&cfg.name));
     let api::RunOutcome { summary, figures, .. } = api::run(&cfg, &dir, out.force, &token, true, None)?;
+    if !ranks::is_writer() {
+        return Ok(exit_code(&summary.status));
+    }
     print_summary(&cfg, &summary, &dir, &figures);
     if cfg.drift.is_some() {
         drift::print(&dir);
     }
-    if cfg.flow.as_ref().is_some_and(|f| f.run_after) && summary.status == Status::Completed {
+    let flow_after = cfg.flow.as_ref().is_some_and(|f| f.run_after) && summary.status == Status::Completed;
+    if flow_after && ranks::size() > 1 {
+        println!("  the flow runs on one process: `eosflow flow {}`", dir.display());
+    } else if flow_after {
         let outcome = flow::run_flow(&cfg, &dir)?;
         flow::print_outcome(&outcome);
     }
@@ -540,7 +656,12 @@ pub fn load_run_config(dir: &Path) -> Result<Config> {
 
 fn resume(dir: &Path, steps: Option<u64>) -> Result<ExitCode> {
     let plan = api::plan_resume(dir, steps)?;
+    if !alone_unless_shared(Some(&plan.cfg), &format!("problem kind `{}`", plan.cfg.problem.kind())) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let quiet = !ranks::is_writer();
     match &plan.from {
+        _ if quiet => {}
         api::ResumeFrom::Completed { last } => {
             match steps {
                 Some(s) => println!(
@@ -564,6 +685,9 @@ fn resume(dir: &Path, steps: Option<u64>) -> Result<ExitCode> {
     let Some(done) = api::resume(plan, &token, true, None)? else {
         return Ok(ExitCode::SUCCESS);
     };
+    if quiet {
+        return Ok(exit_code(&done.summary.status));
+    }
     print_summary(&cfg, &done.summary, dir, &done.figures);
     Ok(exit_code(&done.summary.status))
 }
@@ -588,8 +712,13 @@ pub(crate) fn run_in_dir(
     resume: Option<(eosflow::run::RunState, rundir::CsvOffsets)>,
     extra: Option<&mut dyn eosflow::run::Observer>,
 ) -> Result<(eosflow::run::RunSummary, Vec<PathBuf>)> {
-    api::write_config(dir, cfg)?;
-    if resume.is_none() && !prep.data_files.is_empty() {
+    // Under MPI, rank 0 writes the run directory; the other ranks compute
+    // the same run beside it and write nothing.
+    let writer = ranks::is_writer();
+    if writer {
+        api::write_config(dir, cfg)?;
+    }
+    if writer && resume.is_none() && !prep.data_files.is_empty() {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         for (name, bytes) in &prep.data_files {
@@ -621,8 +750,17 @@ pub(crate) fn run_in_dir(
     if let Some(t) = tracker {
         runner = runner.tracker(t);
     }
-    let mut runner =
-        runner.params(prep.params.clone()).observer(&mut csv).observer(&mut progress).cancel(token.clone());
+    let shared = ranks::size() > 1;
+    let mut csv_or_abort = ranks::AbortOnFailure(&mut csv);
+    let mut final_w = ranks::FinalW::default();
+    let mut runner = runner.params(prep.params.clone()).cancel(token.clone());
+    if writer {
+        runner = runner.observer(if shared { &mut csv_or_abort } else { csv_or_abort.0 }).observer(&mut progress);
+    }
+    if shared {
+        // Every rank stops after the same step, whichever rank a signal reached.
+        runner = runner.observer(&mut final_w).agree_stop(ranks::any);
+    }
     if let Some(o) = extra {
         runner = runner.observer(o);
     }
@@ -631,6 +769,22 @@ pub(crate) fn run_in_dir(
     }
     let summary = runner.run()?;
     let kernels = prep.problem.kernels();
+    if shared {
+        // Lanczos and the optimizer run replicated on the reduced
+        // gradients and HVPs: the ranks must end with the same bits.
+        if !ranks::same_on_all(&final_w.0) {
+            bail!(
+                "the {} ranks ended with different w_final bits (rank {}): the run is not the single-process run; \
+                 please report this",
+                ranks::size(),
+                ranks::rank()
+            );
+        }
+        if !writer {
+            return Ok((summary, Vec::new()));
+        }
+        eprintln!("all {} ranks end with the same w_final, bit for bit", ranks::size());
+    }
 
     // After a failed write (a full disk) the CSVs may end in a partial row:
     // no analysis or figures from them; summary.json (small) still says
@@ -715,7 +869,11 @@ pub(crate) fn write_summary(
     );
     // Wall-clock fields live here and only here, so two runs of the same
     // config differ in this object alone.
-    top.insert("timing".into(), serde_json::json!({ "run_s": summary.wall_time_s, "figures_s": meta.figures_s }));
+    let mut timing = serde_json::json!({ "run_s": summary.wall_time_s, "figures_s": meta.figures_s });
+    if let Some(mpi) = ranks::timing() {
+        timing["mpi"] = mpi;
+    }
+    top.insert("timing".into(), timing);
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(top))? + "\n";
     rundir::write_atomic(&dir.join("summary.json"), text.as_bytes())?;
     Ok(())

@@ -34,6 +34,8 @@ fn configure_allocator() {
 }
 
 fn main() -> ExitCode {
+    // Under an MPI launcher (feature `mpi`): MPI until the guard drops.
+    let _mpi = eosflow_cli::ranks::init();
     configure_allocator();
     configure_threads();
     // A closed stdout (`eosflow ... | head`) should end the program quietly,
@@ -48,9 +50,16 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
             // 2 for bad arguments, as clap's own errors; 1 for the rest.
-            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
+            let code = if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            if eosflow_cli::ranks::launched_size() > 1 {
+                // The other ranks may wait for this one in a collective:
+                // the message, then MPI_Abort ends them all.
+                eprintln!("error (rank {}): {e:#}", eosflow_cli::ranks::rank());
+                eosflow_cli::ranks::abort(code.into());
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
         }
     }
 }

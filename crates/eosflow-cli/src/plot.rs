@@ -630,6 +630,42 @@ where
     Ok(())
 }
 
+/// Panel (b) of the overlaid figures: each run's spherical sharpness
+/// (solid) and 2/η̃ (dashed) in the run's colour, on a log axis.
+fn sharpness_overlay<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, runs: &[(String, RunData)]) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let labels: Vec<(String, String)> =
+        runs.iter().map(|(l, _)| (format!("{l}: sharpness"), format!("{l}: 2/η_eff"))).collect();
+    let mut sharp: Vec<Line> = Vec::new();
+    for ((_, d), (ls, lt)) in runs.iter().zip(&labels) {
+        sharp.push((ls.as_str(), series(d.s(C::STEP), d.s(C::SHARPNESS), true), false));
+        sharp.push((lt.as_str(), series(d.m(C::STEP), d.m(C::TWO_OVER_EFF_LR), true), true));
+    }
+    let colors: Vec<usize> = (0..sharp.len()).map(|i| i / 2).collect();
+    panel_colored(area, "(b) spherical sharpness (solid) and 2/η_eff (dashed)", "", &sharp, &colors, true, false)
+}
+
+/// Runs of a problem without a combined figure of its own overlaid: the
+/// training loss, the spherical sharpness (solid) with 2/η̃ (dashed), and
+/// the effective learning rate η̃.
+fn overlay_fig<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[(String, RunData)], title: &str) -> DResult
+where
+    DB::ErrorType: 'static,
+{
+    let a = grid(&root, title, 24, (1, 3))?;
+    let loss: Vec<Line> =
+        runs.iter().map(|(l, d)| (l.as_str(), series(d.m(C::STEP), d.m(C::LOSS), true), false)).collect();
+    panel(&a[0], "(a) training loss", "loss", &loss, true, false)?;
+    sharpness_overlay(&a[1], runs)?;
+    let eff: Vec<Line> =
+        runs.iter().map(|(l, d)| (l.as_str(), series(d.m(C::STEP), d.m(C::EFF_LR), true), false)).collect();
+    panel(&a[2], "(c) effective learning rate η_eff", "η_eff", &eff, true, false)?;
+    root.present()?;
+    Ok(())
+}
+
 /// Fig. 13 for networks: the runs of a multi-run preset overlaid — test
 /// accuracy, spherical sharpness (solid) with 2/η̃ (dashed), and the
 /// training loss minus L_min.
@@ -657,15 +693,7 @@ where
         None => "(a) test accuracy".to_string(),
     };
     panel(&a[0], &acc_title, "accuracy", &acc, false, false)?;
-    let labels: Vec<(String, String)> =
-        runs.iter().map(|(l, _)| (format!("{l}: sharpness"), format!("{l}: 2/η_eff"))).collect();
-    let mut sharp: Vec<Line> = Vec::new();
-    for ((_, d), (ls, lt)) in runs.iter().zip(&labels) {
-        sharp.push((ls.as_str(), series(d.s(C::STEP), d.s(C::SHARPNESS), true), false));
-        sharp.push((lt.as_str(), series(d.m(C::STEP), d.m(C::TWO_OVER_EFF_LR), true), true));
-    }
-    let colors: Vec<usize> = (0..sharp.len()).map(|i| i / 2).collect();
-    panel_colored(&a[1], "(b) spherical sharpness (solid) and 2/η_eff (dashed)", "", &sharp, &colors, true, false)?;
+    sharpness_overlay(&a[1], runs)?;
     let loss: Vec<Line> = runs
         .iter()
         .map(|(l, d)| (l.as_str(), series(d.m(C::STEP), d.m(NetProblem::LOSS_MINUS_LMIN), true), false))
@@ -675,9 +703,6 @@ where
     Ok(())
 }
 
-/// The combined figure of a multi-run preset from its run directories
-/// `dir/<label>/`, into `dir/figures/<name>.<fmt>`: one row per run for
-/// matrix completion (Figs. 6, 7), the runs overlaid for networks (Fig. 13).
 /// A problem's own figure (besides the overview every run gets): the
 /// problem module says which (`ProblemKind::figure`), so every problem has
 /// one and a new problem cannot silently get none.
@@ -725,6 +750,12 @@ enum Panel {
     Window,
 }
 
+/// The combined figure of several runs of one problem (a multi-run preset,
+/// a sweep) from their run directories `dir/<label>/`, into
+/// `dir/figures/<name>.<fmt>`: one row per run for matrix completion
+/// (Figs. 6, 7, with the singular values), the runs overlaid otherwise
+/// (networks as Fig. 13; the other problems' loss, sharpness with 2/η̃, and
+/// η̃).
 pub fn plot_variants(
     dir: &Path,
     name: &str,
@@ -749,20 +780,26 @@ pub fn plot_variants(
         })
         .collect::<Option<Vec<f64>>>()
         .and_then(|v| v.into_iter().reduce(f64::max));
-    let size = if net { (1800, 560) } else { (1800, 60 + 330 * runs.len() as u32) };
-    let title = if net {
-        format!("{name}: the same network and data, one curve per run")
-    } else {
-        format!("{name}: matrix completion with BN, one row per number of observations")
+    let rows = figure == ProblemFigure::Fig1;
+    let size = if rows { (1800, 60 + 330 * runs.len() as u32) } else { (1800, 560) };
+    let title = match figure {
+        ProblemFigure::Network => format!("{name}: the same network and data, one curve per run"),
+        ProblemFigure::Fig1 => format!("{name}: matrix completion with BN, one row per run"),
+        _ => format!("{name}: one curve per run"),
     };
     let mut out = Vec::new();
     for fmt in formats {
         let path = fig_dir.join(format!("{name}.{fmt}"));
-        let res = match (net, fmt == "png") {
-            (true, true) => net_variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title, fit),
-            (true, false) => net_variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title, fit),
-            (false, true) => variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title),
-            (false, false) => variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title),
+        let png = fmt == "png";
+        let res = match (net, rows, png) {
+            (true, _, true) => {
+                net_variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title, fit)
+            }
+            (true, _, false) => net_variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title, fit),
+            (false, true, true) => variants_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title),
+            (false, true, false) => variants_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title),
+            (false, false, true) => overlay_fig(BitMapBackend::new(&path, size).into_drawing_area(), &runs, &title),
+            (false, false, false) => overlay_fig(SVGBackend::new(&path, size).into_drawing_area(), &runs, &title),
         };
         res.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
         out.push(path);

@@ -354,6 +354,17 @@ impl Preset {
     /// The preset's config: `toml` with `patch`, then the run's variant
     /// patch (label, TOML) if any, then the command line's `--set`s.
     pub fn config(&self, variant: Option<(&str, &str)>, sets: &[String]) -> anyhow::Result<crate::config::Config> {
+        let (mut table, mut origin) = self.table(variant)?;
+        if !sets.is_empty() {
+            crate::config::apply_sets(&mut table, sets)?;
+            origin = format!("{origin} with --set {}", sets.join(" --set "));
+        }
+        crate::config::parse(&toml::to_string(&table)?, &origin)
+    }
+
+    /// The TOML table [`Preset::config`] parses (before `--set`), and its
+    /// origin for messages ("preset fig14 (wd0)").
+    pub fn table(&self, variant: Option<(&str, &str)>) -> anyhow::Result<(toml::Table, String)> {
         let mut table: toml::Table = toml::from_str(self.toml)?;
         merge(&mut table, &toml::from_str(self.patch)?);
         let mut origin = format!("preset {}", self.name);
@@ -370,11 +381,7 @@ impl Preset {
             merge(&mut table, &patch);
             origin = format!("{origin} ({label})");
         }
-        if !sets.is_empty() {
-            crate::config::apply_sets(&mut table, sets)?;
-            origin = format!("{origin} with --set {}", sets.join(" --set "));
-        }
-        crate::config::parse(&toml::to_string(&table)?, &origin)
+        Ok((table, origin))
     }
 }
 

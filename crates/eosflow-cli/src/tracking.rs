@@ -334,7 +334,7 @@ pub fn run(
     if methods.iter().any(|m| *m != methods[0]) {
         bail!("{name}: all problems of one tracking experiment must use the same optimizer kind");
     }
-    let dir = crate::sweep::validated_dir(name, &jobs, out, force)?;
+    let dir = crate::multirun::validated_dir(name, &jobs, out, force)?;
     let started = std::time::Instant::now();
     let mut setups = Vec::new();
     for (label, cfg) in &jobs {
@@ -368,10 +368,10 @@ pub fn run(
     eprintln!(
         "running {} runs on {} threads into {}",
         tasks.len(),
-        crate::sweep::workers_for(tasks.len()),
+        crate::multirun::workers_for(tasks.len()),
         dir.display()
     );
-    let mut results: Vec<RunResult> = crate::sweep::parallel_map(&tasks, token, |&(i, rate, seed)| {
+    let mut results: Vec<RunResult> = crate::multirun::parallel_map(&tasks, token, |&(i, rate, seed)| {
         let s = &setups[i];
         let t = s.cfg.tracking.as_ref().unwrap();
         let tps = s.method.tau_per_step(rate);

@@ -11,7 +11,7 @@ use eosflow::spectrum::LinOp;
 use eosflow::{EvalFailure, Hessian, Objective, ScaleInvariance};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::NnError;
 use crate::data::Dataset;
@@ -180,6 +180,43 @@ fn batches(d: &Dataset, size: usize, dtype: DType, dev: &Device) -> Result<Vec<B
     Ok(out)
 }
 
+/// Processes that run one run in lockstep (MPI ranks) and share its ghost
+/// batches. Process r evaluates the contiguous block
+/// [`batch_block`]`(G, size, r)` of every sum's G batches; the weighted sum
+/// Σ_g (n_g/n)·v_g is then accumulated along the ranks in batch order — rank
+/// r receives the running sum of the batches before its block
+/// ([`BatchExchange::recv_prev`]), adds its own batches one by one and passes
+/// it on ([`BatchExchange::send_next`]), and the last rank's total goes to
+/// all ([`BatchExchange::broadcast_from_last`]). These are the additions one
+/// process makes, in its order, so gradients and HVPs are the same bits
+/// whatever the number of processes (summing per process first and then
+/// across processes would change the order, and the bits); each rank sends
+/// one vector per evaluation.
+pub trait BatchExchange: Send + Sync {
+    /// This process's index, 0 ≤ rank < size.
+    fn rank(&self) -> usize;
+    /// The number of processes.
+    fn size(&self) -> usize;
+    /// Receives into `buf` what rank − 1 sent with [`BatchExchange::send_next`].
+    fn recv_prev(&self, buf: &mut [f64]);
+    /// Sends `buf` to rank + 1.
+    fn send_next(&self, buf: &[f64]);
+    /// Overwrites `buf` on every rank with the last rank's `buf`.
+    fn broadcast_from_last(&self, buf: &mut [f64]);
+}
+
+/// The ghost batches process `rank` of `size` evaluates out of `g`: a
+/// contiguous block, the blocks in rank order covering 0..g, their sizes
+/// differing by at most one.
+///
+/// ```
+/// use eosflow_nn::problem::batch_block;
+/// assert_eq!((0..3).map(|r| batch_block(4, 3, r)).collect::<Vec<_>>(), [0..1, 1..2, 2..4]);
+/// ```
+pub fn batch_block(g: usize, size: usize, rank: usize) -> std::ops::Range<usize> {
+    (rank * g / size)..((rank + 1) * g / size)
+}
+
 /// A network trained full-batch on a dataset with ghost BN.
 ///
 /// L(w) = Σ_g (n_g/n)·L_g(w), L_g the mean loss over ghost batch g with BN
@@ -201,6 +238,9 @@ pub struct NetProblem {
     /// The first backend failure of an evaluation, until taken
     /// ([`Objective::take_failure`]).
     failure: Mutex<Option<EvalFailure>>,
+    /// The other processes of this run, if it is shared
+    /// ([`NetProblem::with_exchange`]).
+    exchange: Option<Arc<dyn BatchExchange>>,
 }
 
 impl NetProblem {
@@ -255,7 +295,18 @@ impl NetProblem {
             w0,
             lmin,
             failure: Mutex::new(None),
+            exchange: None,
         })
+    }
+
+    /// Shares the ghost batches of every gradient, loss and HVP with the
+    /// other processes of `exchange` ([`BatchExchange`]): the same results,
+    /// bit for bit, each process evaluating about 1/size of the batches.
+    /// The metrics' forward passes ([`NetProblem::evaluate`]) still run on
+    /// every process.
+    pub fn with_exchange(mut self, exchange: Arc<dyn BatchExchange>) -> Self {
+        self.exchange = Some(exchange).filter(|e| e.size() > 1);
+        self
     }
 
     /// The network.
@@ -340,6 +391,68 @@ impl NetProblem {
         out
     }
 
+    /// Σ_g (n_g/n)·f(batch g) over `batches` (f giving `len` values), in
+    /// batch order. Alone, this process evaluates every batch; with an
+    /// exchange, its block, and the sum runs along the ranks
+    /// ([`BatchExchange`]). A batch that fails anywhere fails the
+    /// evaluation everywhere: every rank takes part in every exchange, so
+    /// none waits for one that gave up.
+    fn batch_sum(
+        &self,
+        batches: &[Batch],
+        n: usize,
+        len: usize,
+        f: impl Fn(&Batch) -> candle_core::Result<Vec<f64>> + Sync + Send,
+    ) -> candle_core::Result<Vec<f64>> {
+        let Some(ex) = &self.exchange else {
+            let parts = self.over_batches(batches, f).into_iter().collect::<candle_core::Result<Vec<_>>>()?;
+            let mut out = vec![0.0; len];
+            Self::weighted_sum(batches, n, &parts, &mut out);
+            return Ok(out);
+        };
+        let (size, rank) = (ex.size(), ex.rank());
+        let mine = &batches[batch_block(batches.len(), size, rank)];
+        let parts = self.over_batches(mine, f);
+        // [failed batches, Σ (n_g/n)·v_g]: the failure count travels with the sum.
+        let mut acc = vec![0.0; len + 1];
+        if rank > 0 {
+            ex.recv_prev(&mut acc);
+        }
+        let mut error = None;
+        for (b, r) in mine.iter().zip(parts) {
+            match r {
+                Ok(v) if v.len() == len => {
+                    let wgt = b.n as f64 / n as f64;
+                    for (d, x) in acc[1..].iter_mut().zip(&v) {
+                        *d += wgt * x;
+                    }
+                }
+                other => {
+                    acc[0] += 1.0;
+                    let e = other
+                        .err()
+                        .unwrap_or_else(|| candle_core::Error::Msg("a ghost batch gave a wrong length".into()));
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        if rank + 1 < size {
+            ex.send_next(&acc);
+        }
+        ex.broadcast_from_last(&mut acc);
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if acc[0] != 0.0 {
+            return Err(candle_core::Error::Msg(format!(
+                "{} ghost batches failed on other ranks (their errors are in those ranks' output)",
+                acc[0]
+            )));
+        }
+        acc.remove(0);
+        Ok(acc)
+    }
+
     /// Σ_g (n_g/n)·parts_g into `out`: the ghost-batch weights, in batch
     /// order, that every sum over batches uses (so they agree bit for bit).
     fn weighted_sum(batches: &[Batch], n: usize, parts: &[Vec<f64>], out: &mut [f64]) {
@@ -355,10 +468,20 @@ impl NetProblem {
     /// The gradients of `vars` from one backward pass, as a flat vector (a
     /// parameter the loss does not reach gets zeros).
     fn flatten_grads(&self, grads: &candle_core::backprop::GradStore, vars: &[Var]) -> candle_core::Result<Vec<f64>> {
-        let mut out = vec![0.0; self.net.dim()];
+        self.flatten_grads_with(grads, vars, 0)
+    }
+
+    /// [`Self::flatten_grads`] after `lead` leading slots (left 0).
+    fn flatten_grads_with(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+        vars: &[Var],
+        lead: usize,
+    ) -> candle_core::Result<Vec<f64>> {
+        let mut out = vec![0.0; lead + self.net.dim()];
         for (p, v) in self.net.params.iter().zip(vars) {
             if let Some(g) = grads.get(v.as_tensor()) {
-                out[p.offset..p.offset + p.len()].copy_from_slice(&to_host(g)?);
+                out[lead + p.offset..lead + p.offset + p.len()].copy_from_slice(&to_host(g)?);
             }
         }
         Ok(out)
@@ -368,15 +491,17 @@ impl NetProblem {
     fn loss_grad_over(&self, batches: &[Batch], n: usize, w: &[f64], grad: &mut [f64]) -> candle_core::Result<f64> {
         let vars = self.vars(w)?;
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let parts = self.over_batches(batches, |b| {
+        // Per batch: the loss, then the gradient (summed as one vector: the
+        // same additions as a separate sum of the losses).
+        let sum = self.batch_sum(batches, n, self.net.dim() + 1, |b| {
             let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None))?;
             let g = l.backward()?;
-            Ok((scalar(&l)?, self.flatten_grads(&g, &vars)?))
-        });
-        let (losses, grads): (Vec<f64>, Vec<Vec<f64>>) =
-            parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?.into_iter().unzip();
-        Self::weighted_sum(batches, n, &grads, grad);
-        Ok(weighted_loss(batches, n, &losses))
+            let mut v = self.flatten_grads_with(&g, &vars, 1)?;
+            v[0] = scalar(&l)?;
+            Ok(v)
+        })?;
+        grad.copy_from_slice(&sum[1..]);
+        Ok(sum[0])
     }
 
     /// Σ_g (n_g/n)·∇²L_g(w)·v over `batches`, by reverse-over-forward.
@@ -390,14 +515,13 @@ impl NetProblem {
     ) -> candle_core::Result<()> {
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let dirs = self.param_tensors(v)?;
-        let parts = self.over_batches(batches, |b| {
+        let sum = self.batch_sum(batches, n, self.net.dim(), |b| {
             let (_, _, dl) = self.batch_loss(&ts, Some(&dirs), b, BnSource::Batch(None))?;
             // A tangent is always carried when `dirs` is given.
             let dl = dl.ok_or_else(|| candle_core::Error::Msg("the loss carries no tangent".into()))?;
             self.flatten_grads(&dl.backward()?, vars)
-        });
-        let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
-        Self::weighted_sum(batches, n, &parts, out);
+        })?;
+        out.copy_from_slice(&sum);
         Ok(())
     }
 
@@ -546,12 +670,11 @@ impl Objective for NetProblem {
     fn loss(&self, w: &[f64]) -> f64 {
         let run = || -> candle_core::Result<f64> {
             let ts = self.param_tensors(w)?;
-            let losses = self.over_batches(&self.train, |b| {
+            let sum = self.batch_sum(&self.train, self.n_train, 1, |b| {
                 let (_, l, _) = self.batch_loss(&ts, None, b, BnSource::Batch(None))?;
-                scalar(&l)
-            });
-            let losses = losses.into_iter().collect::<candle_core::Result<Vec<f64>>>()?;
-            Ok(weighted_loss(&self.train, self.n_train, &losses))
+                Ok(vec![scalar(&l)?])
+            })?;
+            Ok(sum[0])
         };
         run().unwrap_or_else(|e| self.failed("loss", e))
     }

@@ -196,7 +196,7 @@ pub struct SharpnessRecord {
 }
 
 /// How a run ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     /// All steps done.
@@ -213,8 +213,9 @@ pub enum Status {
     Error { step: u64, op: String, message: String },
 }
 
-/// The run's key numbers (summary.json's generic part).
-#[derive(Clone, Debug, Serialize)]
+/// The run's key numbers (summary.json's generic part; read back from it
+/// with `wall_time_s` = 0, since a run directory keeps times under `timing`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     /// How the run ended.
     #[serde(flatten)]
@@ -255,6 +256,7 @@ pub struct RunSummary {
     /// (optimizer, sharpness, the problem's tracker and summary).
     pub counts: Counts,
     /// Seconds spent in the runner.
+    #[serde(default)]
     pub wall_time_s: f64,
     /// The problem's own results.
     pub problem: serde_json::Map<String, serde_json::Value>,
@@ -511,6 +513,7 @@ pub struct Runner<'a> {
     params: RunParams,
     observers: Vec<&'a mut dyn Observer>,
     cancel: CancelToken,
+    agree_stop: Option<Box<dyn FnMut(bool) -> bool + 'a>>,
     resume: Option<RunState>,
 }
 
@@ -525,6 +528,7 @@ impl<'a> Runner<'a> {
             params: RunParams::default(),
             observers: Vec::new(),
             cancel: CancelToken::new(),
+            agree_stop: None,
             resume: None,
         }
     }
@@ -560,6 +564,32 @@ impl<'a> Runner<'a> {
         self
     }
 
+    /// For processes that run one run in lockstep (MPI ranks): each step,
+    /// whether to stop is `agree(cancelled here)` — a collective OR, so that
+    /// a signal reaching any process stops all of them after the same step,
+    /// and none waits forever in a collective of a step the others skip.
+    /// Called exactly once per step on every process.
+    ///
+    /// ```
+    /// use eosflow::{optim::GdWd, problems::{Problem, Toy3d}, run::{RunParams, Runner}};
+    /// let p = Toy3d::new(0);
+    /// let mut opt = GdWd::new(0.5, 0.08, p.initial_point());
+    /// // Here the other processes ask to stop at step 3 (an MPI rank would
+    /// // OR its flag with theirs).
+    /// let mut step = 0;
+    /// let agree = |local: bool| {
+    ///     step += 1;
+    ///     local || step == 4
+    /// };
+    /// let params = RunParams { steps: 10, ..Default::default() };
+    /// let s = Runner::new(&p, &mut opt).params(params).agree_stop(agree).run().unwrap();
+    /// assert_eq!(s.last_step, 3);
+    /// ```
+    pub fn agree_stop(mut self, agree: impl FnMut(bool) -> bool + 'a) -> Self {
+        self.agree_stop = Some(Box::new(agree));
+        self
+    }
+
     /// Continues from a checkpoint (the optimizer and tracker are restored
     /// from it).
     pub fn resume(mut self, state: RunState) -> Self {
@@ -569,7 +599,8 @@ impl<'a> Runner<'a> {
 
     /// Runs to `params.steps` (or the first stop).
     pub fn run(self) -> Result<RunSummary, RunError> {
-        let Runner { objective, optimizer: opt, mut tracker, params, mut observers, cancel, resume } = self;
+        let Runner { objective, optimizer: opt, mut tracker, params, mut observers, cancel, mut agree_stop, resume } =
+            self;
         let start = std::time::Instant::now();
         let mut st = RunState { tracker: serde_json::Value::Null, ..Default::default() };
         if let Some(r) = resume {
@@ -734,7 +765,10 @@ impl<'a> Runner<'a> {
             if t == t_end {
                 break;
             }
-            let cancelled = cancel.is_cancelled();
+            let mut cancelled = cancel.is_cancelled();
+            if let Some(agree) = agree_stop.as_mut() {
+                cancelled = agree(cancelled);
+            }
             if cancelled {
                 w_report = Some(opt.params().to_vec());
             }

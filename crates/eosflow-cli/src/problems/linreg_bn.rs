@@ -166,7 +166,7 @@ impl ProblemKind for LinregConfig {
             println!(
                 "{:>5} {:>10} {:>14} {:>14} {:>6} {:>14} {:>14}",
                 s,
-                sum.problem.get("eos_entry_step_on_phi").map_or("-".into(), crate::sweep::cell),
+                sum.problem.get("eos_entry_step_on_phi").map_or("-".into(), crate::multirun::cell),
                 fmt(a),
                 fmt(b),
                 f,

@@ -341,7 +341,14 @@ pub fn build_net_problem(nn: &NnConfig, cfg: &Config) -> Result<(eosflow_nn::Net
         eval_every: cfg.run.log_every.max(1),
         conv: nn.conv,
         precision: nn.precision,
-        compute: parse_device(&nn.device)?,
+        compute: match parse_device(&nn.device)? {
+            // Under MPI each rank takes the GPU of its node-local rank
+            // (`cuda` alone); `cuda:N` is N on every rank.
+            eosflow_nn::Compute::Cuda(0) if nn.device == "cuda" && crate::ranks::size() > 1 => {
+                eosflow_nn::Compute::Cuda(crate::ranks::local_rank())
+            }
+            c => c,
+        },
         parallel_batches: nn.parallel_batches,
     };
     let mut files = Vec::new();
@@ -353,5 +360,17 @@ pub fn build_net_problem(nn: &NnConfig, cfg: &Config) -> Result<(eosflow_nn::Net
         }
         files.push((format!("y_{tag}.npy"), crate::npy::encode_labels(&d.labels)?));
     }
-    Ok((eosflow_nn::NetProblem::new(network, &split.train, &split.test, params)?, files))
+    let mut problem = eosflow_nn::NetProblem::new(network, &split.train, &split.test, params)?;
+    if let Some(ex) = crate::ranks::exchange() {
+        let batches = problem.sizes().0.div_ceil(nn.ghost_batch);
+        if ex.size() > batches && crate::ranks::is_writer() {
+            eprintln!(
+                "note: {} ranks share {batches} ghost batches: {} ranks have none and only wait",
+                ex.size(),
+                ex.size() - batches
+            );
+        }
+        problem = problem.with_exchange(ex);
+    }
+    Ok((problem, files))
 }
