@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One network run over MPI ranks (README: "Sweeps, and on a cluster"):
+# One network run over MPI ranks (README: "On a cluster: sweeps, Slurm, MPI"):
 # OpenMPI from Debian on loopback, the `mpi` feature's clippy, build and tests
 # (1, 2, 3 ranks byte-identical to one process; SIGTERM and SIGKILL mid-run,
 # then resume), and the README's mpirun command for fig2 on a CIFAR-format
@@ -27,7 +27,9 @@ scripts/cifar-sample.py "$W/cifar"
 tiny=(--steps 2 --set problem.ghost_batch=10 --set problem.hessian_examples=20 --set problem.width=0.125
       --set sharpness.every=2 --set 'output.formats=["png"]')
 "$E" reproduce fig2 --data "$W/cifar" "${tiny[@]}" --out "$W/one" >/dev/null
-timeout 600 mpirun -np 2 --oversubscribe "$E" reproduce fig2 --data "$W/cifar" "${tiny[@]}" --out "$W/np2"
+timeout 600 mpirun -np 2 --oversubscribe "$E" reproduce fig2 --data "$W/cifar" "${tiny[@]}" --out "$W/np2" 2>&1 |
+    tee "$W/np2.log"
+grep -q "all 2 ranks agree bit for bit" "$W/np2.log"
 for f in metrics.csv sharpness.csv w_final.npy; do cmp "$W/one/$f" "$W/np2/$f"; done
 grep -q '"ranks": 2' "$W/np2/summary.json"
 echo "== mpi: fig2 on 2 ranks byte-identical to one process; all checks passed"

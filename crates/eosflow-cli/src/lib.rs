@@ -752,14 +752,14 @@ pub(crate) fn run_in_dir(
     }
     let shared = ranks::size() > 1;
     let mut csv_or_abort = ranks::AbortOnFailure(&mut csv);
-    let mut final_w = ranks::FinalW::default();
+    let mut agreement = ranks::Agreement::default();
     let mut runner = runner.params(prep.params.clone()).cancel(token.clone());
     if writer {
         runner = runner.observer(if shared { &mut csv_or_abort } else { csv_or_abort.0 }).observer(&mut progress);
     }
     if shared {
         // Every rank stops after the same step, whichever rank a signal reached.
-        runner = runner.observer(&mut final_w).agree_stop(ranks::any);
+        runner = runner.observer(&mut agreement).agree_stop(ranks::any);
     }
     if let Some(o) = extra {
         runner = runner.observer(o);
@@ -771,11 +771,11 @@ pub(crate) fn run_in_dir(
     let kernels = prep.problem.kernels();
     if shared {
         // Lanczos and the optimizer run replicated on the reduced
-        // gradients and HVPs: the ranks must end with the same bits.
-        if !ranks::same_on_all(&final_w.0) {
+        // gradients and HVPs: the ranks must agree bit for bit.
+        if !ranks::same_on_all(&agreement.0) {
             bail!(
-                "the {} ranks ended with different w_final bits (rank {}): the run is not the single-process run; \
-                 please report this",
+                "the {} ranks ended with different sharpness evaluations or w_final bits (rank {}): the run is not \
+                 the single-process run; please report this",
                 ranks::size(),
                 ranks::rank()
             );
@@ -783,7 +783,7 @@ pub(crate) fn run_in_dir(
         if !writer {
             return Ok((summary, Vec::new()));
         }
-        eprintln!("all {} ranks end with the same w_final, bit for bit", ranks::size());
+        eprintln!("all {} ranks agree bit for bit on every sharpness evaluation and on w_final", ranks::size());
     }
 
     // After a failed write (a full disk) the CSVs may end in a partial row:

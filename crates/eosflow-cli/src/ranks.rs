@@ -321,13 +321,21 @@ impl eosflow::run::Observer for AbortOnFailure<'_> {
     }
 }
 
-/// Keeps the final w (to check that every rank ends with the same bits).
+/// What every rank must agree on at the end of a shared run: each
+/// sharpness evaluation (value, top-k, residual, HVPs) and the final w.
+/// Lanczos runs replicated on every rank, so a rank whose evaluations
+/// differed would show here.
 #[derive(Default)]
-pub struct FinalW(pub Vec<f64>);
+pub struct Agreement(pub Vec<f64>);
 
-impl eosflow::run::Observer for FinalW {
+impl eosflow::run::Observer for Agreement {
+    fn on_sharpness(&mut self, rec: &eosflow::run::SharpnessRecord) -> Result<(), eosflow::run::ObserverError> {
+        self.0.extend([rec.step as f64, rec.sharpness, rec.residual, rec.hvps as f64]);
+        self.0.extend(&rec.top_k);
+        Ok(())
+    }
     fn on_finish(&mut self, _summary: &eosflow::run::RunSummary, w: &[f64]) -> Result<(), eosflow::run::ObserverError> {
-        self.0 = w.to_vec();
+        self.0.extend(w);
         Ok(())
     }
 }
