@@ -195,6 +195,40 @@ impl DataConfig {
     pub fn is_empty(&self) -> bool {
         self == &DataConfig::default()
     }
+    /// Checks that the files the config names exist (and that `cifar_dir`
+    /// holds CIFAR-10's six binary files), before anything is created: what
+    /// a multi-run preset or a sweep does before its first run directory.
+    pub fn check_inputs(&self) -> Result<()> {
+        let files = [
+            ("x_npy", &self.x_npy),
+            ("y_npy", &self.y_npy),
+            ("x_test_npy", &self.x_test_npy),
+            ("y_test_npy", &self.y_test_npy),
+            ("m_npy", &self.m_npy),
+            ("omega_npy", &self.omega_npy),
+        ];
+        for (key, path) in files {
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                bail!("[data] {key} = {}: no such file", p.display());
+            }
+        }
+        if let Some(dir) = &self.cifar_dir {
+            let names = eosflow_nn::data::CIFAR10_TRAIN_FILES.iter().chain([&eosflow_nn::data::CIFAR10_TEST_FILE]);
+            for name in names {
+                if !dir.join(name).is_file() {
+                    bail!(
+                        "[data] cifar_dir (--data) = {}: no {name} there; the folder needs data_batch_1.bin … \
+                         data_batch_5.bin and test_batch.bin (CIFAR-10's binary version; nothing is downloaded)",
+                        dir.display()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 7] {
         [
             &mut self.x_npy,
@@ -383,14 +417,62 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
             c.problem.get_mut().resolve().with_context(|| format!("{origin}: invalid config"))?;
             Ok(c)
         }
-        Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e)),
+        Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e, Some(text))),
     }
 }
 
-/// Adds a "did you mean" to serde's unknown-key and unknown-variant errors.
-fn explain_toml_error(e: &toml::de::Error) -> String {
-    let msg = e.to_string();
+/// Where serde reports a wrong value at its section's header (sections
+/// read through a tagged enum, such as [optimizer] and [problem], lose the
+/// key's position), the key in that section holding the value the message
+/// quotes: `optimizer.lr` for `invalid type: string "0.2", expected f64`.
+fn locate_bad_value(text: &str, e: &toml::de::Error) -> Option<(String, usize)> {
     let body = e.message();
+    let found = ["invalid type: ", "invalid value: "].iter().find_map(|p| body.strip_prefix(p))?;
+    let found = &found[..found.find(", expected")?];
+    let start = e.span()?.start;
+    let line_no = text[..start].matches('\n').count();
+    let header = text.lines().nth(line_no)?.trim();
+    let section = header.strip_prefix('[')?.strip_suffix(']')?.trim();
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let mut t = &table;
+    for part in section.split('.') {
+        t = t.get(part.trim())?.as_table()?;
+    }
+    let describe = |v: &toml::Value| match v {
+        toml::Value::String(s) => Some(format!("string {s:?}")),
+        toml::Value::Integer(i) => Some(format!("integer `{i}`")),
+        toml::Value::Float(x) => Some(format!("floating point `{x}`")),
+        toml::Value::Boolean(b) => Some(format!("boolean `{b}`")),
+        _ => None,
+    };
+    let key = t.iter().find(|(_, v)| describe(v).as_deref() == Some(found)).map(|(k, _)| k)?;
+    // The key's own line, if it is written there as `key = …`.
+    let line = text
+        .lines()
+        .enumerate()
+        .skip(line_no + 1)
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| l.trim_start().strip_prefix(key.as_str()).is_some_and(|r| r.trim_start().starts_with('=')))
+        .map_or(line_no + 1, |(i, _)| i + 1);
+    Some((format!("{section}.{key}"), line))
+}
+
+/// Adds a "did you mean" to serde's unknown-key and unknown-variant errors,
+/// and the key a wrong value belongs to where serde points at its section.
+fn explain_toml_error(e: &toml::de::Error, text: Option<&str>) -> String {
+    if let Some((key, line)) = text.and_then(|t| locate_bad_value(t, e)) {
+        return format!("`{key}` (line {line}): {}", e.message());
+    }
+    let msg = e.to_string();
+    match did_you_mean(e.message()) {
+        Some(hint) => format!("{msg}{hint}"),
+        None => msg,
+    }
+}
+
+/// "unknown key `log_evry`: did you mean `log_every`? (valid: …)" for
+/// serde's unknown-field and unknown-variant messages.
+fn did_you_mean(body: &str) -> Option<String> {
     for (marker, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
         if let Some(start) = body.find(marker) {
             let rest = &body[start + marker.len()..];
@@ -398,11 +480,11 @@ fn explain_toml_error(e: &toml::de::Error) -> String {
             let bad = &rest[..end];
             let valid: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
             if let Some(best) = valid.iter().min_by_key(|v| strsim::levenshtein(bad, v)) {
-                return format!("{msg}unknown {what} `{bad}`: did you mean `{best}`? (valid: {})", valid.join(", "));
+                return Some(format!("unknown {what} `{bad}`: did you mean `{best}`? (valid: {})", valid.join(", ")));
             }
         }
     }
-    msg
+    None
 }
 
 /// Applies command-line overrides `KEY=VALUE` to a config's TOML table.
@@ -447,12 +529,41 @@ pub fn parse_with(text: &str, origin: &str, sets: &[String]) -> Result<Config> {
     if sets.is_empty() {
         return parse(text, origin);
     }
-    let mut table: toml::Table = match toml::from_str(text) {
+    let table: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
-        Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e)),
+        Err(e) => bail!("{origin}: invalid config\n{}", explain_toml_error(&e, None)),
     };
-    apply_sets(&mut table, sets)?;
-    parse(&toml::to_string(&table)?, &format!("{origin} with --set {}", sets.join(" --set ")))
+    parse_table_with_sets(table, origin, sets)
+}
+
+/// Parses a config's TOML table after the `--set` overrides. A value that
+/// does not fit the schema is reported as the `--set` that brought it
+/// (`--set run.steps=-5: invalid value: integer `-5`, expected u64`), found
+/// by applying the overrides one at a time.
+pub fn parse_table_with_sets(table: toml::Table, origin: &str, sets: &[String]) -> Result<Config> {
+    if sets.is_empty() {
+        return parse(&toml::to_string(&table)?, origin);
+    }
+    let mut all = table.clone();
+    apply_sets(&mut all, sets)?;
+    let text = toml::to_string(&all)?;
+    if let Err(e) = toml::from_str::<Config>(&text)
+        && toml::from_str::<Config>(&toml::to_string(&table)?).is_ok()
+    {
+        for i in 0..sets.len() {
+            let mut t = table.clone();
+            apply_sets(&mut t, &sets[..=i])?;
+            if let Err(e) = toml::from_str::<Config>(&toml::to_string(&t)?) {
+                bail!(
+                    "{origin}: --set {}: {}",
+                    sets[i],
+                    did_you_mean(e.message()).unwrap_or_else(|| e.message().into())
+                );
+            }
+        }
+        bail!("{origin} with --set {}: invalid config\n{}", sets.join(" --set "), explain_toml_error(&e, None));
+    }
+    parse(&text, &format!("{origin} with --set {}", sets.join(" --set ")))
 }
 
 /// Reads and parses a config file; relative `.npy` paths are resolved

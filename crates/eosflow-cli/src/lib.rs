@@ -500,28 +500,40 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let cfg = load_run_config(&run_dir)?;
-            let summary: Option<serde_json::Value> =
-                std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-            let problem = summary.as_ref().and_then(|s| s.get("problem")).and_then(|p| p.as_object());
-            let mut figs = plot::plot_run(
-                &run_dir,
-                cfg.problem.get().figure(),
-                &cfg.name,
-                &cfg.output.formats,
-                problem,
-                cfg.run.dense_window.map(|[a, b]| (a, b)),
-            )?;
-            if let Some(d) = &cfg.drift {
-                let a = drift::analyse(&cfg, d, &run_dir)?;
-                figs.extend(plot::plot_drift(&run_dir, &cfg.name, &a, &cfg.output.formats)?);
-            }
+            // Directories of many runs (a multi-run preset, a sweep): every
+            // run's figures and the combined one.
+            let figs = if !run_dir.join("config.toml").exists() && run_dir.join("runs.csv").exists() {
+                multirun::replot(&run_dir)?
+            } else {
+                replot_run(&run_dir)?
+            };
             for f in figs {
                 println!("{}", f.display());
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Redraws one run directory's figures from its files.
+fn replot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let cfg = load_run_config(run_dir)?;
+    let summary: Option<serde_json::Value> =
+        std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let problem = summary.as_ref().and_then(|s| s.get("problem")).and_then(|p| p.as_object());
+    let mut figs = plot::plot_run(
+        run_dir,
+        cfg.problem.get().figure(),
+        &cfg.name,
+        &cfg.output.formats,
+        problem,
+        cfg.run.dense_window.map(|[a, b]| (a, b)),
+    )?;
+    if let Some(d) = &cfg.drift {
+        let a = drift::analyse(&cfg, d, run_dir)?;
+        figs.extend(plot::plot_drift(run_dir, &cfg.name, &a, &cfg.output.formats)?);
+    }
+    Ok(figs)
 }
 
 fn problem_kind(cfg: &Config) -> &'static str {

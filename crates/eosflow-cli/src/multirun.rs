@@ -203,8 +203,9 @@ pub(crate) fn validated_dir(
     out: Option<PathBuf>,
     force: bool,
 ) -> Result<PathBuf> {
-    for (_, c) in jobs {
+    for (label, c) in jobs {
         c.validate()?;
+        c.data.check_inputs().with_context(|| format!("{name} ({label})"))?;
     }
     let dir = out.unwrap_or_else(|| crate::default_dir(name));
     rundir::create(&dir, force)?;
@@ -256,6 +257,34 @@ pub(crate) fn combined_figure(dir: &std::path::Path, name: &str, runs: &[(String
     }
     let labels: Vec<String> = runs.iter().map(|(l, _)| l.clone()).collect();
     crate::plot::plot_variants(dir, name, problem.figure(), &labels, &first.output.formats)
+}
+
+/// `eosflow plot DIR` on a directory of many runs (a multi-run preset's or
+/// a sweep's, listed in `DIR/runs.csv`): every run's figures, then the
+/// combined figure, named as the runs were (`<name>-<label>`). Runs without
+/// files yet (a sweep's missing ones) are skipped.
+pub(crate) fn replot(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let table = dir.join("runs.csv");
+    let mut reader = csv::Reader::from_path(&table).with_context(|| format!("cannot read {}", table.display()))?;
+    let mut figs = Vec::new();
+    let mut runs: Vec<(String, Config)> = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.with_context(|| format!("{} is not a runs table", table.display()))?;
+        let label = rec.get(0).unwrap_or_default().to_string();
+        let sub = dir.join(&label);
+        if !sub.join("metrics.csv").exists() || !sub.join("config.toml").exists() {
+            continue;
+        }
+        figs.extend(crate::replot_run(&sub)?);
+        runs.push((label, crate::load_run_config(&sub)?));
+    }
+    let Some((label, first)) = runs.first() else {
+        bail!("{}: none of the runs in runs.csv has its files (metrics.csv, config.toml) yet", dir.display());
+    };
+    let name = first.name.strip_suffix(&format!("-{label}")).unwrap_or(&first.name).to_string();
+    let refs: Vec<(String, &Config)> = runs.iter().map(|(l, c)| (l.clone(), c)).collect();
+    figs.extend(combined_figure(dir, &name, &refs)?);
+    Ok(figs)
 }
 
 fn print_table(cfg: &Config, results: &[(u64, Result<RunSummary, String>)]) {

@@ -38,6 +38,12 @@ fn require_float64(path: &Path, npy: &npyz::NpyFile<&[u8]>, fix: &str) -> Result
 
 /// Reads a 1-D float64 array. `expected` (if given) is the required length.
 pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
+    read_vector_of(path, expected.map(|e| (e, format!("the problem has {e} parameters"))))
+}
+
+/// [`read_vector`] with the expected length and what it is, for the
+/// message: `(20, "x_npy has 20 rows, one target each")`.
+pub fn read_vector_of(path: &Path, expected: Option<(usize, String)>) -> Result<Vec<f64>> {
     let bytes = read_bytes(path)?;
     let npy = parse(path, &bytes)?;
     let shape = npy.shape().to_vec();
@@ -47,10 +53,10 @@ pub fn read_vector(path: &Path, expected: Option<usize>) -> Result<Vec<f64>> {
     }
     let n = shape[0] as usize;
     check_size(path, &shape, 8, bytes.len())?;
-    if let Some(e) = expected
+    if let Some((e, what)) = expected
         && n != e
     {
-        bail!("{}: has {n} entries, but the problem has {e} parameters", path.display());
+        bail!("{}: has {n} entries, but {what}", path.display());
     }
     let v: Vec<f64> = npy.into_vec().with_context(|| {
         format!("{}: truncated or corrupt data (header promises {n} float64 values)", path.display())

@@ -354,12 +354,8 @@ impl Preset {
     /// The preset's config: `toml` with `patch`, then the run's variant
     /// patch (label, TOML) if any, then the command line's `--set`s.
     pub fn config(&self, variant: Option<(&str, &str)>, sets: &[String]) -> anyhow::Result<crate::config::Config> {
-        let (mut table, mut origin) = self.table(variant)?;
-        if !sets.is_empty() {
-            crate::config::apply_sets(&mut table, sets)?;
-            origin = format!("{origin} with --set {}", sets.join(" --set "));
-        }
-        crate::config::parse(&toml::to_string(&table)?, &origin)
+        let (table, origin) = self.table(variant)?;
+        crate::config::parse_table_with_sets(table, &origin, sets)
     }
 
     /// The TOML table [`Preset::config`] parses (before `--set`), and its

@@ -296,6 +296,7 @@ pub fn expand(src: &SweepSource) -> Result<Sweep> {
                 crate::set_data_dir(&mut cfg, src.data.as_deref())?;
                 cfg.name = format!("{name}-{run}");
                 cfg.validate().with_context(|| format!("sweep run {run}"))?;
+                cfg.data.check_inputs().with_context(|| format!("sweep run {run}"))?;
                 if cfg.entry.is_some() || cfg.tracking.is_some() {
                     bail!(
                         "sweep run {run}: an [entry] or [tracking] config is many runs itself; sweep its base instead"

@@ -168,6 +168,9 @@ fn bad_configs_get_clear_errors() {
         ("[run]", "[init]\nw0 = [1.0, 2.0]\n[run]", "init.w0 has 2 entries, but the problem has 3"),
         ("[run]", "[init]\nw0_npy = \"missing.npy\"\n[run]", "cannot read .npy file"),
         ("steps = 50", "steps = \"many\"", "invalid type"),
+        // A wrong value in a section read through a tagged enum is named by
+        // its key and line, not at the section's header.
+        ("lr = 0.5", "lr = \"0.5\"", "`optimizer.lr` (line"),
     ];
     for (from, to, want) in cases {
         let toml = BASE.replacen(from, to, 1);
@@ -176,6 +179,22 @@ fn bad_configs_get_clear_errors() {
         assert_eq!(code, 1, "{to}: exit code {code}, stderr {err}");
         assert!(err.contains(want), "{to}: expected {want:?} in\n{err}");
         assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_set_whose_value_does_not_fit_is_named() {
+    for (set, want) in [
+        ("run.steps=-5", "--set run.steps=-5: invalid value: integer `-5`, expected u64"),
+        ("optimizer.lr=\"x\"", "--set optimizer.lr=\"x\": invalid type: string \"x\", expected f64"),
+        ("run.stepz=5", "--set run.stepz=5: unknown key `stepz`: did you mean `steps`?"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o =
+            eosflow().args(["reproduce", "fig4", "--set", set, "--out"]).arg(dir.path().join("o")).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{set}: {err}");
+        assert!(err.contains(want), "{set}: expected {want:?} in\n{err}");
     }
 }
 
@@ -304,7 +323,8 @@ fn fig4_short_run_and_seed_sweep() {
     let o = eosflow().arg("run").arg(&cfg).arg("--out").arg(dir.path().join("bad")).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("y_bad.npy") && err.contains("has 1000 entries, but the problem has 20"), "{err}");
+    assert!(err.contains("y_bad.npy") && err.contains("has 1000 entries, but"), "{err}");
+    assert!(err.contains("x.npy has 20 rows, one target each") && err.contains("y_npy must hold one target"), "{err}");
 
     // A sweep over two seeds runs both and tabulates them.
     let sweep = dir.path().join("sweep");

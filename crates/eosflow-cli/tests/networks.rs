@@ -320,6 +320,21 @@ fn fig14_runs_on_a_tiny_cifar_file() {
     for f in ["runs.csv", "figures/fig14.png"] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // A wrong --data fails before anything is created, the error said once.
+    std::fs::remove_file(data.join("data_batch_3.bin")).unwrap();
+    let bad = dir.path().join("bad");
+    let o = eosflow()
+        .args(["reproduce", "fig14", "--steps", "2", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no data_batch_3.bin there") && err.contains("fig14 (wd0)"), "{err}");
+    assert_eq!(err.matches("data_batch_3.bin there").count(), 1, "{err}");
+    assert!(!bad.exists(), "a failed multi-run preset created {}", bad.display());
 }
 
 #[test]

@@ -366,3 +366,48 @@ fn a_write_that_fails_mid_run_ends_it_with_an_error_and_resume_finishes_it() {
     Command::new(bin()).arg("resume").arg(&out).assert().success();
     assert_same(&reference, &out);
 }
+
+#[test]
+fn every_problem_kind_resumes_to_a_byte_identical_run_and_summary() {
+    // A backend failure injected at a fixed gradient stops each kind's run
+    // mid-way (status "error", the last checkpoint kept); resumed, every file
+    // and summary.json (less timing: the trackers' saved state included) are
+    // those of the run that never stopped. matcomp_bn is the tests above.
+    let factorization = "name = \"fz\"\n[problem]\nkind = \"factorization\"\nk = 5\ninit_scale = 2.0\n\
+                         [optimizer]\nkind = \"scalar_rmsprop\"\neta = 0.05\nbeta = 0.99\nv0 = 1.0\n\
+                         [run]\nsteps = 3000\nlog_every = 10\n[sharpness]\nevery = 100\n";
+    let dir = tempfile::tempdir().unwrap();
+    let fz = dir.path().join("fz.toml");
+    std::fs::write(&fz, factorization).unwrap();
+    let cases: [(&str, Vec<String>, &str); 4] = [
+        ("toy3d", vec!["reproduce".into(), "toy3d".into()], "gradient:2000"),
+        ("linreg_bn", vec!["reproduce".into(), "fig4".into(), "--steps".into(), "20000".into()], "gradient:15000"),
+        ("factorization", vec!["run".into(), fz.display().to_string()], "gradient:2500"),
+        ("nn", vec!["reproduce".into(), "digits-mlp".into(), "--steps".into(), "120".into()], "gradient:100"),
+    ];
+    for (kind, args, fault) in cases {
+        let every = format!("run.checkpoint_every={}", if kind == "nn" { 30 } else { 500 });
+        let sets = ["--set", &every, "--set", "run.checkpoint_min_interval_s=0", "--set", "output.figures=false"];
+        let reference = dir.path().join(format!("{kind}-ref"));
+        Command::new(bin()).args(&args).args(sets).arg("--out").arg(&reference).assert().success();
+        let out = dir.path().join(kind);
+        let o = Command::new(bin())
+            .env("EOSFLOW_FAULT_INJECTION", fault)
+            .args(&args)
+            .args(sets)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "{kind}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(summary_without_timing(&out)["status"], "error", "{kind}");
+        Command::new(bin()).arg("resume").arg(&out).assert().success();
+        for f in SAME {
+            assert!(
+                std::fs::read(reference.join(f)).unwrap() == std::fs::read(out.join(f)).unwrap(),
+                "{kind}: {f} differs"
+            );
+        }
+        assert_eq!(summary_without_timing(&reference), summary_without_timing(&out), "{kind}: summary.json");
+    }
+}

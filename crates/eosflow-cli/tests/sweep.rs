@@ -117,6 +117,12 @@ fn slurm_array_runs_only_the_unfinished_runs_and_every_run_matches_the_local_swe
     let csv = std::fs::read_to_string(local.join("runs.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(local.join("figures/wd.png").is_file());
+    // `eosflow plot` on the sweep's directory redraws every run and the combined figure.
+    std::fs::remove_dir_all(local.join("figures")).unwrap();
+    std::fs::remove_dir_all(local.join(RUNS[1]).join("figures")).unwrap();
+    let o = Command::new(bin()).arg("plot").arg(&local).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(local.join("figures/wd.png").is_file() && local.join(RUNS[1]).join("figures/fig1.png").is_file());
 
     // The Slurm sweep's directory before submission: task 0 finished, task
     // 2 stopped by a backend failure at step 2499 (checkpoint of step

@@ -93,15 +93,19 @@ impl ProblemKind for LinregConfig {
         let data = match (&cfg.data.x_npy, &cfg.data.y_npy) {
             (Some(xp), Some(yp)) => {
                 let (rows, cols, x) = crate::npy::read_matrix(xp)?;
-                let y = crate::npy::read_vector(yp, Some(rows))
-                    .with_context(|| format!("y_npy must have one target per row of {}", xp.display()))?;
+                let targets =
+                    |n: usize, x: &std::path::Path| (n, format!("{} has {n} rows, one target each", x.display()));
+                let y = crate::npy::read_vector_of(yp, Some(targets(rows, xp)))
+                    .context("[data] y_npy must hold one target per row of x_npy")?;
                 let (x_test, y_test) = match (&cfg.data.x_test_npy, &cfg.data.y_test_npy) {
                     (Some(xt), Some(yt)) => {
                         let (rt, ct, x_test) = crate::npy::read_matrix(xt)?;
                         if ct != cols {
                             bail!("{} has {ct} columns but {} has {cols}", xt.display(), xp.display());
                         }
-                        (x_test, crate::npy::read_vector(yt, Some(rt))?)
+                        let y_test = crate::npy::read_vector_of(yt, Some(targets(rt, xt)))
+                            .context("[data] y_test_npy must hold one target per row of x_test_npy")?;
+                        (x_test, y_test)
                     }
                     _ => (Vec::new(), Vec::new()),
                 };
