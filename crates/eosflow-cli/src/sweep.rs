@@ -778,6 +778,10 @@ mod tests {
         // A preset name alone sweeps the preset's runs.
         let e = format!("{:#}", expand(&src("fig14".into())).err().unwrap());
         assert!(e.contains("--data DIR"), "{e}");
+        // The files need only exist to expand the sweep (they are read when a run starts).
+        for f in eosflow_nn::data::CIFAR10_TRAIN_FILES.iter().chain([&eosflow_nn::data::CIFAR10_TEST_FILE]) {
+            std::fs::write(d.path().join(f), b"").unwrap();
+        }
         let fig14 = SweepSource { target: "fig14".into(), data: Some(d.path().into()), ..Default::default() };
         let s = expand(&fig14).unwrap();
         let names: Vec<&str> = s.runs.iter().map(|r| r.name.as_str()).collect();
