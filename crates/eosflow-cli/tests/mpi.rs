@@ -117,6 +117,24 @@ fn wait_for(path: &Path, secs: u64) {
     }
 }
 
+/// `mpirun -np 2 eosflow run CFG --out OUT`, once its first checkpoint is
+/// written: the child and the two ranks' pids.
+fn start_two_ranks(cfg: &Path, out: &Path) -> (Child, Vec<i32>) {
+    let child = mpirun(2)
+        .arg("run")
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&out.join("checkpoint/state.json"), 120);
+    let pids = rank_pids(out);
+    assert_eq!(pids.len(), 2, "{}: ranks {pids:?}", out.display());
+    (child, pids)
+}
+
 #[test]
 fn one_two_and_three_ranks_write_the_bytes_of_one_process() {
     let d = tempfile::tempdir().unwrap();
@@ -163,18 +181,7 @@ fn sigterm_stops_every_rank_at_one_step_and_sigkill_ends_them_all() {
     // SIGTERM to rank 1 only, then to every rank: all stop after one step.
     for (case, all) in [("term-one", false), ("term-all", true)] {
         let out = d.path().join(case);
-        let child = mpirun(2)
-            .arg("run")
-            .arg(&cfg)
-            .arg("--out")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(&out.join("checkpoint/state.json"), 120);
-        let pids = rank_pids(&out);
-        assert_eq!(pids.len(), 2, "{case}: ranks {pids:?}");
+        let (child, pids) = start_two_ranks(&cfg, &out);
         for &p in if all { &pids[..] } else { &pids[1..] } {
             // SAFETY: kill(2) on a rank of our own child.
             unsafe { libc::kill(p, libc::SIGTERM) };
@@ -192,18 +199,7 @@ fn sigterm_stops_every_rank_at_one_step_and_sigkill_ends_them_all() {
 
     // SIGKILL of rank 1: mpirun ends rank 0 too; resumed alone, identical.
     let out = d.path().join("kill");
-    let child = mpirun(2)
-        .arg("run")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&out.join("checkpoint/state.json"), 120);
-    let pids = rank_pids(&out);
-    assert_eq!(pids.len(), 2, "ranks {pids:?}");
+    let (child, pids) = start_two_ranks(&cfg, &out);
     // SAFETY: kill(2) on a rank of our own child.
     unsafe { libc::kill(pids[1], libc::SIGKILL) };
     let status = wait_bounded(child, 60, "after SIGKILL of rank 1");

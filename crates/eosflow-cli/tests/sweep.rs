@@ -104,6 +104,13 @@ echo "4242"
     bin_dir
 }
 
+/// `eosflow sweep SWEEP --out OUT`, to be given its mode.
+fn sweep_cmd(sweep: &Path, out: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("sweep").arg(sweep).arg("--out").arg(out);
+    c
+}
+
 fn with_path(bin_dir: &Path) -> String {
     format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default())
 }
@@ -113,7 +120,7 @@ fn slurm_array_runs_only_the_unfinished_runs_and_every_run_matches_the_local_swe
     let d = tempfile::tempdir().unwrap();
     let sweep = setup(d.path());
     let local = d.path().join("local");
-    Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&local).assert().success();
+    sweep_cmd(&sweep, &local).assert().success();
     let csv = std::fs::read_to_string(local.join("runs.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(local.join("figures/wd.png").is_file());
@@ -128,16 +135,8 @@ fn slurm_array_runs_only_the_unfinished_runs_and_every_run_matches_the_local_swe
     // 2 stopped by a backend failure at step 2499 (checkpoint of step
     // 2000), tasks 1 and 3 not started.
     let out = d.path().join("slurm");
-    Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&out).args(["--task", "0"]).assert().success();
-    Command::new(bin())
-        .env("EOSFLOW_FAULT_INJECTION", "gradient:2500")
-        .arg("sweep")
-        .arg(&sweep)
-        .arg("--out")
-        .arg(&out)
-        .args(["--task", "2"])
-        .assert()
-        .code(4);
+    sweep_cmd(&sweep, &out).args(["--task", "0"]).assert().success();
+    sweep_cmd(&sweep, &out).env("EOSFLOW_FAULT_INJECTION", "gradient:2500").args(["--task", "2"]).assert().code(4);
     let o = Command::new(bin()).arg("sweep").arg("--collect").arg(&out).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
@@ -148,11 +147,7 @@ fn slurm_array_runs_only_the_unfinished_runs_and_every_run_matches_the_local_swe
     assert!(csv.contains("\nwd0.01_seed1,missing,") && csv.contains("\nwd0.02_seed0,error@2499,"), "{csv}");
 
     // The script alone (no --submit): the unfinished tasks, the options.
-    let o = Command::new(bin())
-        .arg("sweep")
-        .arg(&sweep)
-        .arg("--out")
-        .arg(&out)
+    let o = sweep_cmd(&sweep, &out)
         .args(["--slurm", "--partition", "short", "--cpus-per-task", "1", "--time", "0:10:00"])
         .output()
         .unwrap();
@@ -169,12 +164,8 @@ fn slurm_array_runs_only_the_unfinished_runs_and_every_run_matches_the_local_swe
 
     // Submitted and waited on: tasks 1-3 run (2 resumes from its checkpoint).
     let stub = stubs(d.path());
-    let o = Command::new(bin())
+    let o = sweep_cmd(&sweep, &out)
         .env("PATH", with_path(&stub))
-        .arg("sweep")
-        .arg(&sweep)
-        .arg("--out")
-        .arg(&out)
         .args(["--slurm", "--submit", "--wait", "--poll", "0.05"])
         .output()
         .unwrap();
@@ -187,15 +178,7 @@ fn slurm_array_runs_only_the_unfinished_runs_and_every_run_matches_the_local_swe
     assert_same_runs(&local, &out);
 
     // Submitting a finished sweep submits nothing.
-    let o = Command::new(bin())
-        .env("PATH", with_path(&stub))
-        .arg("sweep")
-        .arg(&sweep)
-        .arg("--out")
-        .arg(&out)
-        .args(["--slurm", "--submit"])
-        .output()
-        .unwrap();
+    let o = sweep_cmd(&sweep, &out).env("PATH", with_path(&stub)).args(["--slurm", "--submit"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("all 4 runs finished; nothing to submit"));
     assert_eq!(std::fs::read_to_string(stub.join("sbatch.arrays")).unwrap().lines().count(), 1);
 }
@@ -205,24 +188,24 @@ fn a_changed_sweep_or_config_is_refused_not_mixed_in() {
     let d = tempfile::tempdir().unwrap();
     let sweep = setup(d.path());
     let out = d.path().join("s");
-    Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&out).args(["--task", "1"]).assert().success();
+    sweep_cmd(&sweep, &out).args(["--task", "1"]).assert().success();
     // Another grid into the same directory.
     std::fs::write(&sweep, SWEEP.replace("[0.01, 0.02]", "[0.01, 0.03]")).unwrap();
-    let o = Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&out).arg("--list").output().unwrap();
+    let o = sweep_cmd(&sweep, &out).arg("--list").output().unwrap();
     assert!(o.status.success());
-    let o = Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&out).output().unwrap();
+    let o = sweep_cmd(&sweep, &out).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("holds another sweep") && err.contains("--force"), "{err}");
     // The same grid on another base config: the finished run is not reused.
     std::fs::write(&sweep, SWEEP).unwrap();
     std::fs::write(d.path().join("base.toml"), BASE.replace("lr = 0.1", "lr = 0.05")).unwrap();
-    let o = Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&out).args(["--task", "1"]).output().unwrap();
+    let o = sweep_cmd(&sweep, &out).args(["--task", "1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("holds a run of another config") && err.contains("lr = 0.1"), "{err}");
     // Bad task indices and directories that are not sweeps.
-    let o = Command::new(bin()).arg("sweep").arg(&sweep).arg("--out").arg(&out).args(["--task", "9"]).output().unwrap();
+    let o = sweep_cmd(&sweep, &out).args(["--task", "9"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("the sweep has tasks 0..=3"));
     let o = Command::new(bin()).arg("sweep").arg("--collect").arg(d.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not look like a sweep directory"));
