@@ -22,6 +22,7 @@ pub mod setup;
 mod slurm;
 mod spectrum;
 mod sweep;
+mod ticks;
 mod tracking;
 
 use anyhow::{Context, Result, bail};

@@ -1,11 +1,15 @@
 //! Figures from a run directory's CSVs, drawn with plotters and an embedded
 //! DejaVu Sans font (no system font needed).
 
+use crate::ticks::{Axis, Corner, headroom, legend_corner};
 use anyhow::{Context, Result, anyhow};
+use eosflow::objective::Objective;
 use eosflow::problems::{LinregBn, MatcompBn, Toy3d};
 use eosflow::run::{Column, columns as C};
 use eosflow_nn::NetProblem;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,19 +123,6 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Tick text: powers of ten on log axes ("1e-5"), plain numbers otherwise.
-fn tick(y: f64, log: bool) -> String {
-    if log {
-        let e = y.log10();
-        if (e - e.round()).abs() < 1e-9 { format!("1e{}", e.round() as i64) } else { format!("{y:.1e}") }
-    } else if y != 0.0 && (y.abs() < 1e-2 || y.abs() >= 1e5) {
-        format!("{y:.1e}")
-    } else {
-        let s = format!("{y:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
 /// Train and test loss against the step (matcomp_bn).
 fn loss_lines(d: &RunData) -> Vec<Line<'static>> {
     let step = d.m(C::STEP);
@@ -227,113 +218,93 @@ where
     DB::ErrorType: 'static,
 {
     // On a log step axis, step t is drawn at t + 1 so step 0 stays visible.
-    let shifted: Vec<Line>;
-    let lines = if logx {
-        shifted = lines.iter().map(|(l, p, d)| (*l, p.iter().map(|(x, y)| (x + 1.0, *y)).collect(), *d)).collect();
-        &shifted[..]
-    } else {
-        lines
-    };
-    let xs = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0));
+    let shift = if logx { 1.0 } else { 0.0 };
+    let xs = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0 + shift));
     let (x0, x1) = if logx { (1.0, range(xs, false).1.max(2.0)) } else { range(xs, false) };
+    let x = Axis::new(x0, x1, logx, 6, xlabel.is_none());
+    let (y0, y1) = range(lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)), log);
+    let y = Axis::new(y0, y1, log, 8, false);
+    // The curves in drawing units (log10 of the value on a log axis).
+    let drawn: Vec<Vec<(f64, f64)>> = lines
+        .iter()
+        .map(|l| {
+            l.1.iter()
+                .filter(|q| (!log || q.1 > 0.0) && (!logx || q.0 + shift > 0.0))
+                .map(|&(a, b)| (x.to_drawing(a + shift), y.to_drawing(b)))
+                .collect()
+        })
+        .collect();
+    let labels: Vec<&str> = if lines.len() > 1 { lines.iter().map(|l| l.0).collect() } else { Vec::new() };
+    let (y, corner) = legend_place(area, &labels, &drawn, &x, y);
     let xdesc = xlabel.unwrap_or(if logx { "step + 1" } else { "step" });
-    let xfmt = move |x: f64| if xlabel.is_some() { tick(x, false) } else { format!("{x:.0}") };
-    let ys: Vec<f64> = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).collect();
-    let (y0, y1) = range(ys.into_iter(), log);
-    // plotters' log axis spreads its key points unevenly over wide spans
-    // (fig1's loss spans 33 decades and was labelled down to 1e-13 only), so
-    // a log axis holding two powers of ten or more is drawn as a linear axis
-    // of log10 y, labelled at powers of ten only (a narrower one keeps
-    // plotters' labels between the decades).
-    let decades = log && y1.log10().floor() - y0.log10().ceil() >= 1.0;
-    let log10_lines: Vec<Line>;
-    let (lines, y0, y1, log) = if decades {
-        log10_lines = lines
-            .iter()
-            .map(|(l, p, d)| (*l, p.iter().filter(|q| q.1 > 0.0).map(|&(x, y)| (x, y.log10())).collect(), *d))
-            .collect();
-        (&log10_lines[..], y0.log10(), y1.log10(), false)
-    } else {
-        (lines, y0, y1, log)
-    };
-    let ytick = move |y: f64| {
-        if !decades {
-            // A key point at 0 comes out as rounding (h_t's axis read
-            // "6.9e-18"): anything below 1e-9 of the span is 0.
-            tick(if !log && y.abs() < 1e-9 * (y1 - y0) { 0.0 } else { y }, log)
-        } else if (y - y.round()).abs() < 1e-9 {
-            format!("1e{}", y.round() as i64)
+    let mut chart = chart_on(area, title, (xdesc, &x), (ylabel, &y))?;
+    for (i, ((label, _, dashed), pts)) in lines.iter().zip(&drawn).enumerate() {
+        let c = COLORS[colors[i] % COLORS.len()];
+        let key = move |(a, b): (i32, i32)| PathElement::new(vec![(a, b), (a + 20, b)], c.stroke_width(2));
+        if *dashed {
+            chart
+                .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, c.stroke_width(2)))?
+                .label(*label)
+                .legend(key);
+        } else if pts.len() < 60 {
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(3))?
+                .label(*label)
+                .legend(key);
         } else {
-            String::new()
+            chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(1)))?.label(*label).legend(key);
         }
-    };
-    // On a log10 axis, few enough key points that plotters' step is a whole
-    // number of decades (a bold line halfway between decades would carry no
-    // label).
-    let y_labels = if decades { ((y1 - y0).floor() as usize + 1).min(8) } else { 10 };
-    let mut b = ChartBuilder::on(area);
-    b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(42).y_label_area_size(80);
-    macro_rules! draw_lines {
-        ($chart:ident) => {{
-            $chart
-                .configure_mesh()
-                .x_desc(xdesc)
-                .x_labels(6)
-                .y_labels(y_labels)
-                .y_desc(ylabel)
-                .x_label_formatter(&|x| xfmt(*x))
-                .y_label_formatter(&|y| ytick(*y))
-                .label_style(("sans-serif", 15))
-                .draw()?;
-            for (i, (label, pts, dashed)) in lines.iter().enumerate() {
-                let c = COLORS[colors[i] % COLORS.len()];
-                if *dashed {
-                    $chart
-                        .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, c.stroke_width(2)))?
-                        .label(*label)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-                } else if pts.len() < 60 {
-                    $chart
-                        .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(3))?
-                        .label(*label)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-                } else {
-                    $chart
-                        .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(1)))?
-                        .label(*label)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-                }
-            }
-            if lines.len() > 1 {
-                $chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font(("sans-serif", 15))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()?;
-            }
-        }};
     }
-    match (logx, log) {
-        (false, false) => {
-            let mut chart = b.build_cartesian_2d(x0..x1, y0..y1)?;
-            draw_lines!(chart);
-        }
-        (false, true) => {
-            let mut chart = b.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?;
-            draw_lines!(chart);
-        }
-        (true, false) => {
-            let mut chart = b.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
-            draw_lines!(chart);
-        }
-        (true, true) => {
-            let mut chart = b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
-            draw_lines!(chart);
-        }
+    if let Some(corner) = corner {
+        legend(&mut chart, corner)?;
     }
     Ok(())
+}
+
+/// Margin, label areas and caption size of every panel, in pixels.
+const PANEL_MARGIN: u32 = 12;
+const X_LABEL_AREA: u32 = 42;
+const Y_LABEL_AREA: u32 = 80;
+const CAPTION: u32 = 22;
+const LEGEND_FONT: u32 = 15;
+
+/// Where the legend of `labels` goes on a panel of `area` whose curves are
+/// `drawn` (drawing units of `x`, `y`): a corner free of data, else above
+/// the data in headroom added to `y` (the axis returned). `None` for no
+/// legend (no labels).
+fn legend_place<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    labels: &[&str],
+    drawn: &[Vec<(f64, f64)>],
+    x: &Axis,
+    y: Axis,
+) -> (Axis, Option<SeriesLabelPosition>) {
+    if labels.is_empty() {
+        return (y, None);
+    }
+    let (w, h) = area.dim_in_pixel();
+    let plot = (
+        w.saturating_sub(2 * PANEL_MARGIN + Y_LABEL_AREA).max(1) as f64,
+        h.saturating_sub(2 * PANEL_MARGIN + X_LABEL_AREA + CAPTION + 10).max(1) as f64,
+    );
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    let text_w = labels.iter().map(|l| font.box_size(l).map_or(8 * l.chars().count() as u32, |b| b.0)).max();
+    // plotters' box: 30 px for the key, 10 px margins, a line per label.
+    let legend_px = (text_w.unwrap_or(0) as f64 + 50.0, labels.len() as f64 * (LEGEND_FONT as f64 * 1.25) + 20.0);
+    let lines: Vec<&[(f64, f64)]> = drawn.iter().map(|v| v.as_slice()).collect();
+    let position = |c: Corner| match c {
+        Corner::UpperRight => SeriesLabelPosition::UpperRight,
+        Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+        Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
+        Corner::LowerRight => SeriesLabelPosition::LowerRight,
+    };
+    if let Some(c) = legend_corner(&lines, x, &y, plot, legend_px) {
+        return (y, Some(position(c)));
+    }
+    let top = headroom(y.lo, y.hi, (legend_px.1 + 12.0) / plot.1);
+    let undraw = |v: f64| if y.log { 10f64.powf(v) } else { v };
+    let raised = Axis::new(undraw(y.lo), undraw(top), y.log, y.major.len().max(8), false);
+    (raised, Some(SeriesLabelPosition::UpperRight))
 }
 
 fn overview<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, name: &str, logx: bool) -> DResult
@@ -350,7 +321,7 @@ where
     if d.metrics.contains_key(Toy3d::SHARPNESS_ON_GAMMA.name()) {
         lines.push(("λ1 on Γ at the same z", series(step, d.m(Toy3d::SHARPNESS_ON_GAMMA), false), true));
     }
-    panel(&a[1], "(b) 2/η_eff against the spherical sharpness", "", &lines, false, logx)?;
+    panel(&a[1], "(b) 2/η_eff against the spherical sharpness", "", &lines, true, logx)?;
     panel(&a[2], "(c) parameter norm", "‖w_t‖", &[("‖w_t‖", series(step, d.m(C::W_NORM), false), false)], false, logx)?;
     let eff = [("η_eff", series(step, d.m(C::EFF_LR), false), false)];
     panel(&a[3], "(d) effective LR η_eff = lr / ((1 − lr·wd)·‖w‖²)", "η_eff", &eff, false, logx)?;
@@ -359,8 +330,7 @@ where
 }
 
 /// Fig. 3 of the paper for the App. F problem: (a) ‖w_t‖ and (b) ‖∇L(θ_t)‖
-/// against the step, (c) the path of θ_t in F's coordinates, drawn as the
-/// offset from Γ, (x − y)/√2, against the height z along Γ.
+/// against the step, (c) the path of θ_t on the sphere over the loss.
 fn toy3d<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DResult
 where
     DB::ErrorType: 'static,
@@ -371,46 +341,130 @@ where
     panel(&cols[0], "(a) ‖w_t‖ falls while the gradient is small", "‖w_t‖", &wn, false, true)?;
     let gn = [("‖∇L(θ_t)‖", series(step, d.m(C::GRAD_NORM), false), false)];
     panel(&cols[1], "(b) ‖∇L(θ_t)‖ rises again at the EoS", "‖∇L(θ_t)‖", &gn, true, true)?;
+    sphere_map(&cols[2], d)?;
+    root.present()?;
+    Ok(())
+}
+
+/// A point of the sphere in F's coordinates as (angle along Γ from ζ*,
+/// angle from Γ), in degrees: Γ = {x = y > 0} ∩ S² is the great circle in
+/// the plane spanned by e1 = (1, 1, 0)/√2 and e2 = (0, 0, 1), so in this
+/// equirectangular projection it is the horizontal line at 0 and ζ* =
+/// (1/√2, 1/√2, 0) the origin.
+fn sphere_angles(x: f64, y: f64, z: f64) -> (f64, f64) {
+    let r = (x * x + y * y + z * z).sqrt();
+    let (x, y, z) = (x / r, y / r, z / r);
+    let along = z.atan2((x + y) / 2f64.sqrt());
+    let off = ((x - y) / 2f64.sqrt()).clamp(-1.0, 1.0).asin();
+    (along.to_degrees(), off.to_degrees())
+}
+
+/// The inverse of [`sphere_angles`].
+fn sphere_point(along_deg: f64, off_deg: f64) -> [f64; 3] {
+    let (a, o) = (along_deg.to_radians(), off_deg.to_radians());
+    let s = std::f64::consts::FRAC_1_SQRT_2;
+    let (c1, c2, c3) = (o.cos() * a.cos(), o.cos() * a.sin(), o.sin());
+    // c1·e1 + c2·e2 + c3·e3 with e3 = (1, −1, 0)/√2.
+    [s * (c1 + c3), s * (c1 - c3), c2]
+}
+
+/// Fig. 3(c): the loss F on the unit sphere as a shaded map (darker is
+/// lower, as in the paper), Γ as the black line, the path of θ_t coloured
+/// from pale (early) to dark red (late), θ_0, ζ0 (the point of Γ below θ_t
+/// where ‖w_t‖ starts to fall, Fig. 3(a)) and ζ* marked.
+fn sphere_map<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, d: &RunData) -> DResult
+where
+    DB::ErrorType: 'static,
+{
     let (x, y, z) = (d.m(Toy3d::THETA_X), d.m(Toy3d::THETA_Y), d.m(Toy3d::THETA_Z));
-    let path: Vec<(f64, f64)> =
-        (0..x.len()).filter(|&i| x[i].is_finite()).map(|i| ((x[i] - y[i]) / 2f64.sqrt(), z[i])).collect();
-    let (u0, u1) = range(path.iter().map(|p| p.0).chain([0.0]), false);
-    let (z0, z1) = range(path.iter().map(|p| p.1).chain([0.0]), false);
-    let mut chart = ChartBuilder::on(&cols[2])
-        .caption("(c) path of θ_t on the sphere", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(42)
-        .y_label_area_size(60)
-        .build_cartesian_2d(u0..u1, z0..z1)?;
-    chart.configure_mesh().x_desc("(x − y)/√2  (offset from Γ)").y_desc("z").label_style(("sans-serif", 15)).draw()?;
-    chart
-        .draw_series(LineSeries::new([(0.0, z0), (0.0, z1)], BLACK.stroke_width(3)))?
-        .label("Γ: minimisers (x = y)")
-        .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], BLACK.stroke_width(3)));
-    let n = path.len().max(1);
-    chart.draw_series(path.windows(2).enumerate().map(|(i, w)| {
-        let t = i as f64 / n as f64;
-        let c = RGBColor((30.0 + 200.0 * t) as u8, (120.0 * (1.0 - t)) as u8, (220.0 * (1.0 - t)) as u8);
-        PathElement::new(vec![w[0], w[1]], c.stroke_width(1))
+    let path: Vec<(f64, f64)> = (0..x.len().min(y.len()).min(z.len()))
+        .filter(|&i| x[i].is_finite() && y[i].is_finite() && z[i].is_finite())
+        .map(|i| sphere_angles(x[i], y[i], z[i]))
+        .collect();
+    let (a0, a1) = range(path.iter().map(|p| p.0).chain([0.0]), false);
+    let (o0, o1) = range(path.iter().map(|p| p.1).chain([-5.0, 5.0]), false);
+    let (pa, po) = (0.08 * (a1 - a0), 0.08 * (o1 - o0));
+    let (a0, a1, o0, o1) = ((a0 - pa).max(-89.0), (a1 + pa).min(89.0), o0 - po, o1 + po);
+    let xa = Axis::new(a0, a1, false, 7, false);
+    let ya = Axis::new(o0, o1, false, 7, false);
+    let labels = [
+        "Γ: minimisers (x = y > 0)",
+        "θ_t, pale (early) to dark (late)",
+        "θ_0",
+        "ζ0: Γ where ‖w_t‖ starts to fall",
+        "ζ*",
+    ];
+    let (ya, corner) = legend_place(area, &labels, &[path.clone(), vec![(a0, 0.0), (a1, 0.0)]], &xa, ya);
+    let mut chart = chart_on(
+        area,
+        "(c) path of θ_t on the sphere, over the loss",
+        ("angle along Γ from ζ* (°)", &xa),
+        ("angle from Γ (°)", &ya),
+    )?;
+    // The shading: F at each cell's centre, on a square-root scale (F
+    // grows quadratically off Γ), from blue-grey at 0 to white at the
+    // map's largest value.
+    let f = Toy3d::unrotated();
+    let (nx, ny) = (120usize, 90usize);
+    let (dx, dy) = ((a1 - a0) / nx as f64, (o1 - o0) / ny as f64);
+    let cells: Vec<((f64, f64), f64)> = (0..nx * ny)
+        .map(|k| {
+            let (i, j) = (k % nx, k / nx);
+            let (ca, co) = (a0 + (i as f64 + 0.5) * dx, o0 + (j as f64 + 0.5) * dy);
+            ((a0 + i as f64 * dx, o0 + j as f64 * dy), f.loss(&sphere_point(ca, co)))
+        })
+        .collect();
+    let top = cells.iter().map(|c| c.1).filter(|v| v.is_finite()).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    chart.draw_series(cells.iter().map(|&((ca, co), v)| {
+        let t = if v.is_finite() { (v.max(0.0) / top).sqrt() } else { 1.0 };
+        let mix = |lo: f64, hi: f64| (lo + t * (hi - lo)) as u8;
+        let c = RGBColor(mix(95.0, 250.0), mix(110.0, 250.0), mix(150.0, 252.0));
+        Rectangle::new([(ca, co), (ca + dx, co + dy)], c.filled())
     }))?;
+    chart
+        .draw_series(LineSeries::new([(a0, 0.0), (a1, 0.0)], BLACK.stroke_width(3)))?
+        .label("Γ: minimisers (x = y > 0)")
+        .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], BLACK.stroke_width(3)));
+    let n = path.len().max(2) - 1;
+    // Log time: most steps are the late oscillation near ζ*.
+    let shade = move |i: usize| {
+        let t = (1.0 + i as f64).ln() / (1.0 + n as f64).ln();
+        RGBColor((255.0 - 95.0 * t) as u8, (205.0 * (1.0 - t)) as u8, (120.0 * (1.0 - t)) as u8)
+    };
+    chart.draw_series(
+        path.windows(2).enumerate().map(|(i, w)| PathElement::new(vec![w[0], w[1]], shade(i).stroke_width(2))),
+    )?;
+    chart
+        .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+        .label("θ_t, pale (early) to dark (late)")
+        .legend(move |(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], shade(n).stroke_width(2)));
     if let Some(p0) = path.first() {
         chart
             .draw_series([Circle::new(*p0, 6, BLUE.filled())])?
             .label("θ_0")
             .legend(|(a, b)| Circle::new((a + 10, b), 5, BLUE.filled()));
     }
+    // ζ0: Γ below θ_t at the first step where ‖w_t‖ falls.
+    let wn = d.m(C::W_NORM);
+    if let Some(t0) = (1..wn.len().min(path.len())).find(|&t| wn[t] < wn[t - 1]) {
+        let zeta0 = (path[t0].0, 0.0);
+        let ring = |c: (f64, f64), r: i32| {
+            EmptyElement::at(c) + Circle::new((0, 0), r, WHITE.filled()) + Circle::new((0, 0), r, BLACK.stroke_width(2))
+        };
+        chart.draw_series([ring(zeta0, 7)])?.label("ζ0: Γ where ‖w_t‖ starts to fall").legend(move |(a, b)| {
+            EmptyElement::at((a + 10, b))
+                + Circle::new((0, 0), 5, WHITE.filled())
+                + Circle::new((0, 0), 5, BLACK.stroke_width(2))
+        });
+    }
     chart
-        .draw_series([TriangleMarker::new((0.0, 0.0), 9, RED.filled())])?
+        .draw_series([
+            EmptyElement::at((0.0, 0.0)) + TriangleMarker::new((0, 0), 12, WHITE.filled()),
+            EmptyElement::at((0.0, 0.0)) + TriangleMarker::new((0, 0), 8, RED.filled()),
+        ])?
         .label("ζ* = (1/√2, 1/√2, 0), flattest")
         .legend(|(a, b)| TriangleMarker::new((a + 10, b), 6, RED.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
+    legend(&mut chart, corner.unwrap_or(SeriesLabelPosition::UpperRight))?;
     Ok(())
 }
 
@@ -420,8 +474,9 @@ fn window(x: &[f64], y: &[f64], lo: f64, hi: f64) -> Vec<(f64, f64)> {
 }
 
 /// Fig. 4 of the paper for linreg_bn: (a) test loss and ‖φ_t − θ_M‖,
-/// (b) train loss, (c) 2/η̃_t against λ1(φ_t) and a zoom window after EoS
-/// entry, (d) h_t over the run and over a few dozen steps (period 2).
+/// (b) train loss, (c) 2/η̃_t against λ1(φ_t) and (d) its zoom after EoS
+/// entry, (e) h_t over the run and (f) over forty logged steps (period 2
+/// when every step is logged).
 fn fig4<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData, entry: Option<f64>) -> DResult
 where
     DB::ErrorType: 'static,
@@ -453,7 +508,7 @@ where
         "(c) 2/η_eff against λ1(φ_t)",
         "",
         &[("2/η_eff", series(step, two, false), false), ("λ1(φ_t)", series(step, lam, false), false)],
-        false,
+        true,
         false,
     )?;
     let last = step.last().copied().unwrap_or(0.0);
@@ -462,27 +517,37 @@ where
     panel(
         &a[3],
         &match entry {
-            Some(_) => format!("(c) zoom: steps {lo:.0}–{hi:.0} after EoS entry"),
-            None => format!("(c) zoom: steps {lo:.0}–{hi:.0} (no EoS entry)"),
+            Some(_) => format!("(d) (c) zoomed: steps {lo:.0}–{hi:.0} after EoS entry"),
+            None => format!("(d) (c) zoomed: steps {lo:.0}–{hi:.0} (no EoS entry)"),
         },
         "",
         &[("2/η_eff", window(step, two, lo, hi), false), ("λ1(φ_t)", window(step, lam, lo, hi), false)],
-        false,
+        true,
         false,
     )?;
     let h = d.m(LinregBn::H);
-    panel(&a[4], "(d) h_t = ⟨θ_t − φ_t, v1(φ_t)⟩", "h_t", &[("h_t", series(step, h, false), false)], false, false)?;
+    panel(&a[4], "(e) h_t = ⟨θ_t − φ_t, v1(φ_t)⟩", "h_t", &[("h_t", series(step, h, false), false)], false, false)?;
+    // Forty steps show the period-2 sign flips when every step is logged;
+    // a sparser log shows forty samples and says that it hides them.
+    let every = logged_every(step, lo, hi);
     let mid = ((lo + hi) / 2.0).floor();
-    panel(
-        &a[5],
-        &format!("(d) zoom: steps {mid:.0}–{:.0}, period 2", mid + 40.0),
-        "h_t",
-        &[("h_t", window(step, h, mid, mid + 40.0), false)],
-        false,
-        false,
-    )?;
+    let end = mid + 40.0 * every;
+    let zoom_title = if every > 1.0 {
+        format!("(f) h_t, steps {mid:.0}–{end:.0}, every {every:.0}th logged: hides period 2")
+    } else {
+        format!("(f) h_t, steps {mid:.0}–{end:.0}: period 2")
+    };
+    panel(&a[5], &zoom_title, "h_t", &[("h_t", window(step, h, mid, end), false)], false, false)?;
     root.present()?;
     Ok(())
+}
+
+/// The smallest spacing of the logged steps in lo..=hi (1 when every step
+/// is logged).
+fn logged_every(step: &[f64], lo: f64, hi: f64) -> f64 {
+    let inside: Vec<f64> = step.iter().copied().filter(|s| *s >= lo && *s <= hi).collect();
+    let d = inside.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min);
+    if d.is_finite() { d.max(1.0) } else { 1.0 }
 }
 
 /// Fig. 1 of the paper for matcomp_bn: (a) train and test loss, (b) the
@@ -593,7 +658,7 @@ where
             ("2/η_eff", window(step, d.m(C::TWO_OVER_EFF_LR), lo, hi), false),
             ("sharpness", window(d.s(C::STEP), d.s(C::SHARPNESS), lo, hi), false),
         ],
-        false,
+        true,
         false,
     )?;
     root.present()?;
@@ -614,7 +679,7 @@ where
             &format!("{label}: sharpness and 2/η_eff"),
             "",
             &threshold_lines(d, "sharpness"),
-            false,
+            true,
             false,
         )?;
         panel(
@@ -1007,12 +1072,71 @@ pub fn plot_flow(
     Ok(out)
 }
 
-/// A chart in log10 units on the axes marked log (labelled at the
-/// decades, "1e-3"), plain ticks on the others: the caption, label areas
-/// and mesh the tracking panels share.
-type Log10Chart<'a, DB> =
-    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+/// An [`Axis`] as a plotters coordinate: linear in drawing units, with the
+/// axis's labelled positions as bold key points and its minor ones as light
+/// points (plotters' `WithKeyPoints` over f64 has no label formatter).
+struct AxisCoord {
+    linear: RangedCoordf64,
+    major: Vec<f64>,
+    minor: Vec<f64>,
+}
 
+impl AxisCoord {
+    fn new(a: &Axis) -> Self {
+        Self { linear: (a.lo..a.hi).into(), major: a.major_positions(), minor: a.minor.clone() }
+    }
+}
+
+impl Ranged for AxisCoord {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.linear.map(value, limit)
+    }
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() { self.minor.clone() } else { self.major.clone() }
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.linear.range()
+    }
+}
+
+/// A chart on two [`Axis`]es (drawing units: log10 of the value on a log
+/// axis), labelled by the tick policy of `ticks.rs`.
+type Log10Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<AxisCoord, AxisCoord>>;
+
+/// The chart of a panel: caption, label areas, and the mesh with the axes'
+/// labelled and minor positions.
+fn chart_on<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x: (&str, &Axis),
+    y: (&str, &Axis),
+) -> Result<Log10Chart<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut b = ChartBuilder::on(area);
+    b.caption(title, ("sans-serif", CAPTION))
+        .margin(PANEL_MARGIN)
+        .x_label_area_size(X_LABEL_AREA)
+        .y_label_area_size(Y_LABEL_AREA);
+    let mut chart = b.build_cartesian_2d(AxisCoord::new(x.1), AxisCoord::new(y.1))?;
+    chart
+        .configure_mesh()
+        .x_desc(x.0)
+        .y_desc(y.0)
+        .x_label_formatter(&|v| x.1.label(*v))
+        .y_label_formatter(&|v| y.1.label(*v))
+        .label_style(("sans-serif", 15))
+        .light_line_style(BLACK.mix(0.06))
+        .draw()?;
+    Ok(chart)
+}
+
+/// A chart whose axes are given in drawing units, `(label, lo, hi, log)`
+/// (log10 of the value where `log`): the tracking, drift and spectrum
+/// panels.
 fn log10_chart<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     title: &str,
@@ -1022,31 +1146,11 @@ fn log10_chart<'a, DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let mut b = ChartBuilder::on(area);
-    b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(42).y_label_area_size(80);
-    let mut chart = b.build_cartesian_2d(x.1..x.2, y.1..y.2)?;
-    let label = |v: f64, log: bool| {
-        if !log {
-            tick(v, false)
-        } else if (v - v.round()).abs() < 1e-9 {
-            format!("1e{}", v.round() as i64)
-        } else {
-            String::new()
-        }
+    let axis = |(_, lo, hi, log): (&str, f64, f64, bool)| {
+        if log { Axis::new(10f64.powf(lo), 10f64.powf(hi), true, 8, false) } else { Axis::new(lo, hi, false, 6, false) }
     };
-    let count =
-        |(_, a, b, log): (&str, f64, f64, bool)| if log { ((b - a).floor() as usize + 1).clamp(2, 8) } else { 6 };
-    chart
-        .configure_mesh()
-        .x_desc(x.0)
-        .y_desc(y.0)
-        .x_labels(count(x))
-        .y_labels(count(y))
-        .x_label_formatter(&|v| label(*v, x.3))
-        .y_label_formatter(&|v| label(*v, y.3))
-        .label_style(("sans-serif", 15))
-        .draw()?;
-    Ok(chart)
+    let (xa, ya) = (axis(x), axis(y));
+    chart_on(area, title, (x.0, &xa), (y.0, &ya))
 }
 
 /// The legend box every figure draws, at `pos`.
