@@ -303,7 +303,7 @@ fn legend_place<DB: DrawingBackend>(
     }
     let top = headroom(y.lo, y.hi, (legend_px.1 + 12.0) / plot.1);
     let undraw = |v: f64| if y.log { 10f64.powf(v) } else { v };
-    let raised = Axis::new(undraw(y.lo), undraw(top), y.log, y.major.len().max(8), false);
+    let raised = Axis::new(undraw(y.lo), undraw(top), y.log, 8, false);
     (raised, Some(SeriesLabelPosition::UpperRight))
 }
 
@@ -387,12 +387,13 @@ where
     let (a0, a1, o0, o1) = ((a0 - pa).max(-89.0), (a1 + pa).min(89.0), o0 - po, o1 + po);
     let xa = Axis::new(a0, a1, false, 7, false);
     let ya = Axis::new(o0, o1, false, 7, false);
+    // One list for the legend's text and for sizing its box.
     let labels = [
         "Γ: minimisers (x = y > 0)",
         "θ_t, pale (early) to dark (late)",
         "θ_0",
         "ζ0: Γ where ‖w_t‖ starts to fall",
-        "ζ*",
+        "ζ* = (1/√2, 1/√2, 0), flattest",
     ];
     let (ya, corner) = legend_place(area, &labels, &[path.clone(), vec![(a0, 0.0), (a1, 0.0)]], &xa, ya);
     let mut chart = chart_on(
@@ -423,7 +424,7 @@ where
     }))?;
     chart
         .draw_series(LineSeries::new([(a0, 0.0), (a1, 0.0)], BLACK.stroke_width(3)))?
-        .label("Γ: minimisers (x = y > 0)")
+        .label(labels[0])
         .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], BLACK.stroke_width(3)));
     let n = path.len().max(2) - 1;
     // Log time: most steps are the late oscillation near ζ*.
@@ -436,12 +437,12 @@ where
     )?;
     chart
         .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
-        .label("θ_t, pale (early) to dark (late)")
+        .label(labels[1])
         .legend(move |(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], shade(n).stroke_width(2)));
     if let Some(p0) = path.first() {
         chart
             .draw_series([Circle::new(*p0, 6, BLUE.filled())])?
-            .label("θ_0")
+            .label(labels[2])
             .legend(|(a, b)| Circle::new((a + 10, b), 5, BLUE.filled()));
     }
     // ζ0: Γ below θ_t at the first step where ‖w_t‖ falls.
@@ -451,7 +452,7 @@ where
         let ring = |c: (f64, f64), r: i32| {
             EmptyElement::at(c) + Circle::new((0, 0), r, WHITE.filled()) + Circle::new((0, 0), r, BLACK.stroke_width(2))
         };
-        chart.draw_series([ring(zeta0, 7)])?.label("ζ0: Γ where ‖w_t‖ starts to fall").legend(move |(a, b)| {
+        chart.draw_series([ring(zeta0, 7)])?.label(labels[3]).legend(move |(a, b)| {
             EmptyElement::at((a + 10, b))
                 + Circle::new((0, 0), 5, WHITE.filled())
                 + Circle::new((0, 0), 5, BLACK.stroke_width(2))
@@ -462,7 +463,7 @@ where
             EmptyElement::at((0.0, 0.0)) + TriangleMarker::new((0, 0), 12, WHITE.filled()),
             EmptyElement::at((0.0, 0.0)) + TriangleMarker::new((0, 0), 8, RED.filled()),
         ])?
-        .label("ζ* = (1/√2, 1/√2, 0), flattest")
+        .label(labels[4])
         .legend(|(a, b)| TriangleMarker::new((a + 10, b), 6, RED.filled()));
     legend(&mut chart, corner.unwrap_or(SeriesLabelPosition::UpperRight))?;
     Ok(())
